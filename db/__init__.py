@@ -1,0 +1,1 @@
+"""Data layer: tables, engine, tenant-scoped transactions, migrations, queries, writes."""

@@ -1,0 +1,1 @@
+"""Validated, transactional writes by domain; each raises ``db.errors`` on expected failures."""

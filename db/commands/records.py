@@ -1,0 +1,166 @@
+"""Create, update, archive and delete of synced records, through the one write path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.entities import ASSET, CONTACT, CUSTOMER, FACILITY, EntitySpec, EntityType
+from db.errors import (
+    EmailTakenError,
+    HasAttachedRecordsError,
+    NotFoundError,
+    RecordValidationError,
+)
+from db.queries import custom_fields, records
+from db.queries.customers import email_owner
+from db.write_path import RecordWrite, Row, lock_rows, write_records
+from sync.validation import FieldDefinition, validate_record
+
+# Online edits (GraphiQL, web frontends) write as the server's own replica.
+SERVER_REPLICA = "server"
+
+PLURAL = {"contact": "contacts", "facility": "facilities", "asset": "assets"}
+
+# What must be gone before a record of each type may be deleted.
+CHILDREN: Mapping[EntityType, tuple[EntitySpec, ...]] = {
+    EntityType.CUSTOMER: (CONTACT, FACILITY, ASSET),
+    EntityType.FACILITY: (ASSET,),
+}
+
+
+async def field_definitions(
+    conn: AsyncConnection, org_id: UUID, entity: EntityType
+) -> list[FieldDefinition]:
+    """The tenant's custom field definitions for ``entity`` in validation's terms."""
+    rows = await custom_fields.definitions_for(conn, org_id, [entity.value.upper()])
+    return [
+        FieldDefinition(
+            key=r["key"],
+            label=r["label"],
+            field_type=r["field_type"],
+            required=r["required"],
+            options=tuple(o["value"] for o in r["options"]),
+        )
+        for r in rows
+    ]
+
+
+# Object-valued fields a patch updates key by key (a None value removes the key).
+KEYED_FIELDS = ("settings", "custom_fields")
+
+
+def merge_keyed_fields(patch: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """The patch with settings and custom field values merged into the current ones."""
+    merged = dict(patch)
+    for name in KEYED_FIELDS:
+        if isinstance(patch.get(name), Mapping):
+            combined = {**(current.get(name) or {}), **patch[name]}
+            merged[name] = {k: v for k, v in combined.items() if v is not None}
+    return merged
+
+
+async def _parent_links(
+    conn: AsyncConnection, org_id: UUID, spec: EntitySpec, links: Mapping[str, UUID]
+) -> dict[str, UUID]:
+    """Resolve and check the parents of a new record; an asset's customer is its facility's."""
+    if spec is ASSET:
+        found = await records.by_ids(conn, FACILITY, org_id, [links["facility_id"]])
+        if not found:
+            raise NotFoundError("facility", links["facility_id"])
+        return {"facility_id": found[0]["id"], "customer_id": found[0]["customer_id"]}
+    if spec in (CONTACT, FACILITY):
+        if not await records.by_ids(conn, CUSTOMER, org_id, [links["customer_id"]]):
+            raise NotFoundError("customer", links["customer_id"])
+        return {"customer_id": links["customer_id"]}
+    return {}
+
+
+async def save(
+    conn: AsyncConnection,
+    *,
+    org_id: UUID,
+    spec: EntitySpec,
+    record_id: UUID | None,
+    patch: Mapping[str, Any],
+    links: Mapping[str, UUID] | None = None,
+    replica: str = SERVER_REPLICA,
+    max_length: int = 10_000,
+) -> Row:
+    """Create (``record_id`` None) or update one record after validating the result."""
+    current: Row | None = None
+    if record_id is None:
+        record_id = uuid4()
+        resolved = await _parent_links(conn, org_id, spec, links or {})
+        merged: dict[str, Any] = {**spec.new_row_defaults(), **patch}
+    else:
+        current = (await lock_rows(conn, spec, org_id, [record_id])).get(record_id)
+        if current is None or current["deleted"]:
+            raise NotFoundError(spec.type.value, record_id)
+        resolved = {}
+        merged = {**{f: current[f] for f in spec.fields}, **patch}
+    patch = merge_keyed_fields(patch, current or spec.new_row_defaults())
+    merged.update(patch)
+    definitions = await field_definitions(conn, org_id, spec.type)
+    errors = validate_record(spec.type.value, merged, definitions, max_length=max_length)
+    if errors:
+        raise RecordValidationError(errors)
+    email = patch.get("email")
+    if spec is CUSTOMER and isinstance(email, str) and email.strip():
+        owner = await email_owner(conn, org_id, email, exclude=record_id)
+        if owner is not None:
+            raise EmailTakenError(email, owner)
+    write = RecordWrite(record_id=record_id, patch=patch, links=resolved)
+    try:
+        [row] = await write_records(
+            conn,
+            org_id=org_id,
+            spec=spec,
+            writes=[write],
+            replica=replica,
+            current={record_id: current} if current is not None else {},
+        )
+    except IntegrityError as exc:
+        # Two writers raced past the check above; the unique index decides.
+        if spec is CUSTOMER and "uq_customers_org_email" in str(exc.orig):
+            raise EmailTakenError(str(email), None) from exc
+        raise
+    return row
+
+
+async def delete(
+    conn: AsyncConnection,
+    *,
+    org_id: UUID,
+    spec: EntitySpec,
+    record_id: UUID,
+    replica: str = SERVER_REPLICA,
+) -> Row:
+    """Tombstone one record, refused while live children remain attached."""
+    current = (await lock_rows(conn, spec, org_id, [record_id])).get(record_id)
+    if current is None or current["deleted"]:
+        raise NotFoundError(spec.type.value, record_id)
+    children = CHILDREN.get(spec.type, ())
+    if spec is CUSTOMER:
+        kinds = await records.has_live_children(conn, children, org_id, record_id)
+        attached = [PLURAL[k] for k in kinds]
+    elif children:
+        rows = await records.by_parent(conn, ASSET, org_id, "facility_id", [record_id])
+        attached = ["assets"] if rows[0] else []
+    else:
+        attached = []
+    if attached:
+        raise HasAttachedRecordsError(attached)
+    [row] = await write_records(
+        conn,
+        org_id=org_id,
+        spec=spec,
+        writes=[RecordWrite(record_id=record_id, delete=True)],
+        replica=replica,
+        current={record_id: current},
+    )
+    return row

@@ -1,0 +1,64 @@
+"""Domain errors raised by ``db.commands`` and mapped by resolvers to typed union members.
+
+DomainError
+├── NotFoundError            the id is unknown, deleted, or another tenant's
+├── ForbiddenError           the signed-in user may not do this
+├── RecordValidationError    field errors: {field path: message}
+├── EmailTakenError          another live customer has this primary email
+├── HasAttachedRecordsError  delete refused while contacts/facilities/assets remain
+└── DuplicateError           a unique name (user email, custom field key) is taken
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from uuid import UUID
+
+
+class DomainError(Exception):
+    """An expected failure a client can act on."""
+
+
+class NotFoundError(DomainError):
+    """The record does not exist for this tenant (or is deleted)."""
+
+    def __init__(self, entity: str, record_id: UUID | str) -> None:
+        super().__init__(f"{entity} {record_id} not found")
+        self.entity = entity
+        self.record_id = record_id
+
+
+class ForbiddenError(DomainError):
+    """The user lacks the role or capability for this operation."""
+
+
+class RecordValidationError(DomainError):
+    """One or more fields are invalid."""
+
+    def __init__(self, field_errors: Mapping[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in field_errors.items()))
+        self.field_errors = dict(field_errors)
+
+
+class EmailTakenError(DomainError):
+    """The primary email belongs to another live customer of the tenant."""
+
+    def __init__(self, email: str, customer_id: UUID | None) -> None:
+        super().__init__(f"another customer already uses {email}")
+        self.email = email
+        self.customer_id = customer_id
+
+
+class HasAttachedRecordsError(DomainError):
+    """Delete refused because live records are still attached; archive instead."""
+
+    def __init__(self, kinds: Sequence[str]) -> None:
+        super().__init__(
+            "this record still has " + ", ".join(kinds) + " attached: archive it instead,"
+            " or delete those first"
+        )
+        self.kinds = list(kinds)
+
+
+class DuplicateError(DomainError):
+    """A value that must be unique is already used."""

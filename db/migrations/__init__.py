@@ -1,0 +1,1 @@
+"""Alembic migrations; applied by ``fieldsync migrate`` and at ``fieldsync serve`` start."""

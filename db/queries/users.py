@@ -1,0 +1,115 @@
+"""Users: sign-in lookup, creation, permissions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.tables import users
+
+CAPABILITY_COLUMNS = (
+    "can_sync_by_customer",
+    "can_view_credentials",
+    "can_create_credentials",
+    "can_edit_credentials",
+    "can_delete_credentials",
+)
+
+
+@dataclass(frozen=True)
+class LoginRecord:
+    """What sign-in needs to check a password, found before the tenant is known."""
+
+    org_id: UUID
+    user_id: UUID
+    password_hash: str
+    active: bool
+    token_epoch: int
+
+
+async def login_lookup(conn: AsyncConnection, email: str) -> LoginRecord | None:
+    """Find a user by email across tenants (through the security-definer function)."""
+    result = await conn.execute(
+        text("SELECT * FROM fieldsync_login_lookup(:email)"), {"email": email}
+    )
+    row = result.mappings().first()
+    if row is None:
+        return None
+    return LoginRecord(
+        org_id=row["org_id"],
+        user_id=row["id"],
+        password_hash=row["password_hash"],
+        active=row["active"],
+        token_epoch=int(row["token_epoch"]),
+    )
+
+
+async def create_user(
+    conn: AsyncConnection,
+    *,
+    org_id: UUID,
+    email: str,
+    name: str,
+    password_hash: str,
+    role: str,
+    capabilities: Mapping[str, bool] | None = None,
+    customer_id: UUID | None = None,
+) -> dict[str, Any]:
+    """Insert a user; the caller maps a unique violation on email to a typed error."""
+    values: dict[str, Any] = {
+        "org_id": org_id,
+        "id": uuid4(),
+        "email": email,
+        "name": name,
+        "password_hash": password_hash,
+        "role": role,
+        "customer_id": customer_id,
+        **(capabilities or {}),
+    }
+    result = await conn.execute(users.insert().values(values).returning(users))
+    return dict(result.mappings().one())
+
+
+async def get_user(conn: AsyncConnection, org_id: UUID, user_id: UUID) -> dict[str, Any] | None:
+    """A user of the tenant, or None."""
+    query = select(users).where(users.c.org_id == org_id, users.c.id == user_id)
+    row = (await conn.execute(query)).mappings().first()
+    return dict(row) if row else None
+
+
+async def email_in_use(conn: AsyncConnection, email: str) -> bool:
+    """Whether any tenant already has a user with this sign-in email."""
+    return await login_lookup(conn, email) is not None
+
+
+async def list_users(conn: AsyncConnection, org_id: UUID) -> list[dict[str, Any]]:
+    """Every user of the tenant, by email."""
+    query = select(users).where(users.c.org_id == org_id).order_by(func.lower(users.c.email))
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def update_user(
+    conn: AsyncConnection, org_id: UUID, user_id: UUID, values: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Set columns of a user; deactivation also bumps the token epoch (revokes tokens)."""
+    changes: dict[str, Any] = {**values, "updated_at": func.now()}
+    if values.get("active") is False:
+        changes["token_epoch"] = users.c.token_epoch + 1
+    result = await conn.execute(
+        update(users)
+        .where(users.c.org_id == org_id, users.c.id == user_id)
+        .values(changes)
+        .returning(users)
+    )
+    row = result.mappings().first()
+    return dict(row) if row else None
+
+
+async def count_users(conn: AsyncConnection) -> int:
+    """Users visible to this transaction (all tenants only for the owner role)."""
+    return int((await conn.execute(select(func.count()).select_from(users))).scalar_one())

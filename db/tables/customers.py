@@ -1,0 +1,153 @@
+"""Customers and what hangs off them: contacts, facilities (sites) and assets (doors, equipment).
+
+All four are synced records: they carry the columns of ``sync_columns()`` and a
+``customer_id`` (a customer's is its own id) so pull and fan-out can route by selection.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Computed,
+    Date,
+    ForeignKeyConstraint,
+    Index,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from db.tables.base import metadata, org_column, sync_columns
+
+
+def _json_list(name: str) -> Column[object]:
+    return Column(name, JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+
+
+def _json_object(name: str) -> Column[object]:
+    return Column(name, JSONB, nullable=False, server_default=text("'{}'::jsonb"))
+
+
+customers = Table(
+    "customers",
+    metadata,
+    org_column(),
+    Column("id", Uuid, nullable=False),
+    Column("customer_id", Uuid, nullable=False),
+    Column("business_name", Text, nullable=True),
+    Column("first_name", Text, nullable=True),
+    Column("last_name", Text, nullable=True),
+    Column("email", Text, nullable=True),
+    _json_list("phones"),
+    _json_list("addresses"),
+    _json_list("notification_emails"),
+    _json_list("invoice_cc_emails"),
+    _json_object("settings"),
+    _json_object("custom_fields"),
+    Column("archived", Boolean, nullable=False, server_default=text("false")),
+    # The business name shows first; people sort by "last first". Lower-cased so an index
+    # serves case-insensitive ordering and prefix search.
+    Column(
+        "sort_name",
+        Text,
+        Computed(
+            "lower(coalesce(nullif(business_name, ''), "
+            "trim(coalesce(last_name, '') || ' ' || coalesce(first_name, ''))))",
+            persisted=True,
+        ),
+    ),
+    *sync_columns(),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(["org_id"], ["orgs.org_id"], ondelete="CASCADE"),
+)
+Index("ix_customers_org_seq", customers.c.org_id, customers.c.seq)
+Index("ix_customers_org_sort", customers.c.org_id, customers.c.sort_name, customers.c.id)
+# LIKE 'prefix%' search needs pattern ops under a non-C collation.
+Index(
+    "ix_customers_org_sort_pattern",
+    customers.c.org_id,
+    customers.c.sort_name,
+    postgresql_ops={"sort_name": "text_pattern_ops"},
+)
+# Unique primary email per tenant, case-insensitive, among live (non-deleted) customers.
+Index(
+    "uq_customers_org_email",
+    customers.c.org_id,
+    func.lower(customers.c.email),
+    unique=True,
+    postgresql_where=text("NOT deleted AND email IS NOT NULL"),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    org_column(),
+    Column("id", Uuid, nullable=False),
+    Column("customer_id", Uuid, nullable=False),
+    Column("first_name", Text, nullable=True),
+    Column("last_name", Text, nullable=True),
+    Column("title", Text, nullable=True),
+    Column("email", Text, nullable=True),
+    _json_list("phones"),
+    Column("notes", Text, nullable=True),
+    _json_object("custom_fields"),
+    *sync_columns(),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(
+        ["org_id", "customer_id"], ["customers.org_id", "customers.id"], ondelete="CASCADE"
+    ),
+)
+Index("ix_contacts_org_seq", contacts.c.org_id, contacts.c.seq)
+Index("ix_contacts_org_customer", contacts.c.org_id, contacts.c.customer_id)
+
+facilities = Table(
+    "facilities",
+    metadata,
+    org_column(),
+    Column("id", Uuid, nullable=False),
+    Column("customer_id", Uuid, nullable=False),
+    Column("name", Text, nullable=False),
+    _json_object("address"),
+    Column("notes", Text, nullable=True),
+    _json_object("custom_fields"),
+    *sync_columns(),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(
+        ["org_id", "customer_id"], ["customers.org_id", "customers.id"], ondelete="CASCADE"
+    ),
+)
+Index("ix_facilities_org_seq", facilities.c.org_id, facilities.c.seq)
+Index("ix_facilities_org_customer", facilities.c.org_id, facilities.c.customer_id)
+
+assets = Table(
+    "assets",
+    metadata,
+    org_column(),
+    Column("id", Uuid, nullable=False),
+    Column("customer_id", Uuid, nullable=False),
+    Column("facility_id", Uuid, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("manufacturer", Text, nullable=True),
+    Column("model", Text, nullable=True),
+    Column("serial_number", Text, nullable=True),
+    Column("install_date", Date, nullable=True),
+    Column("location", Text, nullable=True),
+    Column("notes", Text, nullable=True),
+    _json_object("custom_fields"),
+    *sync_columns(),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(
+        ["org_id", "facility_id"], ["facilities.org_id", "facilities.id"], ondelete="CASCADE"
+    ),
+    ForeignKeyConstraint(
+        ["org_id", "customer_id"], ["customers.org_id", "customers.id"], ondelete="CASCADE"
+    ),
+)
+Index("ix_assets_org_seq", assets.c.org_id, assets.c.seq)
+Index("ix_assets_org_facility", assets.c.org_id, assets.c.facility_id)
+Index("ix_assets_org_customer", assets.c.org_id, assets.c.customer_id)

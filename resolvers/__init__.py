@@ -1,0 +1,1 @@
+"""Thin query, mutation and subscription functions: read context, call db/ or sync/, shape."""

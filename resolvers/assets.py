@@ -1,0 +1,82 @@
+"""Asset queries and mutations."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import strawberry
+
+from db.entities import ASSET
+from resolvers.context import Info
+from resolvers.lists import child_connection, parent_filter
+from resolvers.writes import delete_record, link, save_record
+from schema.assets import Asset, AssetFields, AssetResult, CreateAssetInput
+from schema.custom_fields import custom_fields_patch
+from schema.customers import DeleteResult
+from schema.pagination import Connection
+from schema.records import patch_from
+
+
+def asset_patch(data: AssetFields) -> dict[str, Any]:
+    """Table columns from an asset input."""
+    patch = patch_from(data)
+    patch.pop("facility_id", None)
+    if data.custom_fields:
+        patch["custom_fields"] = custom_fields_patch(data.custom_fields)
+    return patch
+
+
+@strawberry.type
+class AssetQueries:
+    """Asset reads."""
+
+    @strawberry.field(description="Assets, optionally of one customer or facility, by kind.")
+    async def assets(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        customer_id: strawberry.ID | None = None,
+        facility_id: strawberry.ID | None = None,
+        search: str | None = None,
+    ) -> Connection[Asset]:
+        """Keyset-paginated asset list."""
+        equals = parent_filter(
+            customer_id=(customer_id, "Customer"), facility_id=(facility_id, "Facility")
+        )
+        return await child_connection(
+            info, ASSET, Asset.from_row, equals=equals, search=search, first=first, after=after
+        )
+
+
+@strawberry.type
+class AssetMutations:
+    """Asset writes."""
+
+    @strawberry.mutation(description="Add an asset (door, equipment) to a facility.")
+    async def create_asset(self, info: Info, input: CreateAssetInput) -> AssetResult:
+        """New asset."""
+        facility = link(input.facility_id, "Facility")
+        if not isinstance(facility, UUID):
+            return facility  # type: ignore[return-value]
+        return await save_record(  # type: ignore[no-any-return]
+            info,
+            ASSET,
+            Asset.from_row,
+            global_id=None,
+            patch=asset_patch(input),
+            links={"facility_id": facility},
+        )
+
+    @strawberry.mutation(description="Change an asset's fields.")
+    async def update_asset(self, info: Info, id: strawberry.ID, input: AssetFields) -> AssetResult:
+        """Partial update."""
+        return await save_record(  # type: ignore[no-any-return]
+            info, ASSET, Asset.from_row, global_id=id, patch=asset_patch(input)
+        )
+
+    @strawberry.mutation(description="Delete an asset (devices receive a tombstone).")
+    async def delete_asset(self, info: Info, id: strawberry.ID) -> DeleteResult:
+        """Delete."""
+        return await delete_record(info, ASSET, id)  # type: ignore[no-any-return]

@@ -1,0 +1,83 @@
+"""Contact queries and mutations."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import strawberry
+
+from db.entities import CONTACT
+from resolvers.context import Info
+from resolvers.lists import child_connection, parent_filter
+from resolvers.writes import delete_record, link, save_record
+from schema.contacts import Contact, ContactFields, ContactResult, CreateContactInput
+from schema.custom_fields import custom_fields_patch
+from schema.customers import DeleteResult
+from schema.pagination import Connection
+from schema.records import patch_from
+
+
+def contact_patch(data: ContactFields) -> dict[str, Any]:
+    """Table columns from a contact input."""
+    patch = patch_from(data)
+    patch.pop("customer_id", None)
+    if data.custom_fields:
+        patch["custom_fields"] = custom_fields_patch(data.custom_fields)
+    if "phones" in patch and patch["phones"] is None:
+        patch["phones"] = []
+    return patch
+
+
+@strawberry.type
+class ContactQueries:
+    """Contact reads."""
+
+    @strawberry.field(description="Contacts, optionally of one customer, by last name.")
+    async def contacts(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        customer_id: strawberry.ID | None = None,
+        search: str | None = None,
+    ) -> Connection[Contact]:
+        """Keyset-paginated contact list."""
+        equals = parent_filter(customer_id=(customer_id, "Customer"))
+        return await child_connection(
+            info, CONTACT, Contact.from_row, equals=equals, search=search, first=first, after=after
+        )
+
+
+@strawberry.type
+class ContactMutations:
+    """Contact writes."""
+
+    @strawberry.mutation(description="Add a contact to a customer.")
+    async def create_contact(self, info: Info, input: CreateContactInput) -> ContactResult:
+        """New contact."""
+        customer = link(input.customer_id, "Customer")
+        if not isinstance(customer, UUID):
+            return customer  # type: ignore[return-value]
+        return await save_record(  # type: ignore[no-any-return]
+            info,
+            CONTACT,
+            Contact.from_row,
+            global_id=None,
+            patch=contact_patch(input),
+            links={"customer_id": customer},
+        )
+
+    @strawberry.mutation(description="Change a contact's fields.")
+    async def update_contact(
+        self, info: Info, id: strawberry.ID, input: ContactFields
+    ) -> ContactResult:
+        """Partial update."""
+        return await save_record(  # type: ignore[no-any-return]
+            info, CONTACT, Contact.from_row, global_id=id, patch=contact_patch(input)
+        )
+
+    @strawberry.mutation(description="Delete a contact (devices receive a tombstone).")
+    async def delete_contact(self, info: Info, id: strawberry.ID) -> DeleteResult:
+        """Delete."""
+        return await delete_record(info, CONTACT, id)  # type: ignore[no-any-return]

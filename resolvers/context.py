@@ -1,0 +1,170 @@
+"""The typed request context: database, settings, the caller, loaders, one read transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import strawberry
+from graphql import GraphQLError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import HTTPConnection
+
+from db.engine import Database, set_tenant
+from db.queries.users import get_user
+from resolvers.loaders import Loaders
+from server.auth import InvalidTokenError, TokenClaims, read_token
+from server.settings import Settings
+
+
+class Role(enum.Enum):
+    """What a user is in a tenant."""
+
+    ADMIN = "ADMIN"
+    TECHNICIAN = "TECHNICIAN"
+    PORTAL = "PORTAL"
+
+
+class PublicError(GraphQLError):
+    """A request-level error whose message is safe to show (never masked)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message, extensions={"code": code})
+
+
+def unauthenticated(
+    reason: str = "Authentication required: send `Authorization: Bearer <token>` from `login`",
+) -> PublicError:
+    """The error every resolver raises without a valid token."""
+    return PublicError(reason, "UNAUTHENTICATED")
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    """The signed-in user, loaded fresh for each request (so revocations apply at once)."""
+
+    id: UUID
+    org_id: UUID
+    email: str
+    name: str
+    role: Role
+    customer_id: UUID | None
+    capabilities: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins manage users, custom fields and every record of the tenant."""
+        return self.role is Role.ADMIN
+
+    @property
+    def can_edit_records(self) -> bool:
+        """Admins and technicians edit customers and what hangs off them; portal users read."""
+        return self.role in (Role.ADMIN, Role.TECHNICIAN)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CurrentUser:
+        """From a ``users`` row."""
+        caps = frozenset(k for k in row if k.startswith("can_") and row[k])
+        return cls(
+            id=row["id"],
+            org_id=row["org_id"],
+            email=row["email"],
+            name=row["name"],
+            role=Role(row["role"]),
+            customer_id=row["customer_id"],
+            capabilities=caps,
+        )
+
+
+@dataclass
+class Context:
+    """Per-request context; ``close()`` ends the shared read transaction."""
+
+    request: HTTPConnection
+    db: Database
+    settings: Settings
+    token: str | None
+    loaders: Loaders = field(init=False)
+    _claims: TokenClaims | None = field(default=None, init=False)
+    _user: CurrentUser | None = field(default=None, init=False)
+    _conn: AsyncConnection | None = field(default=None, init=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.loaders = Loaders(self)
+
+    @property
+    def client_address(self) -> str | None:
+        """The peer address of the request."""
+        return self.request.client.host if self.request.client else None
+
+    async def user(self) -> CurrentUser:
+        """The signed-in, active user; raises UNAUTHENTICATED otherwise."""
+        if self._user is not None:
+            return self._user
+        if self.token is None:
+            raise unauthenticated()
+        secret = self.settings.secret_key
+        assert secret is not None
+        try:
+            claims = read_token(secret, self.token)
+        except InvalidTokenError:
+            raise unauthenticated("Invalid or expired token: sign in again") from None
+        self._claims = claims
+        async with self.read(claims.org_id) as conn:
+            row = await get_user(conn, claims.org_id, claims.user_id)
+        if row is None or not row["active"] or row["token_epoch"] != claims.epoch:
+            raise unauthenticated("This token was revoked: sign in again")
+        self._user = CurrentUser.from_row(row)
+        return self._user
+
+    async def org_id(self) -> UUID:
+        """The caller's tenant."""
+        return (await self.user()).org_id
+
+    @asynccontextmanager
+    async def read(self, org_id: UUID | None = None) -> AsyncIterator[AsyncConnection]:
+        """The request's read-only transaction, shared by loaders one statement at a time.
+
+        One transaction per request keeps a response consistent and costs one BEGIN.
+        """
+        if self._conn is None and org_id is None:
+            org_id = (await self.user()).org_id
+        async with self._lock:
+            if self._conn is None:
+                assert org_id is not None
+                conn = await self.db.engine.connect()
+                try:
+                    await conn.begin()
+                    await conn.execute(text("SET TRANSACTION READ ONLY"))
+                    await set_tenant(conn, org_id)
+                except BaseException:
+                    await conn.close()
+                    raise
+                self._conn = conn
+            yield self._conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A fresh read-write transaction for the caller's tenant, committed on exit."""
+        org_id = await self.org_id()
+        async with self.db.tenant(org_id) as conn:
+            yield conn
+
+    async def close(self) -> None:
+        """End the read transaction and return its connection to the pool."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.rollback()
+            finally:
+                await conn.close()
+
+
+Info = strawberry.Info[Context, None]

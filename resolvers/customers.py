@@ -1,0 +1,151 @@
+"""Customer queries and mutations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+
+from db.entities import CUSTOMER
+from db.queries import customers as queries
+from db.queries.pages import PageRequest
+from resolvers.context import Info, PublicError, Role
+from resolvers.writes import decode_id, delete_record, page_size, save_record
+from schema.custom_fields import custom_fields_patch
+from schema.customers import (
+    CreateCustomerInput,
+    Customer,
+    CustomerFilter,
+    CustomerOrder,
+    CustomerOrderField,
+    CustomerResult,
+    DeleteResult,
+    OrderDirection,
+    UpdateCustomerInput,
+)
+from schema.node import InvalidIdError
+from schema.pagination import Connection, InvalidCursorError, build_connection, decode_cursor
+from schema.records import patch_from
+
+SORTS = {
+    CustomerOrderField.NAME: queries.CustomerSort.NAME,
+    CustomerOrderField.CREATED_AT: queries.CustomerSort.CREATED_AT,
+    CustomerOrderField.UPDATED_AT: queries.CustomerSort.UPDATED_AT,
+}
+
+
+def customer_patch(data: CreateCustomerInput) -> dict[str, Any]:
+    """Table columns from a create or update input."""
+    patch = patch_from(data)
+    if data.custom_fields:
+        patch["custom_fields"] = custom_fields_patch(data.custom_fields)
+    for name in ("phones", "addresses", "notification_emails", "invoice_cc_emails"):
+        if name in patch and patch[name] is None:
+            patch[name] = []
+    if "settings" in patch and patch["settings"] is None:
+        del patch["settings"]
+    return patch
+
+
+@strawberry.type
+class CustomerQueries:
+    """Customer reads."""
+
+    @strawberry.field(description="Customers, filtered and ordered, a page at a time.")
+    async def customers(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        filter: CustomerFilter | None = None,
+        order_by: CustomerOrder | None = None,
+    ) -> Connection[Customer]:
+        """Keyset-paginated customer list."""
+        user = await info.context.user()
+        flt = filter or CustomerFilter()
+        order = order_by or CustomerOrder()
+        sort = SORTS[order.field]
+        try:
+            cursor = decode_cursor(after) if after else None
+        except InvalidCursorError as exc:
+            raise PublicError(str(exc), "BAD_USER_INPUT") from None
+        query_filter = queries.CustomerFilter(
+            search=flt.search,
+            archived=flt.archived,
+            email=flt.email,
+            only_id=user.customer_id if user.role is Role.PORTAL else None,
+        )
+        request = PageRequest(
+            first=page_size(info, first),
+            after=cursor,
+            descending=order.direction is OrderDirection.DESC,
+        )
+        async with info.context.read() as conn:
+            page = await queries.customer_page(conn, user.org_id, query_filter, sort, request)
+
+        async def counter() -> int:
+            async with info.context.read() as conn:
+                return await queries.count_customers(conn, user.org_id, query_filter)
+
+        return build_connection(
+            [Customer.from_row(r) for r in page.rows],
+            [(r[sort.value], r["id"]) for r in page.rows],
+            has_next=page.has_next,
+            has_previous=cursor is not None,
+            counter=counter,
+        )
+
+    @strawberry.field(description="One customer by global id; null if unknown.")
+    async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
+        """Customer by id."""
+        user = await info.context.user()
+        try:
+            customer_id = decode_id(id, "Customer")
+        except InvalidIdError:
+            return None
+        if user.role is Role.PORTAL and customer_id != user.customer_id:
+            return None
+        row = await info.context.loaders.customer_by_id.load(customer_id)
+        return Customer.from_row(row) if row else None
+
+
+@strawberry.type
+class CustomerMutations:
+    """Customer writes; each returns the customer or a typed error, never half-done."""
+
+    @strawberry.mutation(description="Create a customer.")
+    async def create_customer(self, info: Info, input: CreateCustomerInput) -> CustomerResult:
+        """New customer."""
+        return await save_record(  # type: ignore[no-any-return]
+            info, CUSTOMER, Customer.from_row, global_id=None, patch=customer_patch(input)
+        )
+
+    @strawberry.mutation(description="Change a customer's fields.")
+    async def update_customer(
+        self, info: Info, id: strawberry.ID, input: UpdateCustomerInput
+    ) -> CustomerResult:
+        """Partial update."""
+        return await save_record(  # type: ignore[no-any-return]
+            info, CUSTOMER, Customer.from_row, global_id=id, patch=customer_patch(input)
+        )
+
+    @strawberry.mutation(description="Archive: hide the customer and stop syncing it to devices.")
+    async def archive_customer(self, info: Info, id: strawberry.ID) -> CustomerResult:
+        """Archive."""
+        return await save_record(  # type: ignore[no-any-return]
+            info, CUSTOMER, Customer.from_row, global_id=id, patch={"archived": True}
+        )
+
+    @strawberry.mutation(description="Re-enable an archived customer; it syncs again.")
+    async def reenable_customer(self, info: Info, id: strawberry.ID) -> CustomerResult:
+        """Re-enable."""
+        return await save_record(  # type: ignore[no-any-return]
+            info, CUSTOMER, Customer.from_row, global_id=id, patch={"archived": False}
+        )
+
+    @strawberry.mutation(
+        description="Delete a customer with nothing attached; otherwise archive it instead."
+    )
+    async def delete_customer(self, info: Info, id: strawberry.ID) -> DeleteResult:
+        """Delete (tombstone)."""
+        return await delete_record(info, CUSTOMER, id)  # type: ignore[no-any-return]

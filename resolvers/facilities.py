@@ -1,0 +1,89 @@
+"""Facility queries and mutations."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import strawberry
+
+from db.entities import FACILITY
+from resolvers.context import Info
+from resolvers.lists import child_connection, parent_filter
+from resolvers.writes import delete_record, link, save_record
+from schema.custom_fields import custom_fields_patch
+from schema.customers import DeleteResult
+from schema.facilities import CreateFacilityInput, Facility, FacilityFields, FacilityResult
+from schema.pagination import Connection
+from schema.records import patch_from
+
+
+def facility_patch(data: FacilityFields) -> dict[str, Any]:
+    """Table columns from a facility input."""
+    patch = patch_from(data)
+    patch.pop("customer_id", None)
+    if data.custom_fields:
+        patch["custom_fields"] = custom_fields_patch(data.custom_fields)
+    if "address" in patch and patch["address"] is None:
+        patch["address"] = {}
+    return patch
+
+
+@strawberry.type
+class FacilityQueries:
+    """Facility reads."""
+
+    @strawberry.field(description="Facilities, optionally of one customer, by name.")
+    async def facilities(
+        self,
+        info: Info,
+        first: int = 20,
+        after: str | None = None,
+        customer_id: strawberry.ID | None = None,
+        search: str | None = None,
+    ) -> Connection[Facility]:
+        """Keyset-paginated facility list."""
+        equals = parent_filter(customer_id=(customer_id, "Customer"))
+        return await child_connection(
+            info,
+            FACILITY,
+            Facility.from_row,
+            equals=equals,
+            search=search,
+            first=first,
+            after=after,
+        )
+
+
+@strawberry.type
+class FacilityMutations:
+    """Facility writes."""
+
+    @strawberry.mutation(description="Add a facility (building or site) to a customer.")
+    async def create_facility(self, info: Info, input: CreateFacilityInput) -> FacilityResult:
+        """New facility."""
+        customer = link(input.customer_id, "Customer")
+        if not isinstance(customer, UUID):
+            return customer  # type: ignore[return-value]
+        return await save_record(  # type: ignore[no-any-return]
+            info,
+            FACILITY,
+            Facility.from_row,
+            global_id=None,
+            patch=facility_patch(input),
+            links={"customer_id": customer},
+        )
+
+    @strawberry.mutation(description="Change a facility's fields.")
+    async def update_facility(
+        self, info: Info, id: strawberry.ID, input: FacilityFields
+    ) -> FacilityResult:
+        """Partial update."""
+        return await save_record(  # type: ignore[no-any-return]
+            info, FACILITY, Facility.from_row, global_id=id, patch=facility_patch(input)
+        )
+
+    @strawberry.mutation(description="Delete a facility with no assets left.")
+    async def delete_facility(self, info: Info, id: strawberry.ID) -> DeleteResult:
+        """Delete."""
+        return await delete_record(info, FACILITY, id)  # type: ignore[no-any-return]

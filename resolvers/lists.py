@@ -1,0 +1,67 @@
+"""Shared list resolution for contacts, facilities and assets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from uuid import UUID
+
+from db.entities import EntitySpec
+from db.queries import pages, records
+from db.queries.pages import PageRequest
+from resolvers.context import Info, PublicError, Role
+from resolvers.writes import page_size
+from schema.node import InvalidIdError, from_global_id
+from schema.pagination import Connection, InvalidCursorError, build_connection, decode_cursor
+
+T = TypeVar("T")
+
+
+def parent_filter(**parents: tuple[str | None, str]) -> dict[str, UUID]:
+    """{column: uuid} from optional global ids; a malformed id is a client error."""
+    equals: dict[str, UUID] = {}
+    for column, (global_id, type_name) in parents.items():
+        if global_id is None:
+            continue
+        try:
+            equals[column] = from_global_id(global_id, type_name)[1]
+        except InvalidIdError as exc:
+            raise PublicError(str(exc), "BAD_USER_INPUT") from None
+    return equals
+
+
+async def child_connection(
+    info: Info,
+    spec: EntitySpec,
+    from_row: Callable[[dict[str, Any]], T],
+    *,
+    equals: dict[str, UUID],
+    search: str | None,
+    first: int,
+    after: str | None,
+) -> Connection[T]:
+    """A keyset page of child records; portal users see only their customer's."""
+    user = await info.context.user()
+    if user.role is Role.PORTAL:
+        equals = {**equals, "customer_id": user.customer_id} if user.customer_id else equals
+    try:
+        cursor = decode_cursor(after) if after else None
+    except InvalidCursorError as exc:
+        raise PublicError(str(exc), "BAD_USER_INPUT") from None
+    request = PageRequest(first=page_size(info, first), after=cursor)
+    async with info.context.read() as conn:
+        page, query = await records.child_page(
+            conn, spec, user.org_id, equals=equals, search=search, request=request
+        )
+
+    async def counter() -> int:
+        async with info.context.read() as conn:
+            return await pages.count(conn, query)
+
+    return build_connection(
+        [from_row(r) for r in page.rows],
+        [(r["_sort"], r["id"]) for r in page.rows],
+        has_next=page.has_next,
+        has_previous=cursor is not None,
+        counter=counter,
+    )

@@ -1,0 +1,58 @@
+"""Per-request DataLoaders (``<Entity>By<Key>Loader``): one SQL statement per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from strawberry.dataloader import DataLoader
+
+from db.entities import ASSET, CONTACT, CUSTOMER, FACILITY, EntitySpec
+from db.queries import custom_fields, records
+from db.queries.pages import rows_in_id_order
+
+if TYPE_CHECKING:
+    from resolvers.context import Context
+
+Row = dict[str, Any]
+
+
+class Loaders:
+    """The loaders of one request, sharing its read transaction."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.customer_by_id = self._by_id(CUSTOMER)
+        self.contact_by_id = self._by_id(CONTACT)
+        self.facility_by_id = self._by_id(FACILITY)
+        self.asset_by_id = self._by_id(ASSET)
+        self.contacts_by_customer = self._by_parent(CONTACT, "customer_id")
+        self.facilities_by_customer = self._by_parent(FACILITY, "customer_id")
+        self.assets_by_facility = self._by_parent(ASSET, "facility_id")
+        self.field_definitions_by_entity: DataLoader[str, list[Row]] = DataLoader(
+            self._load_definitions
+        )
+
+    def _by_id(self, spec: EntitySpec) -> DataLoader[UUID, Row | None]:
+        async def load(ids: Sequence[UUID]) -> list[Row | None]:
+            org_id = await self._ctx.org_id()
+            async with self._ctx.read() as conn:
+                rows = await records.by_ids(conn, spec, org_id, ids)
+            return rows_in_id_order(rows, ids)
+
+        return DataLoader(load)
+
+    def _by_parent(self, spec: EntitySpec, column: str) -> DataLoader[UUID, list[Row]]:
+        async def load(parent_ids: Sequence[UUID]) -> list[list[Row]]:
+            org_id = await self._ctx.org_id()
+            async with self._ctx.read() as conn:
+                return await records.by_parent(conn, spec, org_id, column, parent_ids)
+
+        return DataLoader(load)
+
+    async def _load_definitions(self, entity_types: Sequence[str]) -> list[list[Row]]:
+        org_id = await self._ctx.org_id()
+        async with self._ctx.read() as conn:
+            rows = await custom_fields.definitions_for(conn, org_id, entity_types)
+        return [[r for r in rows if r["entity_type"] == t] for t in entity_types]

@@ -1,0 +1,137 @@
+"""Sign-in, the current user, and user management (admins)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import strawberry
+
+from db.commands import users as commands
+from db.queries import users as queries
+from resolvers.context import Info
+from resolvers.writes import bad_id, decode_id, run_write
+from schema.errors import ErrorCode, InvalidCredentials
+from schema.node import InvalidIdError
+from schema.users import (
+    CapabilitiesInput,
+    CreateUserInput,
+    LoginResult,
+    LoginSuccess,
+    User,
+    UserResult,
+    capability_columns,
+)
+from server.auth import hash_password, issue_token, verify_password
+
+
+def _is_admin(user: object) -> bool:
+    return bool(getattr(user, "is_admin", False))
+
+
+@strawberry.type
+class UserQueries:
+    """Who am I, and who else is here."""
+
+    @strawberry.field(description="The signed-in user.")
+    async def me(self, info: Info) -> User:
+        """Current user."""
+        user = await info.context.user()
+        async with info.context.read() as conn:
+            row = await queries.get_user(conn, user.org_id, user.id)
+        assert row is not None
+        return User.from_row(row)
+
+    @strawberry.field(description="Every user of the account (admins only).")
+    async def users(self, info: Info) -> list[User]:
+        """All users, by email; non-admins get an empty list."""
+        user = await info.context.user()
+        if not user.is_admin:
+            return []
+        async with info.context.read() as conn:
+            rows = await queries.list_users(conn, user.org_id)
+        return [User.from_row(r) for r in rows]
+
+
+@strawberry.type
+class UserMutations:
+    """Sign-in and user management."""
+
+    @strawberry.mutation(description="Sign in with email and password; returns a bearer token.")
+    async def login(self, info: Info, email: str, password: str) -> LoginResult:
+        """Exchange credentials for a token."""
+        ctx = info.context
+        async with ctx.db.unscoped() as conn:
+            found = await queries.login_lookup(conn, email.strip())
+        ok = verify_password(found.password_hash if found else None, password)
+        if found is None or not ok or not found.active:
+            return InvalidCredentials(
+                code=ErrorCode.INVALID_CREDENTIALS, message="Wrong email or password"
+            )
+        secret = ctx.settings.secret_key
+        assert secret is not None
+        token, expires = issue_token(
+            secret,
+            org_id=found.org_id,
+            user_id=found.user_id,
+            epoch=found.token_epoch,
+            ttl_seconds=ctx.settings.token_ttl_seconds,
+        )
+        async with ctx.db.tenant(found.org_id) as conn:
+            row = await queries.get_user(conn, found.org_id, found.user_id)
+        assert row is not None
+        return LoginSuccess(token=token, expires_at=expires, user=User.from_row(row))
+
+    @strawberry.mutation(description="Add a user (admins only).")
+    async def create_user(self, info: Info, input: CreateUserInput) -> UserResult:
+        """New user."""
+        customer_id = None
+        if input.customer_id is not None:
+            try:
+                customer_id = decode_id(input.customer_id, "Customer")
+            except InvalidIdError as exc:
+                return bad_id(input.customer_id, exc)  # type: ignore[return-value]
+        password_hash = hash_password(input.password)
+        result = await run_write(
+            info,
+            lambda conn, user: commands.create_user(
+                conn,
+                org_id=user.org_id,
+                email=input.email,
+                name=input.name,
+                password=input.password,
+                password_hash=password_hash,
+                role=input.role.value,
+                capabilities=capability_columns(input.capabilities) if input.capabilities else None,
+                customer_id=customer_id,
+            ),
+            allowed=_is_admin,
+        )
+        return User.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Grant or withdraw capabilities of a user (admins only).")
+    async def set_user_permissions(
+        self, info: Info, user_id: strawberry.ID, capabilities: CapabilitiesInput
+    ) -> UserResult:
+        """Change capabilities; takes effect on the user's next request."""
+        return await _update(info, user_id, capability_columns(capabilities))
+
+    @strawberry.mutation(
+        description="Activate or deactivate a user (admins only); deactivation revokes tokens."
+    )
+    async def set_user_active(self, info: Info, user_id: strawberry.ID, active: bool) -> UserResult:
+        """Activation."""
+        return await _update(info, user_id, {"active": active})
+
+
+async def _update(info: Info, user_id: strawberry.ID, values: Mapping[str, object]) -> UserResult:
+    try:
+        uid = decode_id(user_id, "User")
+    except InvalidIdError as exc:
+        return bad_id(user_id, exc)  # type: ignore[return-value]
+    result = await run_write(
+        info,
+        lambda conn, user: commands.update_user(conn, user.org_id, uid, values),
+        client_id=user_id,
+        allowed=_is_admin,
+    )
+    return User.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]

@@ -1,0 +1,123 @@
+"""The shared shape of every record mutation: authorise, run in a transaction, map errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.commands import records as commands
+from db.entities import EntitySpec, EntityType
+from db.errors import DomainError, ForbiddenError
+from resolvers.context import CurrentUser, Info, PublicError
+from schema.customers import DeletedRecord
+from schema.errors import UserError, error_from, not_found
+from schema.node import InvalidIdError, from_global_id
+
+Row = dict[str, Any]
+TYPE_NAMES = {
+    EntityType.CUSTOMER: "Customer",
+    EntityType.CONTACT: "Contact",
+    EntityType.FACILITY: "Facility",
+    EntityType.ASSET: "Asset",
+}
+Action = Callable[[AsyncConnection, CurrentUser], Awaitable[Row]]
+
+
+def decode_id(global_id: str, type_name: str) -> UUID:
+    """The uuid of a global id of ``type_name``; raises InvalidIdError otherwise."""
+    return from_global_id(global_id, type_name)[1]
+
+
+async def run_write(
+    info: Info,
+    action: Action,
+    *,
+    client_id: str | None = None,
+    allowed: Callable[[CurrentUser], bool] = lambda user: user.can_edit_records,
+) -> Row | UserError:
+    """Run ``action`` in one tenant transaction; a domain error rolls it back and becomes
+    its union member, so nothing is half-written."""
+    user = await info.context.user()
+    if not allowed(user):
+        return error_from(ForbiddenError("your role may not change this"))
+    try:
+        async with info.context.write() as conn:
+            return await action(conn, user)
+    except DomainError as exc:
+        return error_from(exc, client_id)
+
+
+def page_size(info: Info, first: int) -> int:
+    """Validate ``first`` against the configured cap."""
+    cap = info.context.settings.max_page_size
+    if not 1 <= first <= cap:
+        raise PublicError(f"`first` must be between 1 and {cap}", "BAD_USER_INPUT")
+    return first
+
+
+def bad_id(global_id: str, exc: InvalidIdError) -> UserError:
+    """The NotFound member for a malformed or wrongly typed id."""
+    return not_found(global_id, str(exc))
+
+
+async def save_record(
+    info: Info,
+    spec: EntitySpec,
+    from_row: Callable[[Row], Any],
+    *,
+    global_id: str | None,
+    patch: dict[str, Any],
+    links: dict[str, UUID] | None = None,
+) -> Any:
+    """Create (``global_id`` None) or update one record; the typed object or error."""
+    type_name = TYPE_NAMES[spec.type]
+    record_id = None
+    if global_id is not None:
+        try:
+            record_id = decode_id(global_id, type_name)
+        except InvalidIdError as exc:
+            return bad_id(global_id, exc)
+    result = await run_write(
+        info,
+        lambda conn, user: commands.save(
+            conn,
+            org_id=user.org_id,
+            spec=spec,
+            record_id=record_id,
+            patch=patch,
+            links=links,
+            max_length=info.context.settings.max_string_length,
+        ),
+        client_id=global_id,
+    )
+    return from_row(result) if isinstance(result, dict) else result
+
+
+async def delete_record(info: Info, spec: EntitySpec, global_id: str) -> Any:
+    """Tombstone one record; DeletedRecord or the typed refusal."""
+    try:
+        record_id = decode_id(global_id, TYPE_NAMES[spec.type])
+    except InvalidIdError as exc:
+        return bad_id(global_id, exc)
+    result = await run_write(
+        info,
+        lambda conn, user: commands.delete(
+            conn, org_id=user.org_id, spec=spec, record_id=record_id
+        ),
+        client_id=global_id,
+    )
+    if isinstance(result, dict):
+        return DeletedRecord(id=strawberry.ID(global_id), deleted_at=result["updated_at"])
+    return result
+
+
+def link(global_id: str, type_name: str) -> UUID | UserError:
+    """The uuid of a parent's global id, or the NotFound member."""
+    try:
+        return decode_id(global_id, type_name)
+    except InvalidIdError as exc:
+        return bad_id(global_id, exc)

@@ -1,0 +1,1 @@
+"""GraphQL types, inputs, enums and scalars; ``schema.build`` assembles the Schema."""

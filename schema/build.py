@@ -1,0 +1,114 @@
+"""Assemble the root types from the per-domain pieces and build the Schema."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import strawberry
+import structlog
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+from strawberry.types.base import get_object_definition
+
+from resolvers.assets import AssetMutations, AssetQueries
+from resolvers.contacts import ContactMutations, ContactQueries
+from resolvers.context import PublicError
+from resolvers.custom_fields import CustomFieldMutations, CustomFieldQueries
+from resolvers.customers import CustomerMutations, CustomerQueries
+from resolvers.facilities import FacilityMutations, FacilityQueries
+from resolvers.nodes import NodeQueries
+from resolvers.users import UserMutations, UserQueries
+from schema.scalars import SCALAR_MAP
+
+log = structlog.get_logger("fieldsync.graphql")
+
+Query = merge_types(
+    "Query",
+    (
+        UserQueries,
+        NodeQueries,
+        CustomerQueries,
+        ContactQueries,
+        FacilityQueries,
+        AssetQueries,
+        CustomFieldQueries,
+    ),
+)
+Mutation = merge_types(
+    "Mutation",
+    (
+        UserMutations,
+        CustomerMutations,
+        ContactMutations,
+        FacilityMutations,
+        AssetMutations,
+        CustomFieldMutations,
+    ),
+)
+
+get_object_definition(
+    Query, strict=True
+).description = "Reads: the caller, records, lists, `node(id:)`."
+get_object_definition(
+    Mutation, strict=True
+).description = "Writes: each returns a typed result or error."
+
+
+class CloseRequestResources(SchemaExtension):
+    """Return the request's read connection to the pool when the operation ends."""
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        """Wrap the whole operation."""
+        try:
+            yield
+        finally:
+            context = self.execution_context.context
+            close = getattr(context, "close", None)
+            if close is not None:
+                await close()
+
+
+def should_mask(error: GraphQLError) -> bool:
+    """Mask unexpected exceptions; keep GraphQL validation and our public errors readable."""
+    original = error.original_error
+    if original is None or isinstance(original, PublicError | GraphQLError):
+        return False
+    log.error("unexpected error", error=repr(original), path=error.path, exc_info=original)
+    return True
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Masked errors get a stable code so clients can tell them apart."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=should_mask, error_message="Internal server error")
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        """Replace the message and attach code INTERNAL_SERVER_ERROR."""
+        return GraphQLError(
+            message=self.error_message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+            extensions={"code": "INTERNAL_SERVER_ERROR"},
+        )
+
+
+def build_schema(extra_extensions: list[Any] | None = None) -> strawberry.Schema:
+    """The fieldsync GraphQL schema."""
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[CloseRequestResources, MaskUnexpectedErrors, *(extra_extensions or [])],
+        config=StrawberryConfig(scalar_map=SCALAR_MAP),
+    )
+
+
+def export_sdl() -> str:
+    """The schema as SDL, as committed in ``schema.graphql``."""
+    return build_schema().as_str() + "\n"

@@ -1,0 +1,92 @@
+"""The Contact type (a person at a customer), its inputs and results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+from uuid import UUID
+
+import strawberry
+
+from resolvers.context import Info
+from schema.custom_fields import CustomFieldValue, CustomFieldValueInput, values_of
+from schema.customers import Customer, Phone, PhoneInput, PhoneType
+from schema.errors import Forbidden, NotFound, ValidationError
+from schema.node import Node, to_global_id
+from schema.records import SyncedRecord
+
+
+@strawberry.type(description="A person at a customer.")
+class Contact(Node, SyncedRecord):
+    """A contact."""
+
+    first_name: str | None = strawberry.field(description="First name.")
+    last_name: str | None = strawberry.field(description="Last name.")
+    title: str | None = strawberry.field(description="Job title or role.")
+    email: str | None = strawberry.field(description="Email address.")
+    phones: list[Phone] = strawberry.field(description="Phone numbers.")
+    notes: str | None = strawberry.field(description="Free notes.")
+    uuid: strawberry.Private[UUID]
+    customer_uuid: strawberry.Private[UUID]
+    stored_custom_fields: strawberry.Private[dict[str, Any]]
+
+    @strawberry.field(description="Custom field values, in definition order.")
+    async def custom_fields(self, info: Info) -> list[CustomFieldValue]:
+        """Values paired with their definitions."""
+        return await values_of(info, "CONTACT", self.stored_custom_fields)
+
+    @strawberry.field(description="The customer this person belongs to.")
+    async def customer(self, info: Info) -> Customer | None:
+        """Null only if the customer was deleted meanwhile."""
+        row = await info.context.loaders.customer_by_id.load(self.customer_uuid)
+        return Customer.from_row(row) if row else None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Contact:
+        """From a ``contacts`` row."""
+        return cls(
+            id=to_global_id("Contact", row["id"]),
+            uuid=row["id"],
+            customer_uuid=row["customer_id"],
+            first_name=row["first_name"],
+            last_name=row["last_name"],
+            title=row["title"],
+            email=row["email"],
+            phones=[Phone(type=PhoneType(p["type"]), number=p["number"]) for p in row["phones"]],
+            notes=row["notes"],
+            stored_custom_fields=row["custom_fields"],
+            version=row["version"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+@strawberry.input(description="Fields of a contact; on update omitted fields keep their values.")
+class ContactFields:
+    """Contact fields."""
+
+    first_name: str | None = strawberry.field(default=strawberry.UNSET, description="First name.")
+    last_name: str | None = strawberry.field(default=strawberry.UNSET, description="Last name.")
+    title: str | None = strawberry.field(default=strawberry.UNSET, description="Job title or role.")
+    email: str | None = strawberry.field(default=strawberry.UNSET, description="Email address.")
+    phones: list[PhoneInput] | None = strawberry.field(
+        default=strawberry.UNSET, description="Phone numbers (replaces the list)."
+    )
+    notes: str | None = strawberry.field(default=strawberry.UNSET, description="Free notes.")
+    custom_fields: list[CustomFieldValueInput] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Custom field values to set (merged by key; a null value clears).",
+    )
+
+
+@strawberry.input(description="A new contact of a customer.")
+class CreateContactInput(ContactFields):
+    """Contact plus its customer."""
+
+    customer_id: strawberry.ID = strawberry.field(description="Global id of the customer.")
+
+
+ContactResult = Annotated[
+    Contact | ValidationError | NotFound | Forbidden,
+    strawberry.union("ContactResult", description="A contact, or why the write was refused."),
+]

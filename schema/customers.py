@@ -1,0 +1,335 @@
+"""The Customer type, its nested value types, inputs, filters and mutation results."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+import strawberry
+
+from resolvers.context import Info
+from schema.custom_fields import (
+    Badge,
+    CustomFieldValue,
+    CustomFieldValueInput,
+    badges_of,
+    values_of,
+)
+from schema.errors import EmailTaken, Forbidden, HasAttachedRecords, NotFound, ValidationError
+from schema.node import Node, to_global_id
+from schema.records import SyncedRecord
+
+if TYPE_CHECKING:
+    from schema.contacts import Contact
+    from schema.facilities import Facility
+
+
+@strawberry.enum(description="Kinds of phone number.")
+class PhoneType(enum.Enum):
+    """Phone kinds."""
+
+    MOBILE = "MOBILE"
+    HOME = "HOME"
+    WORK = "WORK"
+    FAX = "FAX"
+    OTHER = "OTHER"
+
+
+@strawberry.enum(description="What an address is used for.")
+class AddressType(enum.Enum):
+    """Address kinds."""
+
+    BILL_TO = "BILL_TO"
+    SHIP_TO = "SHIP_TO"
+    PHYSICAL = "PHYSICAL"
+
+
+@strawberry.type(description="A phone number.")
+class Phone:
+    """Typed phone number."""
+
+    type: PhoneType = strawberry.field(description="Kind of number.")
+    number: str = strawberry.field(description="The number as entered.")
+
+
+@strawberry.type(description="A postal address.")
+class Address:
+    """Typed address."""
+
+    type: AddressType = strawberry.field(description="Bill-to, ship-to or physical.")
+    line1: str | None = strawberry.field(description="Street and number.")
+    line2: str | None = strawberry.field(description="Suite, floor, etc.")
+    city: str | None = strawberry.field(description="City.")
+    region: str | None = strawberry.field(description="State or province.")
+    postal_code: str | None = strawberry.field(description="Postal code.")
+    country: str | None = strawberry.field(description="Country.")
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Address:
+        """From the stored JSON object."""
+        return cls(
+            type=AddressType(value["type"]),
+            line1=value.get("line1"),
+            line2=value.get("line2"),
+            city=value.get("city"),
+            region=value.get("region"),
+            postal_code=value.get("postal_code"),
+            country=value.get("country"),
+        )
+
+
+@strawberry.type(description="Billing and messaging settings of a customer.")
+class CustomerSettings:
+    """Customer settings."""
+
+    tax_free: bool = strawberry.field(description="Invoices carry no tax.")
+    tax_rate: float | None = strawberry.field(description="Tax rate in percent (0-100).")
+    sms_enabled: bool = strawberry.field(description="Send text messages.")
+    billing_emails: bool = strawberry.field(description="Send billing emails.")
+    marketing_emails: bool = strawberry.field(description="Send marketing emails.")
+    report_emails: bool = strawberry.field(description="Send service report emails.")
+    no_email: bool = strawberry.field(description="Send no email at all (overrides the above).")
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> CustomerSettings:
+        """From stored JSON; unset toggles take their defaults."""
+        return cls(
+            tax_free=bool(value.get("tax_free", False)),
+            tax_rate=value.get("tax_rate"),
+            sms_enabled=bool(value.get("sms_enabled", False)),
+            billing_emails=bool(value.get("billing_emails", True)),
+            marketing_emails=bool(value.get("marketing_emails", False)),
+            report_emails=bool(value.get("report_emails", True)),
+            no_email=bool(value.get("no_email", False)),
+        )
+
+
+@strawberry.type(description="A customer of the dealer: a business or a person.")
+class Customer(Node, SyncedRecord):
+    """A customer; contacts, facilities and assets hang off it."""
+
+    business_name: str | None = strawberry.field(description="Business name; shows first.")
+    first_name: str | None = strawberry.field(description="First name of a person customer.")
+    last_name: str | None = strawberry.field(description="Last name of a person customer.")
+    email: str | None = strawberry.field(description="Primary email, unique per dealer.")
+    phones: list[Phone] = strawberry.field(description="Phone numbers.")
+    addresses: list[Address] = strawberry.field(description="Bill-to, ship-to, physical.")
+    notification_emails: list[str] = strawberry.field(description="Extra notification emails.")
+    invoice_cc_emails: list[str] = strawberry.field(description="Emails copied on invoices.")
+    settings: CustomerSettings = strawberry.field(description="Billing and messaging settings.")
+    archived: bool = strawberry.field(description="Archived: hidden and not synced.")
+    uuid: strawberry.Private[UUID]
+    stored_custom_fields: strawberry.Private[dict[str, Any]]
+
+    @strawberry.field(description="Business name, else 'First Last'.")
+    def display_name(self) -> str:
+        """What lists show."""
+        if self.business_name:
+            return self.business_name
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+    @strawberry.field(description="Custom field values, in definition order.")
+    async def custom_fields(self, info: Info) -> list[CustomFieldValue]:
+        """Values paired with their definitions."""
+        return await values_of(info, "CUSTOMER", self.stored_custom_fields)
+
+    @strawberry.field(description="Badges from dropdown custom fields with an icon.")
+    async def badges(self, info: Info) -> list[Badge]:
+        """Badges of this customer."""
+        return await badges_of(info, "CUSTOMER", self.stored_custom_fields)
+
+    @strawberry.field(description="People at this customer.")
+    async def contacts(
+        self, info: Info
+    ) -> list[Annotated[Contact, strawberry.lazy("schema.contacts")]]:
+        """Live contacts, by last name."""
+        from schema.contacts import Contact
+
+        rows = await info.context.loaders.contacts_by_customer.load(self.uuid)
+        return [Contact.from_row(r) for r in rows]
+
+    @strawberry.field(description="Buildings and sites of this customer.")
+    async def facilities(
+        self, info: Info
+    ) -> list[Annotated[Facility, strawberry.lazy("schema.facilities")]]:
+        """Live facilities, by name."""
+        from schema.facilities import Facility
+
+        rows = await info.context.loaders.facilities_by_customer.load(self.uuid)
+        return [Facility.from_row(r) for r in rows]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Customer:
+        """From a ``customers`` row."""
+        return cls(
+            id=to_global_id("Customer", row["id"]),
+            uuid=row["id"],
+            business_name=row["business_name"],
+            first_name=row["first_name"],
+            last_name=row["last_name"],
+            email=row["email"],
+            phones=[Phone(type=PhoneType(p["type"]), number=p["number"]) for p in row["phones"]],
+            addresses=[Address.from_json(a) for a in row["addresses"]],
+            notification_emails=list(row["notification_emails"]),
+            invoice_cc_emails=list(row["invoice_cc_emails"]),
+            settings=CustomerSettings.from_json(row["settings"]),
+            archived=row["archived"],
+            stored_custom_fields=row["custom_fields"],
+            version=row["version"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+@strawberry.input(description="A phone number.")
+class PhoneInput:
+    """Phone to store."""
+
+    type: PhoneType = strawberry.field(description="Kind.")
+    number: str = strawberry.field(description="The number: digits, spaces and + ( ) - . / x # *.")
+
+
+@strawberry.input(description="A postal address.")
+class AddressInput:
+    """Address to store."""
+
+    type: AddressType = strawberry.field(description="Kind.")
+    line1: str | None = strawberry.field(default=None, description="Street and number.")
+    line2: str | None = strawberry.field(default=None, description="Suite, floor, etc.")
+    city: str | None = strawberry.field(default=None, description="City.")
+    region: str | None = strawberry.field(default=None, description="State or province.")
+    postal_code: str | None = strawberry.field(default=None, description="Postal code.")
+    country: str | None = strawberry.field(default=None, description="Country.")
+
+
+@strawberry.input(description="Settings to change; omitted ones keep their values.")
+class CustomerSettingsInput:
+    """Partial settings."""
+
+    tax_free: bool | None = strawberry.field(
+        default=strawberry.UNSET, description="Invoices carry no tax."
+    )
+    tax_rate: float | None = strawberry.field(
+        default=strawberry.UNSET, description="Tax rate in percent (0-100)."
+    )
+    sms_enabled: bool | None = strawberry.field(
+        default=strawberry.UNSET, description="Send text messages."
+    )
+    billing_emails: bool | None = strawberry.field(
+        default=strawberry.UNSET, description="Send billing emails."
+    )
+    marketing_emails: bool | None = strawberry.field(
+        default=strawberry.UNSET, description="Send marketing emails."
+    )
+    report_emails: bool | None = strawberry.field(
+        default=strawberry.UNSET, description="Send service report emails."
+    )
+    no_email: bool | None = strawberry.field(
+        default=strawberry.UNSET, description="Send no email at all."
+    )
+
+
+@strawberry.input(
+    description="A new customer: a business name or a first or last name is required."
+)
+class CreateCustomerInput:
+    """Fields of a new customer."""
+
+    business_name: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Business name; shows first."
+    )
+    first_name: str | None = strawberry.field(default=strawberry.UNSET, description="First name.")
+    last_name: str | None = strawberry.field(default=strawberry.UNSET, description="Last name.")
+    email: str | None = strawberry.field(default=strawberry.UNSET, description="Email address.")
+    phones: list[PhoneInput] | None = strawberry.field(
+        default=strawberry.UNSET, description="Phone numbers (replaces the list)."
+    )
+    addresses: list[AddressInput] | None = strawberry.field(
+        default=strawberry.UNSET, description="Addresses (replaces the list)."
+    )
+    notification_emails: list[str] | None = strawberry.field(
+        default=strawberry.UNSET, description="Extra notification emails (replaces the list)."
+    )
+    invoice_cc_emails: list[str] | None = strawberry.field(
+        default=strawberry.UNSET, description="Emails copied on invoices (replaces the list)."
+    )
+    settings: CustomerSettingsInput | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Settings to change; omitted settings keep their values.",
+    )
+    custom_fields: list[CustomFieldValueInput] | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Custom field values to set (merged by key; a null value clears).",
+    )
+
+
+@strawberry.input(
+    description="Changes to a customer; omitted fields keep their values, null clears."
+)
+class UpdateCustomerInput(CreateCustomerInput):
+    """Partial update (lists are replaced whole; settings and custom fields merge by key)."""
+
+
+@strawberry.enum(description="Customer list orderings.")
+class CustomerOrderField(enum.Enum):
+    """Sort keys."""
+
+    NAME = "NAME"
+    CREATED_AT = "CREATED_AT"
+    UPDATED_AT = "UPDATED_AT"
+
+
+@strawberry.enum(description="Sort direction.")
+class OrderDirection(enum.Enum):
+    """Ascending or descending."""
+
+    ASC = "ASC"
+    DESC = "DESC"
+
+
+@strawberry.input(description="How to order customers.")
+class CustomerOrder:
+    """Sort key and direction."""
+
+    field: CustomerOrderField = strawberry.field(
+        default=CustomerOrderField.NAME, description="Sort key."
+    )
+    direction: OrderDirection = strawberry.field(
+        default=OrderDirection.ASC, description="Sort direction."
+    )
+
+
+@strawberry.input(description="Customer list filters; all given ones must match.")
+class CustomerFilter:
+    """Filters."""
+
+    search: str | None = strawberry.field(
+        default=None, description="Name prefix or substring of name or email, any case."
+    )
+    archived: bool | None = strawberry.field(
+        default=False,
+        description="Archived only (true), active only (false, default), or all (null).",
+    )
+    email: str | None = strawberry.field(default=None, description="Exact primary email, any case.")
+
+
+@strawberry.type(description="A record was deleted (a tombstone remains for devices).")
+class DeletedRecord:
+    """Delete succeeded."""
+
+    id: strawberry.ID = strawberry.field(description="Global id of the deleted record.")
+    deleted_at: datetime = strawberry.field(description="When.")
+
+
+CustomerResult = Annotated[
+    Customer | ValidationError | NotFound | EmailTaken | Forbidden,
+    strawberry.union("CustomerResult", description="A customer, or why the write was refused."),
+]
+
+DeleteResult = Annotated[
+    DeletedRecord | NotFound | HasAttachedRecords | Forbidden,
+    strawberry.union("DeleteResult", description="The deleted id, or why delete was refused."),
+]

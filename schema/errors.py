@@ -1,0 +1,132 @@
+"""Typed, expected failures returned as union members, with a stable code each."""
+
+from __future__ import annotations
+
+import enum
+
+import strawberry
+
+from db.errors import (
+    DomainError,
+    DuplicateError,
+    EmailTakenError,
+    ForbiddenError,
+    HasAttachedRecordsError,
+    NotFoundError,
+    RecordValidationError,
+)
+
+
+@strawberry.enum(description="Stable codes of expected failures; safe to switch on.")
+class ErrorCode(enum.Enum):
+    """Error codes of union error members."""
+
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    NOT_FOUND = "NOT_FOUND"
+    EMAIL_TAKEN = "EMAIL_TAKEN"
+    HAS_ATTACHED_RECORDS = "HAS_ATTACHED_RECORDS"
+    FORBIDDEN = "FORBIDDEN"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    DUPLICATE = "DUPLICATE"
+
+
+@strawberry.interface(description="Every expected failure has a code and a readable message.")
+class UserError:
+    """Common fields of error union members."""
+
+    code: ErrorCode = strawberry.field(description="Stable code.")
+    message: str = strawberry.field(description="What went wrong and what to do, for people.")
+
+
+@strawberry.type(description="One invalid input field.")
+class FieldError:
+    """A field path (camelCase, e.g. `phones[0].number`) and what is wrong with it."""
+
+    field: str = strawberry.field(description="Path of the input field.")
+    message: str = strawberry.field(description="What is wrong with it.")
+
+
+@strawberry.type(description="Some fields are invalid; nothing was written.")
+class ValidationError(UserError):
+    """Field-level problems."""
+
+    field_errors: list[FieldError] = strawberry.field(description="Each invalid field.")
+
+
+@strawberry.type(description="No such record for this tenant (or it was deleted).")
+class NotFound(UserError):
+    """Unknown id."""
+
+    id: strawberry.ID = strawberry.field(description="The id that was not found.")
+
+
+@strawberry.type(description="Another live customer already has this primary email.")
+class EmailTaken(UserError):
+    """Primary emails are unique per tenant, case-insensitive."""
+
+    email: str = strawberry.field(description="The email that is taken.")
+
+
+@strawberry.type(description="Delete refused while records are attached; archive instead.")
+class HasAttachedRecords(UserError):
+    """Attached records block delete."""
+
+    attached: list[str] = strawberry.field(description="Kinds still attached, e.g. `contacts`.")
+
+
+@strawberry.type(description="The signed-in user may not do this.")
+class Forbidden(UserError):
+    """Missing role or capability."""
+
+
+@strawberry.type(description="Email or password is wrong, or the account is inactive.")
+class InvalidCredentials(UserError):
+    """Sign-in failed."""
+
+
+@strawberry.type(description="A value that must be unique is already used.")
+class Duplicate(UserError):
+    """Unique constraint."""
+
+
+def forbidden(message: str = "you are not allowed to do this") -> Forbidden:
+    """A Forbidden member with a message."""
+    return Forbidden(code=ErrorCode.FORBIDDEN, message=message)
+
+
+def not_found(record_id: str, message: str | None = None) -> NotFound:
+    """A NotFound member for an id as the client sent it."""
+    return NotFound(
+        code=ErrorCode.NOT_FOUND,
+        message=message or f"{record_id} not found",
+        id=strawberry.ID(record_id),
+    )
+
+
+def invalid(field_errors: dict[str, str]) -> ValidationError:
+    """A ValidationError member from {field: message}."""
+    return ValidationError(
+        code=ErrorCode.VALIDATION_FAILED,
+        message="Some fields are invalid: "
+        + "; ".join(f"{k} {v}" for k, v in field_errors.items()),
+        field_errors=[FieldError(field=k, message=v) for k, v in field_errors.items()],
+    )
+
+
+def error_from(exc: DomainError, client_id: str | None = None) -> UserError:
+    """The union member for a domain error; ``client_id`` is the id as the client sent it."""
+    if isinstance(exc, RecordValidationError):
+        return invalid(exc.field_errors)
+    if isinstance(exc, NotFoundError):
+        return not_found(client_id or str(exc.record_id), str(exc))
+    if isinstance(exc, EmailTakenError):
+        return EmailTaken(code=ErrorCode.EMAIL_TAKEN, message=str(exc), email=exc.email)
+    if isinstance(exc, HasAttachedRecordsError):
+        return HasAttachedRecords(
+            code=ErrorCode.HAS_ATTACHED_RECORDS, message=str(exc), attached=exc.kinds
+        )
+    if isinstance(exc, ForbiddenError):
+        return forbidden(str(exc) or "you are not allowed to do this")
+    if isinstance(exc, DuplicateError):
+        return Duplicate(code=ErrorCode.DUPLICATE, message=str(exc))
+    raise exc

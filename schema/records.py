@@ -1,0 +1,49 @@
+"""Pieces shared by the synced record types: sync metadata and patch building."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import strawberry
+
+from schema.scalars import VersionVector
+
+
+@strawberry.interface(
+    description="A record that syncs to devices: versioned, tombstoned on delete."
+)
+class SyncedRecord:
+    """Sync metadata every synced record exposes."""
+
+    version: VersionVector = strawberry.field(
+        description="Current version vector; send it back as `baseVersion` when editing."
+    )
+    created_at: datetime = strawberry.field(description="When the record was created.")
+    updated_at: datetime = strawberry.field(description="When the record last changed.")
+
+
+def patch_from(input_obj: object, *, renames: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Column -> value for every input field the client set (UNSET fields are left out).
+
+    Nested inputs become plain dicts with snake_case keys, as the tables store them.
+    """
+    patch: dict[str, Any] = {}
+    for name, value in vars(input_obj).items():
+        if value is strawberry.UNSET:
+            continue
+        patch[(renames or {}).get(name, name)] = plain(value)
+    return patch
+
+
+def plain(value: Any) -> Any:
+    """Strawberry inputs and enums to JSON-able Python values."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if hasattr(value, "__strawberry_definition__"):
+        return {k: plain(v) for k, v in vars(value).items() if v is not strawberry.UNSET}
+    return value

@@ -1,0 +1,153 @@
+"""The Starlette application: GraphQL (HTTP), GraphiQL, health and readiness."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from db.engine import Database
+from db.migrate import current_revision, head_revision
+from resolvers.context import Context
+from schema.build import build_schema
+from server.auth import bearer_token
+from server.graphiql import STATIC_DIR, graphiql_html
+from server.settings import Settings
+
+log = structlog.get_logger("fieldsync.http")
+GRAPHIQL_STATIC = "/graphiql/static"
+
+
+@dataclass
+class AppState:
+    """Resources the lifespan opens; requests read them from here."""
+
+    db: Database | None = None
+
+    @property
+    def database(self) -> Database:
+        """The pool; only None before startup."""
+        if self.db is None:
+            raise RuntimeError("the database pool is not open (lifespan not started)")
+        return self.db
+
+
+class FieldsyncGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI view with our context and locally served GraphiQL."""
+
+    def __init__(self, state: AppState, settings: Settings) -> None:
+        super().__init__(
+            build_schema(),
+            graphql_ide="graphiql" if settings.graphiql else None,
+            allow_queries_via_get=True,
+        )
+        self.state = state
+        self.settings = settings
+
+    async def get_context(self, request: Any, response: Any) -> Context:
+        """A fresh typed context per request."""
+        return Context(
+            request=request,
+            db=self.state.database,
+            settings=self.settings,
+            token=bearer_token(request.headers.get("authorization")),
+        )
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        """GraphiQL from assets shipped in the package: no CDN."""
+        return HTMLResponse(graphiql_html(endpoint=request.url.path, static_prefix=GRAPHIQL_STATIC))
+
+
+class RequestIdMiddleware:
+    """Bind a request id (from ``X-Request-Id`` or new) to logs and echo it back."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry."""
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
+def create_app(settings: Settings, database: Database | None = None) -> Starlette:
+    """The ASGI app; opens its own pool in the lifespan unless ``database`` is given."""
+    if settings.secret_key is None:
+        raise RuntimeError("FIELDSYNC_SECRET_KEY is not set")
+    state = AppState(db=database)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = state.db is None
+        if owned:
+            if settings.database_url is None:
+                raise RuntimeError("DATABASE_URL is not set")
+            state.db = Database.connect(
+                settings.database_url,
+                app_role=settings.app_role,
+                app_password=settings.app_role_password,
+                pool_size=settings.pool_size,
+            )
+        try:
+            yield
+        finally:
+            if owned:
+                await state.database.close()
+                state.db = None
+
+    graphql = FieldsyncGraphQL(state, settings)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        head = head_revision()
+        try:
+            async with state.database.unscoped() as conn:
+                await conn.execute(text("SELECT 1"))
+                revision = await current_revision(conn)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            log.warning("readiness check failed", error=repr(exc))
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        if revision != head:
+            return JSONResponse(
+                {"status": "unavailable", "database": "ok", "migration": revision, "head": head},
+                503,
+            )
+        return JSONResponse({"status": "ready", "database": "ok", "migration": revision})
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Mount(GRAPHIQL_STATIC, StaticFiles(directory=STATIC_DIR), name="graphiql"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])

@@ -1,0 +1,83 @@
+"""Passwords (argon2) and bearer tokens (HS256 JWT with expiry and a revocation epoch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+# Verifying against this when the email is unknown keeps sign-in timing uniform.
+_DUMMY_HASH = _hasher.hash("fieldsync-timing-equaliser")
+ALGORITHM = "HS256"
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password``."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches; an unknown user (None) still costs one verification."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """Who a bearer token speaks for."""
+
+    org_id: UUID
+    user_id: UUID
+    epoch: int
+    expires_at: datetime
+
+
+class InvalidTokenError(Exception):
+    """The token is malformed, forged or expired."""
+
+
+def issue_token(
+    secret: str, *, org_id: UUID, user_id: UUID, epoch: int, ttl_seconds: int
+) -> tuple[str, datetime]:
+    """A signed token and its expiry time."""
+    now = datetime.now(UTC)
+    expires = now + timedelta(seconds=ttl_seconds)
+    payload = {
+        "sub": str(user_id),
+        "org": str(org_id),
+        "epoch": epoch,
+        "iat": int(now.timestamp()),
+        "exp": int(expires.timestamp()),
+    }
+    return jwt.encode(payload, secret, algorithm=ALGORITHM), expires
+
+
+def read_token(secret: str, token: str) -> TokenClaims:
+    """Verify signature and expiry; raise :class:`InvalidTokenError` otherwise."""
+    try:
+        payload = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "org"]}
+        )
+        return TokenClaims(
+            org_id=UUID(payload["org"]),
+            user_id=UUID(payload["sub"]),
+            epoch=int(payload.get("epoch", 0)),
+            expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+        )
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidTokenError(str(exc)) from exc
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header value."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None

@@ -1,0 +1,276 @@
+"""The ``fieldsync`` command line: serve, migrate, create-admin, seed, export-schema."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from server.settings import Settings
+
+app = typer.Typer(
+    help="fieldsync: a GraphQL sync server for field-service data.", no_args_is_help=True
+)
+console = Console(stderr=True)
+
+
+def _database_url(settings: Settings) -> str:
+    """The owner URL: DATABASE_URL, else the embedded server (started on demand)."""
+    if settings.database_url:
+        return settings.database_url
+    from server.embedded import start_embedded
+
+    console.print(f"[cyan]Starting embedded PostgreSQL in {settings.data_dir.resolve()}[/]")
+    return start_embedded(settings.data_dir)
+
+
+def _secret_key(settings: Settings, *, demo: bool) -> str:
+    """FIELDSYNC_SECRET_KEY, else one kept in the data dir (embedded or demo mode only)."""
+    if settings.secret_key:
+        return settings.secret_key
+    if settings.database_url and not demo:
+        console.print(
+            "[red]FIELDSYNC_SECRET_KEY is not set. Every instance must share one signing key:"
+            " set it (e.g. `openssl rand -hex 32`).[/]"
+        )
+        raise typer.Exit(2)
+    path = settings.data_dir / "secret_key"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    console.print(
+        f"[yellow]Token signing key kept in {path} (set FIELDSYNC_SECRET_KEY in production).[/]"
+    )
+    return path.read_text().strip()
+
+
+def _migrate(url: str, settings: Settings) -> None:
+    from db.migrate import upgrade
+
+    upgrade(url, app_role=settings.app_role, app_password=settings.app_role_password)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (also run at `serve` start)."""
+    settings = Settings()
+    _migrate(_database_url(settings), settings)
+    console.print("[green]Database is at the newest migration.[/]")
+
+
+@app.command()
+def serve(
+    demo: Annotated[
+        bool, typer.Option(help="Seed a demo tenant if the database is empty.")
+    ] = False,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (one per core).")] = None,
+) -> None:
+    """Run the server (embedded PostgreSQL unless DATABASE_URL is set)."""
+    import uvicorn
+
+    settings = Settings()
+    url = _database_url(settings)
+    _migrate(url, settings)
+    key = _secret_key(settings, demo=demo)
+    os.environ["DATABASE_URL"] = url
+    os.environ["FIELDSYNC_SECRET_KEY"] = key
+    if demo:
+        asyncio.run(_seed_demo(Settings()))
+    bind_host = host or settings.host
+    bind_port = port or settings.port
+    console.print(
+        f"[green]fieldsync on http://{bind_host}:{bind_port}/graphql (GraphiQL in a browser)[/]"
+    )
+    uvicorn.run(
+        "server.asgi:create_app_from_env",
+        factory=True,
+        host=bind_host,
+        port=bind_port,
+        workers=workers or settings.workers,
+        ws_per_message_deflate=False,
+        log_level=settings.log_level,
+        access_log=False,
+    )
+
+
+async def _seed_demo(settings: Settings) -> None:
+    from db.engine import Database
+    from db.queries import users
+    from db.queries.orgs import tenant_count
+    from db.seed import create_org_with_admin, ensure_demo_fields, seed_records
+    from server.auth import hash_password
+
+    assert settings.database_url is not None
+    db = Database.connect(
+        settings.database_url,
+        app_role=settings.app_role,
+        app_password=settings.app_role_password,
+        pool_size=2,
+    )
+    try:
+        async with db.unscoped() as conn:
+            if await tenant_count(conn) > 0:
+                console.print("[cyan]Database has data: demo seed skipped.[/]")
+                return
+        accounts = [
+            ("admin@demo.fieldsync.dev", "ADMIN"),
+            ("tech1@demo.fieldsync.dev", "TECHNICIAN"),
+            ("tech2@demo.fieldsync.dev", "TECHNICIAN"),
+        ]
+        passwords = {email: secrets.token_urlsafe(9) for email, _ in accounts}
+        admin_email = accounts[0][0]
+        org_id = await create_org_with_admin(
+            db,
+            org_name="Demo Dealer",
+            email=admin_email,
+            password_hash=hash_password(passwords[admin_email]),
+            name="Demo Admin",
+        )
+        async with db.tenant(org_id) as conn:
+            await ensure_demo_fields(conn, org_id)
+            for n, (email, role) in enumerate(accounts[1:], start=1):
+                await users.create_user(
+                    conn,
+                    org_id=org_id,
+                    email=email,
+                    name=f"Technician {n}",
+                    password_hash=hash_password(passwords[email]),
+                    role=role,
+                    capabilities={"can_sync_by_customer": n == 1, "can_view_credentials": n == 1},
+                )
+        counts = await seed_records(
+            db,
+            org_id,
+            customers_count=200,
+            contacts_per_customer=2,
+            facilities_per_customer=2,
+            assets_per_customer=4,
+        )
+        console.print(f"[green]Demo tenant seeded: {counts}[/]")
+        console.print("[bold]Demo accounts (this is demo data; change these passwords):[/]")
+        for email, role in accounts:
+            console.print(f"  {role:<10} {email}  password: {passwords[email]}")
+    finally:
+        await db.close()
+
+
+@app.command("create-admin")
+def create_admin(
+    email: Annotated[str, typer.Option(help="Sign-in email.")],
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, help="At least 10 characters.")
+    ],
+    org_name: Annotated[str, typer.Option(help="Name of the new tenant (dealer).")] = "My Dealer",
+) -> None:
+    """Create a tenant and its first admin."""
+    from db.commands.users import MIN_PASSWORD_LENGTH
+    from db.engine import Database
+    from db.queries.users import email_in_use
+    from db.seed import create_org_with_admin
+    from server.auth import hash_password
+    from sync.validation import is_valid_email
+
+    if len(password) < MIN_PASSWORD_LENGTH or not is_valid_email(email):
+        console.print(
+            f"[red]Need a valid email and a password of {MIN_PASSWORD_LENGTH}+ characters.[/]"
+        )
+        raise typer.Exit(2)
+    settings = Settings()
+    url = _database_url(settings)
+    _migrate(url, settings)
+
+    async def run() -> str:
+        db = Database.connect(
+            url, app_role=settings.app_role, app_password=settings.app_role_password, pool_size=1
+        )
+        try:
+            async with db.unscoped() as conn:
+                if await email_in_use(conn, email):
+                    return ""
+            org_id = await create_org_with_admin(
+                db, org_name=org_name, email=email, password_hash=hash_password(password)
+            )
+            return str(org_id)
+        finally:
+            await db.close()
+
+    org_id = asyncio.run(run())
+    if not org_id:
+        console.print(f"[red]A user with email {email} already exists.[/]")
+        raise typer.Exit(1)
+    console.print(f"[green]Created tenant {org_name!r} ({org_id}) with admin {email}.[/]")
+
+
+@app.command()
+def seed(
+    customers: Annotated[int, typer.Option(min=1, help="Customers to create.")] = 1000,
+    assets_per_customer: Annotated[int, typer.Option(min=0, help="Assets per customer.")] = 20,
+    contacts_per_customer: Annotated[int, typer.Option(min=0)] = 3,
+    facilities_per_customer: Annotated[int, typer.Option(min=0)] = 2,
+    admin_email: Annotated[
+        str, typer.Option(help="Seed into this admin's tenant.")
+    ] = "admin@demo.fieldsync.dev",
+) -> None:
+    """Bulk-create realistic records in an existing tenant (batched, with a progress bar)."""
+    from db.engine import Database
+    from db.queries.users import login_lookup
+    from db.seed import ensure_demo_fields, seed_records
+
+    settings = Settings()
+    url = _database_url(settings)
+    _migrate(url, settings)
+
+    async def run() -> None:
+        db = Database.connect(
+            url, app_role=settings.app_role, app_password=settings.app_role_password, pool_size=2
+        )
+        try:
+            async with db.unscoped() as conn:
+                found = await login_lookup(conn, admin_email)
+            if found is None:
+                console.print(f"[red]No user {admin_email}: run `fieldsync create-admin` first.[/]")
+                raise typer.Exit(1)
+            async with db.tenant(found.org_id) as conn:
+                await ensure_demo_fields(conn, found.org_id)
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                task = bar.add_task("customers", total=customers)
+                counts = await seed_records(
+                    db,
+                    found.org_id,
+                    customers_count=customers,
+                    contacts_per_customer=contacts_per_customer,
+                    facilities_per_customer=facilities_per_customer,
+                    assets_per_customer=assets_per_customer,
+                    progress=lambda n: bar.advance(task, n),
+                )
+            console.print(f"[green]Seeded {counts}[/]")
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+
+
+@app.command("export-schema")
+def export_schema(
+    output: Annotated[Path, typer.Option(help="Where to write the SDL.")] = Path("schema.graphql"),
+) -> None:
+    """Write the GraphQL SDL (commit it; a test fails when it is stale)."""
+    from schema.build import export_sdl
+
+    output.write_text(export_sdl())
+    console.print(f"[green]Wrote {output}[/]")

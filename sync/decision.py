@@ -1,0 +1,278 @@
+"""The decision for one incoming change: a device push or an online edit.
+
+:func:`decide` is pure. It takes the server's current copy of the record (or None), the
+change and the tenant's conflict policy for the entity type, and says what to write and
+which outcome to report. The caller writes ``apply`` / ``delete`` through the write path
+(which bumps the version and stamps field dots) and, under ``MANUAL``, stores a
+``SyncConflict`` for a ``CONFLICT`` outcome.
+
+Rules, checked in this order (``base`` is ``change.base_version``):
+
+1. **Unknown record.** No server copy and a non-empty base: the record never existed here
+   or its tombstone was compacted -> ``DELETED``, nothing written. A ``DELETE`` of a record
+   the server never had is also ``DELETED`` (nothing left to delete).
+2. **Create.** No server copy, ``UPSERT``: the patch is validated on its own ->
+   ``APPLIED`` with ``apply = patch``.
+3. **Base from the future.** ``base`` not dominated-or-equal by the server version (the
+   client claims writes the server never had, e.g. a reused replica id) ->
+   ``VALIDATION_FAILED`` with an error on ``baseVersion``, nothing written.
+4. **Tombstone.** The server copy is deleted: any change -> ``DELETED``, nothing written;
+   the device drops its copy.
+5. **Delete.** ``base`` is None, equals the server version, or the server changed no field
+   since it -> ``APPLIED`` with ``delete = True``. Otherwise the fields the server changed
+   are conflicts (client value None, meaning "deleted"): ``MANUAL`` -> ``CONFLICT``, nothing
+   written; ``SERVER_WINS`` -> ``CONFLICT`` resolved for the server, nothing written (the
+   record lives on and reaches the device on its next pull); ``CLIENT_WINS`` -> ``APPLIED``
+   with ``delete = True`` and the overridden fields reported in ``conflicts``.
+6. **Last-writer-wins edit** (online edit without a base): ``APPLIED`` with ``apply = patch``.
+7. **Up to date.** ``base`` equals the server version -> ``APPLIED`` with ``apply = patch``.
+8. **Server moved on.** A field conflicts when it is in the patch, the server changed it
+   since ``base`` (its dot is not covered by ``base``) and the two values differ; both
+   sides writing the same value is agreement, not a conflict. A device change without a
+   base on an existing record (a create retried after a lost response) counts as base
+   ``{}``: it has seen none of the server's writes. No conflicts -> ``MERGED`` with
+   ``apply = patch``. With conflicts:
+
+   - ``MANUAL`` -> ``CONFLICT``, ``apply`` empty (nothing of the change is written until
+     the user resolves it), ``conflicts`` holds both values of every conflicting field;
+   - ``SERVER_WINS`` -> ``MERGED``, ``apply`` = the patch minus the conflicting fields;
+   - ``CLIENT_WINS`` -> ``MERGED``, ``apply`` = the whole patch;
+
+   and under both of the latter ``conflicts`` reports the fields the policy decided.
+
+**Validation.** Before ``APPLIED`` or ``MERGED`` with something to write, ``validate`` runs
+on the merged view ``{**server.values, **apply}`` (the patch alone for a create); any error
+-> ``VALIDATION_FAILED`` with those ``field_errors`` and nothing written. A field made
+required after the device took its edit fails here, and the device fixes and pushes again.
+
+Invariants: a ``CONFLICT`` never writes (``apply`` empty and ``delete`` False); ``apply`` only
+holds fields of the patch with the patch's values; ``FORBIDDEN`` is never produced here
+(permissions are checked before) but belongs to the outcome set callers report.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from sync.field_dots import Dot, changed_since
+from sync.version_vector import Ordering, compare, dominates_or_equal
+
+Validator = Callable[[Mapping[str, object]], Mapping[str, str]]
+
+
+class Outcome(enum.Enum):
+    """What happened to one change, as reported to the client."""
+
+    APPLIED = "APPLIED"
+    MERGED = "MERGED"
+    CONFLICT = "CONFLICT"
+    DELETED = "DELETED"
+    VALIDATION_FAILED = "VALIDATION_FAILED"
+    FORBIDDEN = "FORBIDDEN"
+
+
+class ConflictPolicy(enum.Enum):
+    """How a tenant settles a field changed on both sides, per entity type."""
+
+    SERVER_WINS = "SERVER_WINS"
+    CLIENT_WINS = "CLIENT_WINS"
+    MANUAL = "MANUAL"
+
+
+class Op(enum.Enum):
+    """The kind of change."""
+
+    UPSERT = "UPSERT"
+    DELETE = "DELETE"
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """The server's current copy of a record (a tombstone when ``deleted``)."""
+
+    values: Mapping[str, object]
+    version: Mapping[str, int]
+    dots: Mapping[str, Dot]
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class IncomingChange:
+    """One change as the client sent it.
+
+    ``base_version`` is the version the client edited from; None for a create, or for an
+    online edit without a base (then ``last_writer_wins`` is True). ``patch`` holds only
+    the fields the client changed.
+    """
+
+    op: Op
+    base_version: Mapping[str, int] | None
+    patch: Mapping[str, object]
+    replica: str
+    last_writer_wins: bool = False
+
+
+@dataclass(frozen=True)
+class FieldConflict:
+    """A field changed on both sides; ``client_value`` None in a delete means "deleted"."""
+
+    field: str
+    server_value: object
+    client_value: object
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to write for one change and what to report."""
+
+    outcome: Outcome
+    apply: Mapping[str, object] = field(default_factory=dict)
+    delete: bool = False
+    conflicts: tuple[FieldConflict, ...] = ()
+    field_errors: Mapping[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+def _is_empty(vv: Mapping[str, int] | None) -> bool:
+    return vv is None or all(counter <= 0 for counter in vv.values())
+
+
+def _validated(
+    outcome: Outcome,
+    current: Mapping[str, object],
+    apply: Mapping[str, object],
+    validate: Validator | None,
+    *,
+    conflicts: tuple[FieldConflict, ...] = (),
+    message: str,
+    creates: bool = False,
+) -> Decision:
+    # A change that writes nothing cannot make the record invalid, and rejecting it would
+    # leave the device stuck on a problem its change did not cause. A create always writes.
+    if validate is not None and (apply or creates):
+        errors = dict(validate({**current, **apply}))
+        if errors:
+            return Decision(
+                Outcome.VALIDATION_FAILED,
+                field_errors=errors,
+                message="the record would not be valid after this change; fix and retry",
+            )
+    return Decision(outcome, apply=dict(apply), conflicts=conflicts, message=message)
+
+
+def _decide_delete(
+    server: ServerRecord, base: Mapping[str, int] | None, policy: ConflictPolicy
+) -> Decision:
+    if base is None or compare(base, server.version) is Ordering.EQUAL:
+        return Decision(Outcome.APPLIED, delete=True, message="deleted")
+    changed = changed_since(server.dots, base)
+    if not changed:
+        return Decision(Outcome.APPLIED, delete=True, message="deleted")
+    conflicts = tuple(
+        FieldConflict(name, server.values.get(name), None) for name in sorted(changed)
+    )
+    if policy is ConflictPolicy.CLIENT_WINS:
+        return Decision(
+            Outcome.APPLIED,
+            delete=True,
+            conflicts=conflicts,
+            message="deleted: the server's later edits were discarded by the CLIENT_WINS policy",
+        )
+    if policy is ConflictPolicy.SERVER_WINS:
+        return Decision(
+            Outcome.CONFLICT,
+            conflicts=conflicts,
+            message="not deleted: the server edited the record since; kept by the SERVER_WINS "
+            "policy",
+        )
+    return Decision(
+        Outcome.CONFLICT,
+        conflicts=conflicts,
+        message="the server edited the record since the device's base version; "
+        "resolve the conflict to delete it or keep it",
+    )
+
+
+def _decide_moved_on(
+    server: ServerRecord,
+    change: IncomingChange,
+    base: Mapping[str, int],
+    policy: ConflictPolicy,
+    validate: Validator | None,
+) -> Decision:
+    server_changed = changed_since(server.dots, base)
+    conflicts = tuple(
+        FieldConflict(name, server.values.get(name), change.patch[name])
+        for name in sorted(server_changed & change.patch.keys())
+        if server.values.get(name) != change.patch[name]
+    )
+    if not conflicts:
+        return _validated(
+            Outcome.MERGED,
+            server.values,
+            change.patch,
+            validate,
+            message="merged with the server's changes to other fields",
+        )
+    if policy is ConflictPolicy.MANUAL:
+        return Decision(
+            Outcome.CONFLICT,
+            conflicts=conflicts,
+            message=f"{len(conflicts)} field(s) changed on both sides; resolve the conflict",
+        )
+    if policy is ConflictPolicy.SERVER_WINS:
+        lost = {c.field for c in conflicts}
+        apply = {name: value for name, value in change.patch.items() if name not in lost}
+        message = "merged; conflicting fields kept the server's values (SERVER_WINS)"
+    else:
+        apply = dict(change.patch)
+        message = "merged; conflicting fields took the device's values (CLIENT_WINS)"
+    return _validated(
+        Outcome.MERGED, server.values, apply, validate, conflicts=conflicts, message=message
+    )
+
+
+def decide(
+    server: ServerRecord | None,
+    change: IncomingChange,
+    policy: ConflictPolicy,
+    validate: Validator | None = None,
+) -> Decision:
+    """Decide what one incoming change writes and which outcome it reports.
+
+    ``validate`` takes a record's values and returns ``{field: message}`` (empty when
+    valid). The rules are in this module's docstring.
+    """
+    base = change.base_version
+    if server is None:
+        if not _is_empty(base):
+            return Decision(
+                Outcome.DELETED,
+                message="the record does not exist on the server (deleted and compacted, "
+                "or never synced); drop the local copy",
+            )
+        if change.op is Op.DELETE:
+            return Decision(Outcome.DELETED, message="the record does not exist on the server")
+        return _validated(
+            Outcome.APPLIED, {}, change.patch, validate, message="created", creates=True
+        )
+
+    if base is not None and not dominates_or_equal(server.version, base):
+        return Decision(
+            Outcome.VALIDATION_FAILED,
+            field_errors={
+                "baseVersion": "the base version includes writes this server never had; "
+                "pull and edit again"
+            },
+            message="invalid base version",
+        )
+    if server.deleted:
+        return Decision(Outcome.DELETED, message="the record was deleted; drop the local copy")
+    if change.op is Op.DELETE:
+        return _decide_delete(server, None if change.last_writer_wins else base, policy)
+    up_to_date = base is not None and compare(base, server.version) is Ordering.EQUAL
+    if change.last_writer_wins or up_to_date:
+        return _validated(Outcome.APPLIED, server.values, change.patch, validate, message="updated")
+    return _decide_moved_on(server, change, {} if base is None else base, policy, validate)

@@ -1,0 +1,176 @@
+"""Validation of a record's values, for online edits and device pushes alike.
+
+Pure: takes the merged values of a record (server copy plus patch) and the tenant's custom
+field definitions, returns ``{field path: message}``; empty means valid. Field paths use
+the API's camelCase names (``email``, ``phones[1].number``, ``customFields.color``) so a
+client can point at the input that needs fixing. A field made required after an offline
+edit was taken fails here, and the device gets ``VALIDATION_FAILED`` to fix and push again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+PHONE_TYPES = frozenset({"MOBILE", "HOME", "WORK", "FAX", "OTHER"})
+ADDRESS_TYPES = frozenset({"BILL_TO", "SHIP_TO", "PHYSICAL"})
+FIELD_TYPES = frozenset({"TEXT", "NUMBER", "DATE", "CHECKBOX", "DROPDOWN"})
+MAX_LIST_ITEMS = 50
+_PHONE = re.compile(r"^[0-9+()\-. /x#*]{3,40}$")
+
+
+@dataclass(frozen=True)
+class FieldDefinition:
+    """A custom field as validation sees it."""
+
+    key: str
+    label: str
+    field_type: str
+    required: bool
+    options: tuple[str, ...] = ()
+
+
+def camel(name: str) -> str:
+    """``install_date`` -> ``installDate``: the API name of a column."""
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def is_valid_email(value: str) -> bool:
+    """Syntax check only: no DNS lookups (many sites are offline)."""
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _check_strings(value: object, path: str, max_length: int, errors: dict[str, str]) -> None:
+    if isinstance(value, str):
+        if len(value) > max_length:
+            errors.setdefault(path, f"is too long ({len(value)} characters, at most {max_length})")
+    elif isinstance(value, Mapping):
+        for key, inner in value.items():
+            _check_strings(inner, f"{path}.{camel(str(key))}", max_length, errors)
+    elif isinstance(value, list | tuple):
+        if len(value) > MAX_LIST_ITEMS:
+            errors.setdefault(path, f"has too many items ({len(value)}, at most {MAX_LIST_ITEMS})")
+        for i, inner in enumerate(value):
+            _check_strings(inner, f"{path}[{i}]", max_length, errors)
+
+
+def _check_email(value: object, path: str, errors: dict[str, str]) -> None:
+    if not _blank(value) and (not isinstance(value, str) or not is_valid_email(value)):
+        errors.setdefault(path, f"is not a valid email address: {value!r}")
+
+
+def _check_phones(phones: object, errors: dict[str, str]) -> None:
+    for i, phone in enumerate(phones if isinstance(phones, list) else []):
+        if phone.get("type") not in PHONE_TYPES:
+            errors.setdefault(f"phones[{i}].type", f"must be one of {sorted(PHONE_TYPES)}")
+        number = phone.get("number")
+        if not isinstance(number, str) or not _PHONE.match(number.strip()):
+            errors.setdefault(
+                f"phones[{i}].number", "must be 3-40 digits, spaces or + ( ) - . / x # *"
+            )
+
+
+def _check_custom_value(definition: FieldDefinition, value: object) -> str | None:
+    kind = definition.field_type
+    if kind == "TEXT" and not isinstance(value, str):
+        return "must be text"
+    if kind == "NUMBER" and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
+        return "must be a number"
+    if kind == "CHECKBOX" and not isinstance(value, bool):
+        return "must be true or false"
+    if kind == "DATE":
+        try:
+            date.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            return "must be a date as YYYY-MM-DD"
+        if not isinstance(value, str):
+            return "must be a date as YYYY-MM-DD"
+    if kind == "DROPDOWN" and value not in definition.options:
+        return f"must be one of {list(definition.options)}"
+    return None
+
+
+def validate_custom_fields(
+    values: object, definitions: Sequence[FieldDefinition], errors: dict[str, str]
+) -> None:
+    """Check custom field values against the tenant's definitions for the entity type."""
+    given: Mapping[str, Any] = values if isinstance(values, Mapping) else {}
+    by_key = {d.key: d for d in definitions}
+    for key, value in given.items():
+        definition = by_key.get(key)
+        path = f"customFields.{key}"
+        if definition is None:
+            errors.setdefault(path, "is not a custom field of this record type")
+        elif not _blank(value):
+            problem = _check_custom_value(definition, value)
+            if problem:
+                errors.setdefault(path, f"{definition.label} {problem}")
+    for definition in definitions:
+        if definition.required and _blank(given.get(definition.key)):
+            errors.setdefault(f"customFields.{definition.key}", f"{definition.label} is required")
+
+
+def _require_name(values: Mapping[str, Any], fields: Sequence[str], errors: dict[str, str]) -> None:
+    if all(_blank(values.get(f)) for f in fields):
+        errors.setdefault(
+            camel(fields[0]), "give a " + " or ".join(f.replace("_", " ") for f in fields)
+        )
+
+
+def validate_record(
+    entity: str,
+    values: Mapping[str, Any],
+    definitions: Sequence[FieldDefinition],
+    *,
+    max_length: int = 10_000,
+) -> dict[str, str]:
+    """Every problem with ``values`` of a record of type ``entity``, by field path."""
+    errors: dict[str, str] = {}
+    for name, value in values.items():
+        if name != "custom_fields":
+            _check_strings(value, camel(name), max_length, errors)
+    if entity == "customer":
+        _require_name(values, ("business_name", "first_name", "last_name"), errors)
+        _check_email(values.get("email"), "email", errors)
+        for field in ("notification_emails", "invoice_cc_emails"):
+            for i, email in enumerate(values.get(field) or []):
+                _check_email(email, f"{camel(field)}[{i}]", errors)
+        _check_phones(values.get("phones"), errors)
+        for i, address in enumerate(values.get("addresses") or []):
+            if address.get("type") not in ADDRESS_TYPES:
+                errors.setdefault(f"addresses[{i}].type", f"must be one of {sorted(ADDRESS_TYPES)}")
+        rate = (values.get("settings") or {}).get("tax_rate")
+        if rate is not None and (not isinstance(rate, int | float) or not 0 <= rate <= 100):
+            errors.setdefault("settings.taxRate", "must be between 0 and 100")
+    elif entity == "contact":
+        _require_name(values, ("first_name", "last_name"), errors)
+        _check_email(values.get("email"), "email", errors)
+        _check_phones(values.get("phones"), errors)
+    elif entity == "facility":
+        _require_name(values, ("name",), errors)
+    elif entity == "asset":
+        _require_name(values, ("kind",), errors)
+    if "custom_fields" in values:
+        validate_custom_fields(values.get("custom_fields"), definitions, errors)
+        for key, value in (values.get("custom_fields") or {}).items():
+            _check_strings(value, f"customFields.{key}", max_length, errors)
+    return errors

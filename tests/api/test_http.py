@@ -1,0 +1,100 @@
+"""HTTP behaviour: health, readiness, GraphQL-over-HTTP status codes, masking."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Api
+
+
+class TestHealth:
+    async def test_healthz(self, client):
+        """/healthz answers while the process is up."""
+        response = await client.get("/healthz")
+        assert response.json() == {"status": "ok"}
+
+    async def test_readyz_reports_database_and_migration(self, client):
+        """/readyz checks the database and that migrations are current."""
+        response = await client.get("/readyz")
+        assert response.status_code == 200
+        assert response.json()["status"] == "ready"
+
+    async def test_request_id_is_echoed(self, client):
+        """A request id comes back in X-Request-Id (given or generated)."""
+        response = await client.get("/healthz", headers={"X-Request-Id": "abc123"})
+        assert response.headers["x-request-id"] == "abc123"
+
+
+class TestBadInput:
+    async def test_malformed_query_gets_a_message_and_no_data(self, client):
+        """Syntax errors get a message and no data (200 with application/json, as the
+        GraphQL-over-HTTP spec allows for that media type), never a stack trace."""
+        response = await client.post("/graphql", json={"query": "{ customers(first: "})
+        body = response.json()
+        assert response.status_code in (200, 400)
+        assert body.get("data") is None
+        assert "Syntax Error" in body["errors"][0]["message"]
+        assert "Traceback" not in response.text
+
+    async def test_wrong_argument_type_is_a_validation_error(self, tenant):
+        """A string where an Int is expected is a validation error."""
+        response = await tenant.admin.post('{ customers(first: "ten") { totalCount } }')
+        assert response.status_code == 200
+        assert "Int cannot represent" in response.json()["errors"][0]["message"]
+
+    async def test_unknown_field_is_a_validation_error(self, tenant):
+        """Unknown fields are reported without suggestions of hidden fields' data."""
+        body = (await tenant.admin.post("{ customers(first: 1) { passwordHash } }")).json()
+        assert "Cannot query field" in body["errors"][0]["message"]
+
+    async def test_not_json_is_a_400(self, client):
+        """A body that is not JSON is a 400 with a message."""
+        response = await client.post(
+            "/graphql", content=b"{nope", headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400
+
+    @pytest.mark.parametrize("variables", [{"first": None}, {"first": -1}])
+    async def test_bad_variables(self, tenant, variables):
+        """Null or out-of-range page sizes are refused with a clear error."""
+        body = (
+            await tenant.admin.post(
+                "query($first: Int!) { customers(first: $first) { totalCount } }", variables
+            )
+        ).json()
+        assert body["errors"][0]["message"]
+        assert "Traceback" not in str(body)
+
+    async def test_unexpected_errors_are_masked(self, client, monkeypatch, tenant):
+        """An unexpected exception reaches the client as INTERNAL_SERVER_ERROR only."""
+        from resolvers import users
+
+        async def boom(*args, **kwargs):
+            raise RuntimeError("secret internals")
+
+        monkeypatch.setattr(users.queries, "get_user", boom)
+        # `me` loads through the patched function after auth (which uses the context's copy)
+        body = (await tenant.admin.post("{ me { email } }")).json()
+        error = body["errors"][0]
+        assert error["message"] == "Internal server error"
+        assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+        assert "secret internals" not in str(body)
+
+    async def test_get_is_for_queries_only(self, client, tenant):
+        """Mutations over GET are refused."""
+        response = await client.get(
+            "/graphql",
+            params={"query": 'mutation { login(email: "a", password: "b") { __typename } }'},
+            headers={"Authorization": f"Bearer {tenant.admin.token}"},
+        )
+        assert response.status_code in (400, 405)
+
+
+class TestAnonymousLogin:
+    async def test_login_needs_no_token(self, client, tenant):
+        """login works without a token; other fields do not."""
+        anon = Api(client)
+        data = await anon(
+            """mutation { login(email: "x@y.example", password: "abcdefghijk") { __typename } }"""
+        )
+        assert data["login"]["__typename"] == "InvalidCredentials"

@@ -1,0 +1,287 @@
+"""Fixtures: a real PostgreSQL (DATABASE_URL's server, else the embedded one), migrated
+once per run; the app in-process over httpx; a fresh tenant per test; a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, make_url, text
+
+from db.engine import Database, create_engine, to_async_url
+from db.migrate import upgrade
+from db.seed import create_org_with_admin
+from server.app import create_app
+from server.auth import hash_password
+from server.settings import Settings
+
+SECRET = "test-secret-key-" + "x" * 32
+PASSWORD = "correct-horse-battery"
+# Hashing is deliberately slow; tests reuse one hash for every user they create.
+PASSWORD_HASH = hash_password(PASSWORD)
+
+
+def _server_url(tmp_root: Path) -> str:
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    from server.embedded import start_embedded
+
+    return start_embedded(tmp_root / "embedded")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh database for this run on the chosen server, dropped afterwards."""
+    base = make_url(_server_url(tmp_path_factory.mktemp("pg")))
+    name = f"fieldsync_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        engine = create_engine(to_async_url(base.render_as_string(False)), pool_size=1)
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(sql))
+        await engine.dispose()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(False)
+    upgrade(url, app_role="fieldsync_app", app_password=None)
+    yield url
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    """Settings pointing at the test database."""
+    return Settings(database_url=database_url, secret_key=SECRET, graphiql=True)
+
+
+@pytest.fixture(scope="session")
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    """The app-role pool (RLS applies), shared by the run."""
+    assert settings.database_url is not None
+    database = Database.connect(
+        settings.database_url, app_role=settings.app_role, app_password=None, pool_size=5
+    )
+    yield database
+    await database.close()
+
+
+@dataclass
+class StatementCounter:
+    """Counts SQL statements the app sends (for N+1 assertions)."""
+
+    count: int = 0
+    statements: list[str] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """Start counting from zero."""
+        self.count = 0
+        self.statements.clear()
+
+
+@pytest.fixture(scope="session")
+def statements(db: Database) -> StatementCounter:
+    """Statement counter attached to the app pool."""
+    counter = StatementCounter()
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        counter.count += 1
+        counter.statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", before)
+    return counter
+
+
+@pytest.fixture(scope="session")
+async def client(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in-process over HTTP."""
+    app = create_app(settings, database=db)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fieldsync.test") as c:
+        yield c
+
+
+@dataclass
+class Api:
+    """Sends GraphQL over HTTP as one user."""
+
+    client: httpx.AsyncClient
+    token: str | None = None
+
+    async def post(self, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
+        """Raw POST."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return await self.client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+
+    async def __call__(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Execute and return ``data``; fails the test on any GraphQL error."""
+        response = await self.post(query, variables)
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        assert response.status_code == 200, body
+        return body["data"]  # type: ignore[no-any-return]
+
+    async def errors(
+        self, query: str, variables: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Execute expecting errors; returns them."""
+        body = (await self.post(query, variables)).json()
+        assert body.get("errors"), body
+        return body["errors"]  # type: ignore[no-any-return]
+
+
+LOGIN = """mutation($email: String!, $password: String!) {
+  login(email: $email, password: $password) {
+    __typename ... on LoginSuccess { token } ... on InvalidCredentials { message } } }"""
+
+
+@dataclass
+class Tenant:
+    """A fresh tenant with an admin signed in."""
+
+    org_id: uuid.UUID
+    admin_email: str
+    admin: Api
+    client: httpx.AsyncClient
+
+    async def login(self, email: str, password: str = PASSWORD) -> Api:
+        """Sign in another user of this tenant."""
+        data = await Api(self.client)(LOGIN, {"email": email, "password": password})
+        assert data["login"]["__typename"] == "LoginSuccess", data
+        return Api(self.client, data["login"]["token"])
+
+    async def add_user(self, role: str = "TECHNICIAN", **caps: bool) -> Api:
+        """Create a user through the API and sign them in."""
+        email = f"{role.lower()}-{uuid.uuid4().hex[:8]}@example.com"
+        data = await self.admin(
+            """mutation($input: CreateUserInput!) { createUser(input: $input) {
+                 __typename ... on UserError { message } } }""",
+            {
+                "input": {
+                    "email": email,
+                    "name": "User",
+                    "password": PASSWORD,
+                    "role": role,
+                    "capabilities": caps or None,
+                }
+            },
+        )
+        assert data["createUser"]["__typename"] == "User", data
+        return await self.login(email)
+
+
+async def new_tenant(db: Database, client: httpx.AsyncClient) -> Tenant:
+    """Create a tenant and sign its admin in."""
+    email = f"admin-{uuid.uuid4().hex[:10]}@example.com"
+    org_id = await create_org_with_admin(
+        db, org_name="Test Dealer", email=email, password_hash=PASSWORD_HASH
+    )
+    anon = Api(client)
+    data = await anon(LOGIN, {"email": email, "password": PASSWORD})
+    return Tenant(
+        org_id=org_id, admin_email=email, admin=Api(client, data["login"]["token"]), client=client
+    )
+
+
+@pytest.fixture
+async def tenant(db: Database, client: httpx.AsyncClient) -> Tenant:
+    """A fresh tenant per test: no test sees another's rows."""
+    return await new_tenant(db, client)
+
+
+@pytest.fixture
+async def other_tenant(db: Database, client: httpx.AsyncClient) -> Tenant:
+    """A second, unrelated tenant."""
+    return await new_tenant(db, client)
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """A `fieldsync serve` process on 127.0.0.1."""
+
+    url: str
+    admin_email: str
+    admin_password: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A real server process on the test database, stopped by its pid at the end."""
+    email = f"live-admin-{uuid.uuid4().hex[:8]}@example.com"
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "FIELDSYNC_SECRET_KEY": SECRET,
+        "FIELDSYNC_DATA_DIR": str(tmp_path_factory.mktemp("live")),
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "create-admin",
+            "--email",
+            email,
+            "--password",
+            PASSWORD,
+            "--org-name",
+            "Live Dealer",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    log = tmp_path_factory.mktemp("live-log") / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail(f"server did not become ready:\n{log.read_text()}")
+    if process.poll() is not None:
+        pytest.fail(f"server exited:\n{log.read_text()}")
+    yield LiveServer(url=url, admin_email=email, admin_password=PASSWORD, process=process)
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
