@@ -32,6 +32,9 @@ class EntitySpec:
     # Columns set once at creation that link the record to its parents.
     links: tuple[str, ...]
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Columns that are written and versioned like any field but never leave the server
+    # (pull, subscriptions and GraphQL types skip them), e.g. a credential's ciphertext.
+    private_fields: tuple[str, ...] = ()
 
     def new_row_defaults(self) -> dict[str, Any]:
         """Values of a fresh row before its first patch (copies, so callers may mutate)."""
