@@ -112,9 +112,9 @@ DEMO_FIELDS: list[dict[str, Any]] = [
         "required": False,
         "position": 0,
         "options": [
-            {"value": "gold", "label": "Gold", "badge_icon": "star"},
-            {"value": "silver", "label": "Silver", "badge_icon": "shield"},
-            {"value": "bronze", "label": "Bronze", "badge_icon": None},
+            {"value": "gold", "label": "Gold", "badgeIcon": "star"},
+            {"value": "silver", "label": "Silver", "badgeIcon": "shield"},
+            {"value": "bronze", "label": "Bronze", "badgeIcon": None},
         ],
     },
     {
@@ -176,14 +176,14 @@ def _customer(rng: random.Random, n: int) -> dict[str, Any]:
                 "line1": f"{rng.randint(1, 999)} Main St",
                 "city": city,
                 "region": "CA",
-                "postal_code": f"{rng.randint(90000, 96199)}",
+                "postalCode": f"{rng.randint(90000, 96199)}",
                 "country": "US",
             }
         ],
         settings={
-            "tax_free": rng.random() < 0.1,
-            "tax_rate": 7.25,
-            "sms_enabled": rng.random() < 0.5,
+            "taxFree": rng.random() < 0.1,
+            "taxRate": 7.25,
+            "smsEnabled": rng.random() < 0.5,
         },
         custom_fields={
             "tier": rng.choice(["gold", "silver", "bronze"]),

@@ -66,7 +66,7 @@ class CustomFieldDefinition(Node):
             field_type=CustomFieldType(row["field_type"]),
             required=row["required"],
             options=[
-                DropdownOption(value=o["value"], label=o["label"], badge_icon=o.get("badge_icon"))
+                DropdownOption(value=o["value"], label=o["label"], badge_icon=o.get("badgeIcon"))
                 for o in row["options"]
             ],
             position=row["position"],
@@ -169,8 +169,8 @@ async def badges_of(info: Info, entity: str, stored: Mapping[str, Any]) -> list[
         if d["field_type"] != "DROPDOWN":
             continue
         for option in d["options"]:
-            if option["value"] == stored.get(d["key"]) and option.get("badge_icon"):
+            if option["value"] == stored.get(d["key"]) and option.get("badgeIcon"):
                 badges.append(
-                    Badge(field_key=d["key"], label=option["label"], icon=option["badge_icon"])
+                    Badge(field_key=d["key"], label=option["label"], icon=option["badgeIcon"])
                 )
     return badges

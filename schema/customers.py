@@ -76,7 +76,7 @@ class Address:
             line2=value.get("line2"),
             city=value.get("city"),
             region=value.get("region"),
-            postal_code=value.get("postal_code"),
+            postal_code=value.get("postalCode"),
             country=value.get("country"),
         )
 
@@ -97,13 +97,13 @@ class CustomerSettings:
     def from_json(cls, value: Mapping[str, Any]) -> CustomerSettings:
         """From stored JSON; unset toggles take their defaults."""
         return cls(
-            tax_free=bool(value.get("tax_free", False)),
-            tax_rate=value.get("tax_rate"),
-            sms_enabled=bool(value.get("sms_enabled", False)),
-            billing_emails=bool(value.get("billing_emails", True)),
-            marketing_emails=bool(value.get("marketing_emails", False)),
-            report_emails=bool(value.get("report_emails", True)),
-            no_email=bool(value.get("no_email", False)),
+            tax_free=bool(value.get("taxFree", False)),
+            tax_rate=value.get("taxRate"),
+            sms_enabled=bool(value.get("smsEnabled", False)),
+            billing_emails=bool(value.get("billingEmails", True)),
+            marketing_emails=bool(value.get("marketingEmails", False)),
+            report_emails=bool(value.get("reportEmails", True)),
+            no_email=bool(value.get("noEmail", False)),
         )
 
 

@@ -87,7 +87,7 @@ class Facility(Node, SyncedRecord):
                 line2=address.get("line2"),
                 city=address.get("city"),
                 region=address.get("region"),
-                postal_code=address.get("postal_code"),
+                postal_code=address.get("postalCode"),
                 country=address.get("country"),
             ),
             notes=row["notes"],

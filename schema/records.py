@@ -9,6 +9,8 @@ from typing import Any
 
 import strawberry
 
+from sync.validation import camel
+
 from schema.scalars import VersionVector
 
 
@@ -45,5 +47,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, list):
         return [plain(v) for v in value]
     if hasattr(value, "__strawberry_definition__"):
-        return {k: plain(v) for k, v in vars(value).items() if v is not strawberry.UNSET}
+        # Nested objects are stored as the API shows them (camelCase), so pulls and pushes
+        # carry the same JSON a client sends.
+        return {
+            camel(k): plain(v) for k, v in vars(value).items() if v is not strawberry.UNSET
+        }
     return value

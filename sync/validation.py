@@ -158,7 +158,7 @@ def validate_record(
         for i, address in enumerate(values.get("addresses") or []):
             if address.get("type") not in ADDRESS_TYPES:
                 errors.setdefault(f"addresses[{i}].type", f"must be one of {sorted(ADDRESS_TYPES)}")
-        rate = (values.get("settings") or {}).get("tax_rate")
+        rate = (values.get("settings") or {}).get("taxRate")
         if rate is not None and (not isinstance(rate, int | float) or not 0 <= rate <= 100):
             errors.setdefault("settings.taxRate", "must be between 0 and 100")
     elif entity == "contact":

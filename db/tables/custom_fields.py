@@ -30,7 +30,7 @@ custom_field_definitions = Table(
     Column("label", Text, nullable=False),
     Column("field_type", Text, nullable=False),
     Column("required", Boolean, nullable=False, server_default=text("false")),
-    # [{"value": str, "label": str, "badge_icon": str | null}] for dropdowns.
+    # [{"value": str, "label": str, "badgeIcon": str | null}] for dropdowns.
     Column("options", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("position", Integer, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
