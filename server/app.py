@@ -66,6 +66,15 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
             token=bearer_token(request.headers.get("authorization")),
         )
 
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        """GraphiQL for browsers (even with `?query=` prefilled); JSON for API clients."""
+        if request.method != "GET" or not self.settings.graphiql:
+            return False
+        accept = request.headers.get("accept", "")
+        return "text/html" in accept or (
+            request.query_params.get("query") is None and "*/*" in accept
+        )
+
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         """GraphiQL from assets shipped in the package: no CDN."""
         return HTMLResponse(graphiql_html(endpoint=request.url.path, static_prefix=GRAPHIQL_STATIC))
