@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Table
 
-from db.tables import assets, contacts, customers, facilities
+from db.crypto import SECRET_COLUMNS
+from db.tables import assets, contacts, credentials, customers, facilities
 
 
 class EntityType(enum.StrEnum):
@@ -19,6 +20,7 @@ class EntityType(enum.StrEnum):
     CONTACT = "contact"
     FACILITY = "facility"
     ASSET = "asset"
+    CREDENTIAL = "credential"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ CUSTOMER = EntitySpec(
         "settings": {},
         "custom_fields": {},
         "archived": False,
+        "restored_seq": 0,
     },
 )
 
@@ -105,6 +108,18 @@ ASSET = EntitySpec(
     defaults={"custom_fields": {}},
 )
 
+# The encrypted password (db/crypto.py) is versioned like any field, so a password change is
+# a change devices hear about, but its columns never leave the server.
+CREDENTIAL = EntitySpec(
+    type=EntityType.CREDENTIAL,
+    table=credentials,
+    fields=("name", "username", "url", "notes", "is_public", "has_password", *SECRET_COLUMNS),
+    # A contact's credential carries the contact's customer; contact_id is None otherwise.
+    links=("customer_id", "contact_id"),
+    defaults={"is_public": False, "has_password": False},
+    private_fields=SECRET_COLUMNS,
+)
+
 ENTITIES: Mapping[EntityType, EntitySpec] = {
-    spec.type: spec for spec in (CUSTOMER, CONTACT, FACILITY, ASSET)
+    spec.type: spec for spec in (CUSTOMER, CONTACT, FACILITY, ASSET, CREDENTIAL)
 }

@@ -6,7 +6,10 @@ DomainError
 ├── RecordValidationError    field errors: {field path: message}
 ├── EmailTakenError          another live customer has this primary email
 ├── HasAttachedRecordsError  delete refused while contacts/facilities/assets remain
-└── DuplicateError           a unique name (user email, custom field key) is taken
+├── DuplicateError           a unique name (user email, custom field key) is taken
+├── NoPasswordError          a credential without a password cannot be revealed
+├── RateLimitedError         too many reveals by this user in the last minute
+└── DecryptionFailedError    a stored secret does not decrypt (altered data or missing key)
 """
 
 from __future__ import annotations
@@ -62,3 +65,39 @@ class HasAttachedRecordsError(DomainError):
 
 class DuplicateError(DomainError):
     """A value that must be unique is already used."""
+
+
+class NoPasswordError(DomainError):
+    """The credential has no password to reveal."""
+
+    def __init__(self, credential_id: UUID) -> None:
+        super().__init__("this credential has no password to reveal")
+        self.credential_id = credential_id
+
+
+class RateLimitedError(DomainError):
+    """The user revealed too many passwords recently; try again later."""
+
+    def __init__(self, limit: int, retry_after_seconds: int) -> None:
+        super().__init__(
+            f"at most {limit} password reveals per minute: try again in"
+            f" {retry_after_seconds} seconds"
+        )
+        self.limit = limit
+        self.retry_after_seconds = retry_after_seconds
+
+
+class DecryptionFailedError(DomainError):
+    """The stored secret could not be decrypted; nothing was revealed or logged."""
+
+
+class EditConflictError(DomainError):
+    """An edit with a base version changed fields the server also changed since."""
+
+    def __init__(
+        self, conflicts: Sequence[tuple[str, object, object]], server_version: Mapping[str, int]
+    ) -> None:
+        fields = ", ".join(c[0] for c in conflicts)
+        super().__init__(f"changed meanwhile by someone else: {fields}; reload and edit again")
+        self.conflicts = list(conflicts)
+        self.server_version = dict(server_version)

@@ -1,7 +1,7 @@
 """The one write path for every synced record.
 
-Every create, update, archive and delete of a customer, contact, facility or asset goes
-through :func:`write_records`. In the caller's transaction it:
+Every create, update, archive and delete of a customer, contact, facility, asset or
+credential goes through :func:`write_records`. In the caller's transaction it:
 
 1. locks the current rows (``SELECT ... FOR UPDATE``),
 2. computes each new row, its version vector (the writer's replica counter bumped) and the
@@ -11,7 +11,8 @@ through :func:`write_records`. In the caller's transaction it:
 4. upserts the rows (deletes become tombstones) and appends one ``change_log`` row each,
 5. queues one ``NOTIFY`` per transaction (delivered at commit) as a poke for listeners.
 
-No other code writes these tables.
+No other code writes these tables, except master-key rotation, which re-wraps credential
+keys without changing synced data (``db/queries/credentials.py: set_wrapping``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from sync.version_vector import increment
 NOTIFY_CHANNEL = "fieldsync_changes"
 
 Row = dict[str, Any]
+# Placeholder for "the seq this write gets", filled in once seqs are allocated.
+RESTORED = object()
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class RecordWrite:
     patch: Mapping[str, Any] = field(default_factory=dict)
     delete: bool = False
     links: Mapping[str, UUID] = field(default_factory=dict)
+    # Write a new version even when no value changes (a resolved conflict must reach the
+    # device that still holds its own edit).
+    force: bool = False
 
 
 class UnknownFieldError(ValueError):
@@ -95,7 +101,8 @@ def next_row(
         row.update(org_id=org_id, id=write.record_id, version={}, field_dots={}, deleted=False)
         row["customer_id"] = write.links.get("customer_id", write.record_id)
         for link in spec.links:
-            row[link] = write.links[link]
+            # An optional link (a credential's contact) stays NULL when not given.
+            row[link] = write.links.get(link)
         row["created_at"] = now
         changed = [f for f in spec.fields if f in write.patch or row.get(f) is not None]
     else:
@@ -106,9 +113,16 @@ def next_row(
             changed = []
         else:
             changed = changed_fields(current, write.patch, spec.fields)
-            if not changed:
+            if not changed and not write.force:
                 return None
+    restored = (
+        current is not None and current.get("archived") and write.patch.get("archived") is False
+    )
     row.update(write.patch)
+    if restored:
+        # Devices evicted this customer while it was archived: they take it whole again
+        # from the seq of this write (see db/pull.py); the marker becomes that seq.
+        row["restored_seq"] = RESTORED
     version = increment(row["version"], replica)
     dot: Dot = (replica, version[replica])
     row["version"] = version
@@ -172,6 +186,8 @@ async def write_records(
     log: list[Row] = []
     for offset, row in enumerate(changed):
         row["seq"] = first_seq + offset
+        if row.get("restored_seq") is RESTORED:
+            row["restored_seq"] = row["seq"]
         log.append(
             {
                 "org_id": org_id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import strawberry
@@ -15,7 +15,8 @@ from schema.assets import Asset, AssetFields, AssetResult, CreateAssetInput
 from schema.custom_fields import custom_fields_patch
 from schema.customers import DeleteResult
 from schema.pagination import Connection
-from schema.records import patch_from
+from schema.records import BASE_VERSION_DOC, patch_from
+from schema.scalars import VersionVector
 
 
 def asset_patch(data: AssetFields) -> dict[str, Any]:
@@ -70,10 +71,24 @@ class AssetMutations:
         )
 
     @strawberry.mutation(description="Change an asset's fields.")
-    async def update_asset(self, info: Info, id: strawberry.ID, input: AssetFields) -> AssetResult:
+    async def update_asset(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        input: AssetFields,
+        base_version: Annotated[
+            VersionVector | None,
+            strawberry.argument(description=BASE_VERSION_DOC),
+        ] = None,
+    ) -> AssetResult:
         """Partial update."""
         return await save_record(  # type: ignore[no-any-return]
-            info, ASSET, Asset.from_row, global_id=id, patch=asset_patch(input)
+            info,
+            ASSET,
+            Asset.from_row,
+            global_id=id,
+            patch=asset_patch(input),
+            base_version=base_version,
         )
 
     @strawberry.mutation(description="Delete an asset (devices receive a tombstone).")

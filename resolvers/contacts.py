@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import strawberry
@@ -15,7 +15,8 @@ from schema.contacts import Contact, ContactFields, ContactResult, CreateContact
 from schema.custom_fields import custom_fields_patch
 from schema.customers import DeleteResult
 from schema.pagination import Connection
-from schema.records import patch_from
+from schema.records import BASE_VERSION_DOC, patch_from
+from schema.scalars import VersionVector
 
 
 def contact_patch(data: ContactFields) -> dict[str, Any]:
@@ -70,11 +71,23 @@ class ContactMutations:
 
     @strawberry.mutation(description="Change a contact's fields.")
     async def update_contact(
-        self, info: Info, id: strawberry.ID, input: ContactFields
+        self,
+        info: Info,
+        id: strawberry.ID,
+        input: ContactFields,
+        base_version: Annotated[
+            VersionVector | None,
+            strawberry.argument(description=BASE_VERSION_DOC),
+        ] = None,
     ) -> ContactResult:
         """Partial update."""
         return await save_record(  # type: ignore[no-any-return]
-            info, CONTACT, Contact.from_row, global_id=id, patch=contact_patch(input)
+            info,
+            CONTACT,
+            Contact.from_row,
+            global_id=id,
+            patch=contact_patch(input),
+            base_version=base_version,
         )
 
     @strawberry.mutation(description="Delete a contact (devices receive a tombstone).")

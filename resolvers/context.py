@@ -117,7 +117,10 @@ class Context:
         except InvalidTokenError:
             raise unauthenticated("Invalid or expired token: sign in again") from None
         self._claims = claims
-        async with self.read(claims.org_id) as conn:
+        # A short transaction of its own: a mutation must not hold the request's read
+        # connection while it writes on another one (two connections per request would
+        # let a burst of mutations exhaust the pool).
+        async with self.db.tenant(claims.org_id) as conn:
             row = await get_user(conn, claims.org_id, claims.user_id)
         if row is None or not row["active"] or row["token_epoch"] != claims.epoch:
             raise unauthenticated("This token was revoked: sign in again")

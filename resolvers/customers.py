@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
@@ -25,7 +25,8 @@ from schema.customers import (
 )
 from schema.node import InvalidIdError
 from schema.pagination import Connection, InvalidCursorError, build_connection, decode_cursor
-from schema.records import patch_from
+from schema.records import BASE_VERSION_DOC, patch_from
+from schema.scalars import VersionVector
 
 SORTS = {
     CustomerOrderField.NAME: queries.CustomerSort.NAME,
@@ -122,11 +123,23 @@ class CustomerMutations:
 
     @strawberry.mutation(description="Change a customer's fields.")
     async def update_customer(
-        self, info: Info, id: strawberry.ID, input: UpdateCustomerInput
+        self,
+        info: Info,
+        id: strawberry.ID,
+        input: UpdateCustomerInput,
+        base_version: Annotated[
+            VersionVector | None,
+            strawberry.argument(description=BASE_VERSION_DOC),
+        ] = None,
     ) -> CustomerResult:
         """Partial update."""
         return await save_record(  # type: ignore[no-any-return]
-            info, CUSTOMER, Customer.from_row, global_id=id, patch=customer_patch(input)
+            info,
+            CUSTOMER,
+            Customer.from_row,
+            global_id=id,
+            patch=customer_patch(input),
+            base_version=base_version,
         )
 
     @strawberry.mutation(description="Archive: hide the customer and stop syncing it to devices.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import strawberry
@@ -15,7 +15,8 @@ from schema.custom_fields import custom_fields_patch
 from schema.customers import DeleteResult
 from schema.facilities import CreateFacilityInput, Facility, FacilityFields, FacilityResult
 from schema.pagination import Connection
-from schema.records import patch_from
+from schema.records import BASE_VERSION_DOC, patch_from
+from schema.scalars import VersionVector
 
 
 def facility_patch(data: FacilityFields) -> dict[str, Any]:
@@ -76,11 +77,23 @@ class FacilityMutations:
 
     @strawberry.mutation(description="Change a facility's fields.")
     async def update_facility(
-        self, info: Info, id: strawberry.ID, input: FacilityFields
+        self,
+        info: Info,
+        id: strawberry.ID,
+        input: FacilityFields,
+        base_version: Annotated[
+            VersionVector | None,
+            strawberry.argument(description=BASE_VERSION_DOC),
+        ] = None,
     ) -> FacilityResult:
         """Partial update."""
         return await save_record(  # type: ignore[no-any-return]
-            info, FACILITY, Facility.from_row, global_id=id, patch=facility_patch(input)
+            info,
+            FACILITY,
+            Facility.from_row,
+            global_id=id,
+            patch=facility_patch(input),
+            base_version=base_version,
         )
 
     @strawberry.mutation(description="Delete a facility with no assets left.")

@@ -9,7 +9,7 @@ from uuid import UUID
 from strawberry.dataloader import DataLoader
 
 from db.entities import ASSET, CONTACT, CUSTOMER, FACILITY, EntitySpec
-from db.queries import custom_fields, records
+from db.queries import credentials, custom_fields, records
 from db.queries.pages import rows_in_id_order
 
 if TYPE_CHECKING:
@@ -33,6 +33,10 @@ class Loaders:
         self.field_definitions_by_entity: DataLoader[str, list[Row]] = DataLoader(
             self._load_definitions
         )
+        # Credentials: only those the caller may see (portal users: their public ones).
+        self.credential_by_id: DataLoader[UUID, Row | None] = DataLoader(self._load_credentials)
+        self.credentials_by_customer = self._credentials_by("customer_id")
+        self.credentials_by_contact = self._credentials_by("contact_id")
 
     def _by_id(self, spec: EntitySpec) -> DataLoader[UUID, Row | None]:
         async def load(ids: Sequence[UUID]) -> list[Row | None]:
@@ -48,6 +52,26 @@ class Loaders:
             org_id = await self._ctx.org_id()
             async with self._ctx.read() as conn:
                 return await records.by_parent(conn, spec, org_id, column, parent_ids)
+
+        return DataLoader(load)
+
+    async def _credential_visibility(self) -> credentials.Visibility:
+        user = await self._ctx.user()
+        return credentials.Visibility.of(user.role.value, user.customer_id)
+
+    async def _load_credentials(self, ids: Sequence[UUID]) -> list[Row | None]:
+        org_id = await self._ctx.org_id()
+        seen = await self._credential_visibility()
+        async with self._ctx.read() as conn:
+            rows = await credentials.by_ids(conn, org_id, ids, seen)
+        return rows_in_id_order(rows, ids)
+
+    def _credentials_by(self, column: str) -> DataLoader[UUID, list[Row]]:
+        async def load(parent_ids: Sequence[UUID]) -> list[list[Row]]:
+            org_id = await self._ctx.org_id()
+            seen = await self._credential_visibility()
+            async with self._ctx.read() as conn:
+                return await credentials.by_parent(conn, org_id, column, parent_ids, seen)
 
         return DataLoader(load)
 

@@ -10,6 +10,7 @@ import strawberry
 from resolvers.context import Info, Role
 from schema.assets import Asset
 from schema.contacts import Contact
+from schema.credentials import Credential
 from schema.customers import Customer
 from schema.facilities import Facility
 from schema.node import InvalidIdError, Node, from_global_id
@@ -33,6 +34,8 @@ class NodeQueries:
             "Contact": (loaders.contact_by_id, Contact.from_row),
             "Facility": (loaders.facility_by_id, Facility.from_row),
             "Asset": (loaders.asset_by_id, Asset.from_row),
+            # Loaded only if visible to the caller (portal users: their public ones).
+            "Credential": (loaders.credential_by_id, Credential.from_row),
         }
         if type_name not in kinds:
             return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -72,8 +72,11 @@ async def save_record(
     global_id: str | None,
     patch: dict[str, Any],
     links: dict[str, UUID] | None = None,
+    base_version: Mapping[str, int] | None = None,
 ) -> Any:
-    """Create (``global_id`` None) or update one record; the typed object or error."""
+    """Create (``global_id`` None) or update one record; the typed object or error.
+
+    ``base_version`` (updates) applies the sync rules instead of last-writer-wins."""
     type_name = TYPE_NAMES[spec.type]
     record_id = None
     if global_id is not None:
@@ -91,6 +94,7 @@ async def save_record(
             patch=patch,
             links=links,
             max_length=info.context.settings.max_string_length,
+            base_version=base_version,
         ),
         client_id=global_id,
     )

@@ -12,7 +12,7 @@ import strawberry
 from resolvers.context import Info
 from schema.custom_fields import CustomFieldValue, CustomFieldValueInput, values_of
 from schema.customers import Customer
-from schema.errors import Forbidden, NotFound, ValidationError
+from schema.errors import EditConflict, Forbidden, NotFound, ValidationError
 from schema.facilities import Facility
 from schema.node import Node, to_global_id
 from schema.records import SyncedRecord
@@ -108,6 +108,6 @@ class CreateAssetInput(AssetFields):
 
 
 AssetResult = Annotated[
-    Asset | ValidationError | NotFound | Forbidden,
+    Asset | ValidationError | NotFound | Forbidden | EditConflict,
     strawberry.union("AssetResult", description="An asset, or why the write was refused."),
 ]

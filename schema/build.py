@@ -16,10 +16,12 @@ from strawberry.types.base import get_object_definition
 from resolvers.assets import AssetMutations, AssetQueries
 from resolvers.contacts import ContactMutations, ContactQueries
 from resolvers.context import PublicError
+from resolvers.credentials import CredentialMutations, CredentialQueries
 from resolvers.custom_fields import CustomFieldMutations, CustomFieldQueries
 from resolvers.customers import CustomerMutations, CustomerQueries
 from resolvers.facilities import FacilityMutations, FacilityQueries
 from resolvers.nodes import NodeQueries
+from resolvers.sync import SyncMutations, SyncQueries
 from resolvers.users import UserMutations, UserQueries
 from schema.scalars import SCALAR_MAP
 
@@ -35,6 +37,8 @@ Query = merge_types(
         FacilityQueries,
         AssetQueries,
         CustomFieldQueries,
+        CredentialQueries,
+        SyncQueries,
     ),
 )
 Mutation = merge_types(
@@ -46,6 +50,8 @@ Mutation = merge_types(
         FacilityMutations,
         AssetMutations,
         CustomFieldMutations,
+        CredentialMutations,
+        SyncMutations,
     ),
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import strawberry
@@ -11,9 +11,12 @@ import strawberry
 from resolvers.context import Info
 from schema.custom_fields import CustomFieldValue, CustomFieldValueInput, values_of
 from schema.customers import Customer, Phone, PhoneInput, PhoneType
-from schema.errors import Forbidden, NotFound, ValidationError
+from schema.errors import EditConflict, Forbidden, NotFound, ValidationError
 from schema.node import Node, to_global_id
 from schema.records import SyncedRecord
+
+if TYPE_CHECKING:
+    from schema.credentials import Credential
 
 
 @strawberry.type(description="A person at a customer.")
@@ -40,6 +43,18 @@ class Contact(Node, SyncedRecord):
         """Null only if the customer was deleted meanwhile."""
         row = await info.context.loaders.customer_by_id.load(self.customer_uuid)
         return Customer.from_row(row) if row else None
+
+    @strawberry.field(
+        description="Credentials of this contact, masked; portal users see only public ones."
+    )
+    async def credentials(
+        self, info: Info
+    ) -> list[Annotated[Credential, strawberry.lazy("schema.credentials")]]:
+        """Live credentials the caller may see, by name."""
+        from schema.credentials import Credential
+
+        rows = await info.context.loaders.credentials_by_contact.load(self.uuid)
+        return [Credential.from_row(r) for r in rows]
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Contact:
@@ -87,6 +102,6 @@ class CreateContactInput(ContactFields):
 
 
 ContactResult = Annotated[
-    Contact | ValidationError | NotFound | Forbidden,
+    Contact | ValidationError | NotFound | Forbidden | EditConflict,
     strawberry.union("ContactResult", description="A contact, or why the write was refused."),
 ]

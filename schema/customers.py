@@ -18,12 +18,20 @@ from schema.custom_fields import (
     badges_of,
     values_of,
 )
-from schema.errors import EmailTaken, Forbidden, HasAttachedRecords, NotFound, ValidationError
+from schema.errors import (
+    EditConflict,
+    EmailTaken,
+    Forbidden,
+    HasAttachedRecords,
+    NotFound,
+    ValidationError,
+)
 from schema.node import Node, to_global_id
 from schema.records import SyncedRecord
 
 if TYPE_CHECKING:
     from schema.contacts import Contact
+    from schema.credentials import Credential
     from schema.facilities import Facility
 
 
@@ -160,6 +168,19 @@ class Customer(Node, SyncedRecord):
 
         rows = await info.context.loaders.facilities_by_customer.load(self.uuid)
         return [Facility.from_row(r) for r in rows]
+
+    @strawberry.field(
+        description="Credentials of this customer and its contacts, masked; portal users see"
+        " only public ones."
+    )
+    async def credentials(
+        self, info: Info
+    ) -> list[Annotated[Credential, strawberry.lazy("schema.credentials")]]:
+        """Live credentials the caller may see, by name."""
+        from schema.credentials import Credential
+
+        rows = await info.context.loaders.credentials_by_customer.load(self.uuid)
+        return [Credential.from_row(r) for r in rows]
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Customer:
@@ -325,7 +346,7 @@ class DeletedRecord:
 
 
 CustomerResult = Annotated[
-    Customer | ValidationError | NotFound | EmailTaken | Forbidden,
+    Customer | ValidationError | NotFound | EmailTaken | Forbidden | EditConflict,
     strawberry.union("CustomerResult", description="A customer, or why the write was refused."),
 ]
 

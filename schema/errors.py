@@ -7,14 +7,20 @@ import enum
 import strawberry
 
 from db.errors import (
+    DecryptionFailedError,
     DomainError,
     DuplicateError,
+    EditConflictError,
     EmailTakenError,
     ForbiddenError,
     HasAttachedRecordsError,
+    NoPasswordError,
     NotFoundError,
+    RateLimitedError,
     RecordValidationError,
 )
+from schema.scalars import JSON, VersionVector
+from sync.validation import camel
 
 
 @strawberry.enum(description="Stable codes of expected failures; safe to switch on.")
@@ -28,6 +34,10 @@ class ErrorCode(enum.Enum):
     FORBIDDEN = "FORBIDDEN"
     INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
     DUPLICATE = "DUPLICATE"
+    NO_PASSWORD = "NO_PASSWORD"  # noqa: S105 - an error code, not a password
+    RATE_LIMITED = "RATE_LIMITED"
+    DECRYPTION_FAILED = "DECRYPTION_FAILED"
+    EDIT_CONFLICT = "EDIT_CONFLICT"
 
 
 @strawberry.interface(description="Every expected failure has a code and a readable message.")
@@ -89,6 +99,46 @@ class Duplicate(UserError):
     """Unique constraint."""
 
 
+@strawberry.type(description="The credential has no password to reveal.")
+class NoPassword(UserError):
+    """Nothing to reveal."""
+
+
+@strawberry.type(description="Too many requests of this kind recently; try again later.")
+class RateLimited(UserError):
+    """A rate limit was hit; nothing was done."""
+
+    retry_after_seconds: int = strawberry.field(description="Seconds until trying again helps.")
+
+
+@strawberry.type(
+    description="The stored secret could not be decrypted (altered data, or its master key"
+    " is not configured); nothing was revealed. Tell an administrator."
+)
+class DecryptionFailed(UserError):
+    """Decryption failed."""
+
+
+@strawberry.type(description="A field both sides changed.")
+class FieldConflict:
+    """Both values of one field."""
+
+    field: str = strawberry.field(description="Field name (camelCase).")
+    server_value: JSON | None = strawberry.field(description="The server's value.")
+    client_value: JSON | None = strawberry.field(description="Your value (null in a delete).")
+
+
+@strawberry.type(
+    description="Your edit started from an older version and someone changed the same fields"
+    " since: nothing was written; reload (serverVersion) and edit again."
+)
+class EditConflict(UserError):
+    """Online edit conflict (edits with `baseVersion`)."""
+
+    fields: list[FieldConflict] = strawberry.field(description="Fields changed on both sides.")
+    server_version: VersionVector = strawberry.field(description="The record's current version.")
+
+
 def forbidden(message: str = "you are not allowed to do this") -> Forbidden:
     """A Forbidden member with a message."""
     return Forbidden(code=ErrorCode.FORBIDDEN, message=message)
@@ -127,6 +177,26 @@ def error_from(exc: DomainError, client_id: str | None = None) -> UserError:
         )
     if isinstance(exc, ForbiddenError):
         return forbidden(str(exc) or "you are not allowed to do this")
+    if isinstance(exc, EditConflictError):
+        return EditConflict(
+            code=ErrorCode.EDIT_CONFLICT,
+            message=str(exc),
+            fields=[
+                FieldConflict(field=camel(f), server_value=JSON(server), client_value=JSON(client))
+                for f, server, client in exc.conflicts
+            ],
+            server_version=VersionVector(exc.server_version),
+        )
     if isinstance(exc, DuplicateError):
         return Duplicate(code=ErrorCode.DUPLICATE, message=str(exc))
+    if isinstance(exc, NoPasswordError):
+        return NoPassword(code=ErrorCode.NO_PASSWORD, message=str(exc))
+    if isinstance(exc, RateLimitedError):
+        return RateLimited(
+            code=ErrorCode.RATE_LIMITED,
+            message=str(exc),
+            retry_after_seconds=exc.retry_after_seconds,
+        )
+    if isinstance(exc, DecryptionFailedError):
+        return DecryptionFailed(code=ErrorCode.DECRYPTION_FAILED, message=str(exc))
     raise exc

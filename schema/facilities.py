@@ -11,7 +11,7 @@ import strawberry
 from resolvers.context import Info
 from schema.custom_fields import CustomFieldValue, CustomFieldValueInput, values_of
 from schema.customers import Customer
-from schema.errors import Forbidden, NotFound, ValidationError
+from schema.errors import EditConflict, Forbidden, NotFound, ValidationError
 from schema.node import Node, to_global_id
 from schema.records import SyncedRecord
 
@@ -121,6 +121,6 @@ class CreateFacilityInput(FacilityFields):
 
 
 FacilityResult = Annotated[
-    Facility | ValidationError | NotFound | Forbidden,
+    Facility | ValidationError | NotFound | Forbidden | EditConflict,
     strawberry.union("FacilityResult", description="A facility, or why the write was refused."),
 ]

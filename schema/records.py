@@ -9,9 +9,8 @@ from typing import Any
 
 import strawberry
 
-from sync.validation import camel
-
 from schema.scalars import VersionVector
+from sync.validation import camel
 
 
 @strawberry.interface(
@@ -25,6 +24,11 @@ class SyncedRecord:
     )
     created_at: datetime = strawberry.field(description="When the record was created.")
     updated_at: datetime = strawberry.field(description="When the record last changed.")
+
+
+BASE_VERSION_DOC = (
+    "Edit from this version: fields changed by others since are not overwritten silently."
+)
 
 
 def patch_from(input_obj: object, *, renames: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -49,7 +53,5 @@ def plain(value: Any) -> Any:
     if hasattr(value, "__strawberry_definition__"):
         # Nested objects are stored as the API shows them (camelCase), so pulls and pushes
         # carry the same JSON a client sends.
-        return {
-            camel(k): plain(v) for k, v in vars(value).items() if v is not strawberry.UNSET
-        }
+        return {camel(k): plain(v) for k, v in vars(value).items() if v is not strawberry.UNSET}
     return value

@@ -13,4 +13,8 @@ def create_app_from_env() -> Starlette:
     """Build the app in a worker process."""
     settings = Settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    if settings.key_ring() is None:
+        # `fieldsync serve` checks this with advice (or sets the demo key); never serve
+        # credentials without a deliberate key.
+        raise RuntimeError("FIELDSYNC_MASTER_KEYS is not set")
     return create_app(settings)

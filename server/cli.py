@@ -1,4 +1,5 @@
-"""The ``fieldsync`` command line: serve, migrate, create-admin, seed, export-schema."""
+"""The ``fieldsync`` command line: serve, migrate, create-admin, seed, rotate-keys,
+export-schema."""
 
 from __future__ import annotations
 
@@ -51,6 +52,33 @@ def _secret_key(settings: Settings, *, demo: bool) -> str:
     return path.read_text().strip()
 
 
+def _master_keys(settings: Settings, *, demo: bool) -> str | None:
+    """Check the credential key ring; in demo mode without one, the public demo key.
+
+    Returns the FIELDSYNC_MASTER_KEYS value to hand to the workers (None: keep the env's).
+    """
+    if settings.key_ring() is not None:
+        return None
+    if not demo:
+        console.print(
+            "[red]FIELDSYNC_MASTER_KEYS is not set: credential passwords need a master key."
+            " Generate one with\n"
+            '  python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"\n'
+            "and set FIELDSYNC_MASTER_KEYS=k1:<that key> (keep it outside the database and"
+            " back it up: without it stored passwords are lost). `--demo` runs with a public"
+            " demo key instead.[/]"
+        )
+        raise typer.Exit(2)
+    from db.crypto import DEMO_KEY_ID, DEMO_KEY_RING
+
+    console.print(
+        f"[bold red]DEMO MODE: credential passwords are encrypted with the built-in key"
+        f" {DEMO_KEY_ID!r}, which is PUBLIC and NOT SECRET. Do not store real passwords;"
+        " set FIELDSYNC_MASTER_KEYS for real use.[/]"
+    )
+    return DEMO_KEY_RING
+
+
 def _migrate(url: str, settings: Settings) -> None:
     from db.migrate import upgrade
 
@@ -78,11 +106,15 @@ def serve(
     import uvicorn
 
     settings = Settings()
+    master_keys = _master_keys(settings, demo=demo)
     url = _database_url(settings)
     _migrate(url, settings)
     key = _secret_key(settings, demo=demo)
     os.environ["DATABASE_URL"] = url
     os.environ["FIELDSYNC_SECRET_KEY"] = key
+    if master_keys is not None:
+        os.environ["FIELDSYNC_MASTER_KEYS"] = master_keys
+        os.environ.pop("FIELDSYNC_ACTIVE_KEY_ID", None)
     if demo:
         asyncio.run(_seed_demo(Settings()))
     bind_host = host or settings.host
@@ -259,6 +291,122 @@ def seed(
                     progress=lambda n: bar.advance(task, n),
                 )
             console.print(f"[green]Seeded {counts}[/]")
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+
+
+@app.command("rotate-keys")
+def rotate_keys(
+    to: Annotated[str, typer.Option("--to", help="Master key id to wrap every data key with.")],
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Credentials per transaction.")
+    ] = 500,
+) -> None:
+    """Re-wrap every credential's data key with master key --to (online, resumable).
+
+    FIELDSYNC_MASTER_KEYS must hold the new key and every key still in use. Afterwards the
+    old keys can be removed from it.
+    """
+    from db.commands.credentials import RotationError, pending_rotation
+    from db.commands.credentials import rotate_keys as rotate
+    from db.engine import create_engine, to_async_url
+
+    settings = Settings()
+    ring = settings.key_ring()
+    if ring is None:
+        console.print("[red]FIELDSYNC_MASTER_KEYS is not set: give the old and the new keys.[/]")
+        raise typer.Exit(2)
+    if settings.active_key_id is not None and settings.active_key_id != to:
+        console.print(
+            f"[yellow]FIELDSYNC_ACTIVE_KEY_ID is {settings.active_key_id!r}: servers still wrap"
+            f" new passwords with it. Make {to!r} the active key on every instance too.[/]"
+        )
+    url = _database_url(settings)
+    _migrate(url, settings)
+
+    async def run() -> int:
+        # The owner's connection: rotation reads every tenant (each batch is scoped to one).
+        engine = create_engine(to_async_url(url), pool_size=1)
+        try:
+            try:
+                pending = await pending_rotation(engine, ring, to)
+            except RotationError as exc:
+                console.print(f"[red]{exc}[/]")
+                return 2
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                task = bar.add_task(f"re-wrapping with {to}", total=pending)
+                report = await rotate(
+                    engine,
+                    ring,
+                    to,
+                    batch_size=batch_size,
+                    progress=lambda n: bar.advance(task, n),
+                )
+        finally:
+            await engine.dispose()
+        console.print(f"[green]Re-wrapped {report.rotated} credential(s) with key {to!r}.[/]")
+        in_use = {k: n for k, n in report.usage.items() if n}
+        console.print(f"Credentials per master key now: {in_use or 'none'}")
+        for org_id, credential_id, reason in report.failed:
+            console.print(
+                f"[red]Not re-wrapped: credential {credential_id} (tenant {org_id}): {reason}[/]"
+            )
+        if report.failed:
+            return 1
+        if report.retired_key_ids:
+            console.print(
+                "[green]No credential uses "
+                + ", ".join(repr(k) for k in report.retired_key_ids)
+                + " any more: remove it from FIELDSYNC_MASTER_KEYS when every instance runs"
+                f" with {to!r} as the active key.[/]"
+            )
+        return 0
+
+    code = asyncio.run(run())
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def compact(
+    device_ttl_days: Annotated[
+        int, typer.Option(min=1, help="Devices silent longer do not hold compaction back.")
+    ] = 30,
+) -> None:
+    """Remove tombstones every live device has seen (per tenant); run it daily."""
+    from datetime import timedelta
+
+    from db.compaction import compact as compact_tenant
+    from db.engine import Database
+    from db.queries.orgs import tenant_ids
+
+    settings = Settings()
+    url = _database_url(settings)
+    _migrate(url, settings)
+
+    async def run() -> None:
+        db = Database.connect(
+            url, app_role=settings.app_role, app_password=settings.app_role_password, pool_size=1
+        )
+        try:
+            async with db.unscoped() as conn:
+                ids = await tenant_ids(conn)
+            for org_id in ids:
+                async with db.tenant(org_id) as conn:
+                    result = await compact_tenant(
+                        conn, org_id, device_ttl=timedelta(days=device_ttl_days)
+                    )
+                console.print(
+                    f"{org_id}: horizon {result.horizon}, {result.removed} tombstones removed"
+                )
         finally:
             await db.close()
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from db.crypto import KeyRing, KeyRingError
 
 
 class Settings(BaseSettings):
     """Every setting of a fieldsync process; see README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="FIELDSYNC_", extra="ignore")
+    # Errors never echo inputs: they may hold keys or database passwords.
+    model_config = SettingsConfigDict(
+        env_prefix="FIELDSYNC_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str | None = Field(
         default=None,
@@ -38,6 +43,46 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=100, ge=1, description="Cap on `first` of every connection.")
     max_string_length: int = Field(default=10_000, ge=1, description="Cap on any text field.")
     graphiql: bool = Field(default=True, description="Serve GraphiQL on GET /graphql.")
+    master_keys: SecretStr | None = Field(
+        default=None,
+        description="Key ring wrapping credential data keys: `id1:base64key,id2:base64key`"
+        " (each key 32 random bytes). Required to serve outside demo mode.",
+    )
+    active_key_id: str | None = Field(
+        default=None, description="Master key that wraps new data keys; default: the last one."
+    )
+    reveal_rate_per_minute: int = Field(
+        default=10, ge=1, description="Password reveals allowed per user per minute."
+    )
+
+    @field_validator("master_keys", mode="after")
+    @classmethod
+    def _blank_keys_are_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _key_ring_parses(self) -> Settings:
+        # A malformed key ring fails at start-up, not at the first reveal.
+        if self.master_keys is None and self.active_key_id:
+            raise ValueError("FIELDSYNC_ACTIVE_KEY_ID is set but FIELDSYNC_MASTER_KEYS is not")
+        try:
+            self.key_ring()
+        except KeyRingError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def key_ring(self) -> KeyRing | None:
+        """The master key ring, parsed once per distinct configuration; None if unset."""
+        if self.master_keys is None:
+            return None
+        return _key_ring(self.master_keys.get_secret_value(), self.active_key_id)
+
+
+@lru_cache(maxsize=8)
+def _key_ring(spec: str, active_key_id: str | None) -> KeyRing:
+    return KeyRing.parse(spec, active_key_id)
 
 
 @lru_cache(maxsize=1)

@@ -22,6 +22,8 @@ PHONE_TYPES = frozenset({"MOBILE", "HOME", "WORK", "FAX", "OTHER"})
 ADDRESS_TYPES = frozenset({"BILL_TO", "SHIP_TO", "PHYSICAL"})
 FIELD_TYPES = frozenset({"TEXT", "NUMBER", "DATE", "CHECKBOX", "DROPDOWN"})
 MAX_LIST_ITEMS = 50
+# Credentials: tighter caps than the general text limit, except notes.
+CREDENTIAL_LIMITS = {"name": 2_048, "username": 2_048, "url": 2_048, "notes": 10_000}
 _PHONE = re.compile(r"^[0-9+()\-. /x#*]{3,40}$")
 
 
@@ -169,6 +171,10 @@ def validate_record(
         _require_name(values, ("name",), errors)
     elif entity == "asset":
         _require_name(values, ("kind",), errors)
+    elif entity == "credential":
+        _require_name(values, ("name",), errors)
+        for name, limit in CREDENTIAL_LIMITS.items():
+            _check_strings(values.get(name), camel(name), limit, errors)
     if "custom_fields" in values:
         validate_custom_fields(values.get("custom_fields"), definitions, errors)
         for key, value in (values.get("custom_fields") or {}).items():

@@ -4,6 +4,8 @@ once per run; the app in-process over httpx; a fresh tenant per test; a live ser
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import socket
 import subprocess
@@ -28,6 +30,13 @@ from server.settings import Settings
 
 SECRET = "test-secret-key-" + "x" * 32
 PASSWORD = "correct-horse-battery"
+# Master keys of the credential key ring (fixed, test-only): new data keys use the first.
+TEST_KEYS = {
+    name: base64.b64encode(hashlib.sha256(f"fieldsync test key {name}".encode()).digest()).decode()
+    for name in ("test-a", "test-b")
+}
+MASTER_KEYS = ",".join(f"{name}:{key}" for name, key in TEST_KEYS.items())
+ACTIVE_KEY_ID = "test-a"
 # Hashing is deliberately slow; tests reuse one hash for every user they create.
 PASSWORD_HASH = hash_password(PASSWORD)
 
@@ -63,7 +72,13 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     """Settings pointing at the test database."""
-    return Settings(database_url=database_url, secret_key=SECRET, graphiql=True)
+    return Settings(
+        database_url=database_url,
+        secret_key=SECRET,
+        graphiql=True,
+        master_keys=MASTER_KEYS,
+        active_key_id=ACTIVE_KEY_ID,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -236,6 +251,8 @@ def live_server(
         **os.environ,
         "DATABASE_URL": database_url,
         "FIELDSYNC_SECRET_KEY": SECRET,
+        "FIELDSYNC_MASTER_KEYS": MASTER_KEYS,
+        "FIELDSYNC_ACTIVE_KEY_ID": ACTIVE_KEY_ID,
         "FIELDSYNC_DATA_DIR": str(tmp_path_factory.mktemp("live")),
     }
     subprocess.run(

@@ -9,8 +9,9 @@ from uuid import UUID, uuid4
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.entities import ASSET, CONTACT, CUSTOMER, FACILITY, EntitySpec, EntityType
+from db.entities import ASSET, CONTACT, CREDENTIAL, CUSTOMER, FACILITY, EntitySpec, EntityType
 from db.errors import (
+    EditConflictError,
     EmailTakenError,
     HasAttachedRecordsError,
     NotFoundError,
@@ -18,18 +19,27 @@ from db.errors import (
 )
 from db.queries import custom_fields, records
 from db.queries.customers import email_owner
+from db.queries.orgs import conflict_policies
 from db.write_path import RecordWrite, Row, lock_rows, write_records
+from sync.decision import IncomingChange, Op, Outcome, ServerRecord, decide
+from sync.field_dots import dots_from_json
 from sync.validation import FieldDefinition, validate_record
 
 # Online edits (GraphiQL, web frontends) write as the server's own replica.
 SERVER_REPLICA = "server"
 
-PLURAL = {"contact": "contacts", "facility": "facilities", "asset": "assets"}
+PLURAL = {
+    "contact": "contacts",
+    "facility": "facilities",
+    "asset": "assets",
+    "credential": "credentials",
+}
 
 # What must be gone before a record of each type may be deleted.
 CHILDREN: Mapping[EntityType, tuple[EntitySpec, ...]] = {
-    EntityType.CUSTOMER: (CONTACT, FACILITY, ASSET),
+    EntityType.CUSTOMER: (CONTACT, FACILITY, ASSET, CREDENTIAL),
     EntityType.FACILITY: (ASSET,),
+    EntityType.CONTACT: (CREDENTIAL,),
 }
 
 
@@ -90,8 +100,14 @@ async def save(
     links: Mapping[str, UUID] | None = None,
     replica: str = SERVER_REPLICA,
     max_length: int = 10_000,
+    base_version: Mapping[str, int] | None = None,
 ) -> Row:
-    """Create (``record_id`` None) or update one record after validating the result."""
+    """Create (``record_id`` None) or update one record after validating the result.
+
+    With ``base_version`` an update follows the sync rules (``sync.decision``): fields the
+    server changed since that version are not overwritten silently; the tenant's policy
+    decides, and under MANUAL the edit is refused with :class:`EditConflictError`.
+    """
     current: Row | None = None
     if record_id is None:
         record_id = uuid4()
@@ -104,6 +120,8 @@ async def save(
         resolved = {}
         merged = {**{f: current[f] for f in spec.fields}, **patch}
     patch = merge_keyed_fields(patch, current or spec.new_row_defaults())
+    if base_version is not None and current is not None:
+        patch = await _decide_online_edit(conn, org_id, spec, current, patch, base_version, replica)
     merged.update(patch)
     definitions = await field_definitions(conn, org_id, spec.type)
     errors = validate_record(spec.type.value, merged, definitions, max_length=max_length)
@@ -132,6 +150,45 @@ async def save(
     return row
 
 
+def server_record(spec: EntitySpec, row: Row | None) -> ServerRecord | None:
+    """A stored row as the sync decision sees it."""
+    if row is None:
+        return None
+    return ServerRecord(
+        values={f: row[f] for f in spec.fields},
+        version=row["version"],
+        dots=dots_from_json(row["field_dots"]),
+        deleted=row["deleted"],
+    )
+
+
+async def _decide_online_edit(
+    conn: AsyncConnection,
+    org_id: UUID,
+    spec: EntitySpec,
+    current: Row,
+    patch: Mapping[str, Any],
+    base_version: Mapping[str, int],
+    replica: str,
+) -> dict[str, Any]:
+    policy = (await conflict_policies(conn, org_id))[spec.type]
+    decision = decide(
+        server_record(spec, current),
+        IncomingChange(op=Op.UPSERT, base_version=base_version, patch=patch, replica=replica),
+        policy,
+    )
+    if decision.outcome is Outcome.CONFLICT:
+        raise EditConflictError(
+            [(c.field, c.server_value, c.client_value) for c in decision.conflicts],
+            current["version"],
+        )
+    if decision.outcome is Outcome.VALIDATION_FAILED:
+        raise RecordValidationError(decision.field_errors)
+    if decision.outcome is Outcome.DELETED:
+        raise NotFoundError(spec.type.value, current["id"])
+    return dict(decision.apply)
+
+
 async def delete(
     conn: AsyncConnection,
     *,
@@ -148,11 +205,14 @@ async def delete(
     if spec is CUSTOMER:
         kinds = await records.has_live_children(conn, children, org_id, record_id)
         attached = [PLURAL[k] for k in kinds]
-    elif children:
-        rows = await records.by_parent(conn, ASSET, org_id, "facility_id", [record_id])
-        attached = ["assets"] if rows[0] else []
     else:
-        attached = []
+        # A facility's assets, a contact's credentials: children point at the parent's id.
+        column = f"{spec.type.value}_id"
+        attached = [
+            PLURAL[child.type.value]
+            for child in children
+            if (await records.by_parent(conn, child, org_id, column, [record_id]))[0]
+        ]
     if attached:
         raise HasAttachedRecordsError(attached)
     [row] = await write_records(

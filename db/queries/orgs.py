@@ -9,7 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.engine import set_tenant
+from db.entities import EntityType
 from db.tables import org_seq, orgs
+from sync.decision import ConflictPolicy
 
 
 async def create_org(conn: AsyncConnection, name: str, *, org_id: UUID | None = None) -> UUID:
@@ -36,3 +38,19 @@ async def head_seq(conn: AsyncConnection, org_id: UUID) -> int:
 async def tenant_count(conn: AsyncConnection) -> int:
     """How many tenants the database holds (a count only; no tenant's rows are read)."""
     return int((await conn.execute(select(func.fieldsync_tenant_count()))).scalar_one())
+
+
+async def conflict_policies(
+    conn: AsyncConnection, org_id: UUID
+) -> dict[EntityType, ConflictPolicy]:
+    """The tenant's policy per entity type (MANUAL unless set)."""
+    stored = (
+        await conn.execute(select(orgs.c.conflict_policies).where(orgs.c.org_id == org_id))
+    ).scalar_one()
+    return {t: ConflictPolicy(stored.get(t.value, "MANUAL")) for t in EntityType}
+
+
+async def tenant_ids(conn: AsyncConnection) -> list[UUID]:
+    """Every tenant's id (for maintenance jobs; reads no tenant's rows)."""
+    result = await conn.execute(select(func.fieldsync_tenant_ids()))
+    return list(result.scalars())

@@ -2,8 +2,10 @@
 
 from db.tables.base import metadata
 from db.tables.change_log import change_log
+from db.tables.credentials import credential_access_log, credentials
 from db.tables.custom_fields import custom_field_definitions
 from db.tables.customers import assets, contacts, customers, facilities
+from db.tables.devices import device_customers, devices, push_receipts, sync_conflicts
 from db.tables.orgs import org_seq, orgs
 from db.tables.users import users
 
@@ -11,11 +13,17 @@ __all__ = [
     "assets",
     "change_log",
     "contacts",
+    "credential_access_log",
+    "credentials",
     "custom_field_definitions",
     "customers",
+    "device_customers",
+    "devices",
     "facilities",
     "metadata",
     "org_seq",
     "orgs",
+    "push_receipts",
+    "sync_conflicts",
     "users",
 ]

@@ -7,6 +7,7 @@ All four are synced records: they carry the columns of ``sync_columns()`` and a
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Computed,
@@ -50,6 +51,9 @@ customers = Table(
     _json_object("settings"),
     _json_object("custom_fields"),
     Column("archived", Boolean, nullable=False, server_default=text("false")),
+    # Seq at which the customer last became visible again (re-enabled): devices that
+    # evicted it while archived get it whole.
+    Column("restored_seq", BigInteger, nullable=False, server_default=text("0")),
     # The business name shows first; people sort by "last first". Lower-cased so an index
     # serves case-insensitive ordering and prefix search.
     Column(

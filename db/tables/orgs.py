@@ -14,6 +14,8 @@ orgs = Table(
     Column("name", Text, nullable=False),
     # Per entity type: SERVER_WINS | CLIENT_WINS | MANUAL (the sync engine reads it).
     Column("conflict_policies", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Tombstones with seq <= this were compacted; older checkpoints must resync.
+    Column("compacted_seq", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

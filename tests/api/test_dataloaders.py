@@ -30,5 +30,6 @@ class TestNoNPlusOne:
             assert all(len(e["node"]["facilities"]) == 2 for e in edges)
             counts[first] = statements.count
         assert counts[50] == counts[2], counts
-        # user, page, contacts, facilities, assets, custom field definitions + BEGIN/set_config
-        assert counts[50] <= 10, statements.statements
+        # set_config + user; set_config + READ ONLY; page, contacts, facilities, assets,
+        # custom field definitions: a small constant, whatever the page size.
+        assert counts[50] <= 11, statements.statements

@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
+from db.migrations.rls import secure_tenant_tables
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -453,9 +455,6 @@ TENANT_TABLES = (
     "change_log",
 )
 
-# A missing or empty setting becomes NULL, so a transaction without a tenant matches no row.
-CURRENT_ORG = "NULLIF(current_setting('app.org_id', true), '')::uuid"
-
 
 def _security(role: str) -> None:
     op.execute(
@@ -469,14 +468,7 @@ def _security(role: str) -> None:
     )
     op.execute(f'GRANT USAGE ON SCHEMA public TO "{role}"')
     op.execute(f'GRANT SELECT ON alembic_version TO "{role}"')
-    for table in TENANT_TABLES:
-        op.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{table}" TO "{role}"')
-        op.execute(f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY')
-        op.execute(f'ALTER TABLE "{table}" FORCE ROW LEVEL SECURITY')
-        op.execute(
-            f'CREATE POLICY tenant_isolation ON "{table}" '
-            f"USING (org_id = {CURRENT_ORG}) WITH CHECK (org_id = {CURRENT_ORG})"
-        )
+    secure_tenant_tables(role, TENANT_TABLES)
     # Sign-in knows only an email, not the tenant: this owner-run function returns the one
     # row needed to check a password, and nothing else of any tenant.
     op.execute(

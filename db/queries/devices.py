@@ -1,0 +1,180 @@
+"""Devices and their customer selection."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from db.tables import customers, device_customers, devices, sync_conflicts
+from db.write_path import NOTIFY_CHANNEL, allocate_seqs
+
+Row = dict[str, Any]
+
+
+def new_replica_id() -> str:
+    """A fresh, never reused replica id (128 random bits)."""
+    return "d" + secrets.token_hex(16)
+
+
+async def register(
+    conn: AsyncConnection, *, org_id: UUID, user_id: UUID, values: Mapping[str, Any]
+) -> Row:
+    """A new device of ``user_id`` with a fresh replica id."""
+    result = await conn.execute(
+        devices.insert()
+        .values(
+            {
+                **values,
+                "org_id": org_id,
+                "id": uuid4(),
+                "user_id": user_id,
+                "replica_id": new_replica_id(),
+            }
+        )
+        .returning(devices)
+    )
+    return dict(result.mappings().one())
+
+
+async def get(
+    conn: AsyncConnection, org_id: UUID, device_id: UUID, *, lock: bool = False
+) -> Row | None:
+    """A device of the tenant, optionally locked for this transaction."""
+    query = select(devices).where(devices.c.org_id == org_id, devices.c.id == device_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).mappings().first()
+    return dict(row) if row else None
+
+
+async def update_device(
+    conn: AsyncConnection, org_id: UUID, device_id: UUID, values: Mapping[str, Any]
+) -> Row:
+    """Set columns of a device; returns the new row."""
+    result = await conn.execute(
+        update(devices)
+        .where(devices.c.org_id == org_id, devices.c.id == device_id)
+        .values(values)
+        .returning(devices)
+    )
+    return dict(result.mappings().one())
+
+
+async def list_devices(
+    conn: AsyncConnection, org_id: UUID, *, user_id: UUID | None = None
+) -> list[Row]:
+    """Devices of the tenant (or of one user), newest first."""
+    query = select(devices).where(devices.c.org_id == org_id)
+    if user_id is not None:
+        query = query.where(devices.c.user_id == user_id)
+    result = await conn.execute(query.order_by(devices.c.created_at.desc(), devices.c.id))
+    return [dict(r) for r in result.mappings()]
+
+
+async def selected_customer_ids(conn: AsyncConnection, org_id: UUID, device_id: UUID) -> list[UUID]:
+    """Customers currently selected on a device (SELECTED mode)."""
+    result = await conn.execute(
+        select(device_customers.c.customer_id).where(
+            device_customers.c.org_id == org_id,
+            device_customers.c.device_id == device_id,
+            device_customers.c.selected.is_(True),
+        )
+    )
+    return list(result.scalars())
+
+
+async def live_customer_ids(conn: AsyncConnection, org_id: UUID, ids: Sequence[UUID]) -> set[UUID]:
+    """Which of ``ids`` are live customers of the tenant."""
+    if not ids:
+        return set()
+    result = await conn.execute(
+        select(customers.c.id).where(
+            customers.c.org_id == org_id,
+            customers.c.id.in_(list(ids)),
+            customers.c.deleted.is_(False),
+        )
+    )
+    return set(result.scalars())
+
+
+async def set_selection(
+    conn: AsyncConnection,
+    *,
+    org_id: UUID,
+    device: Row,
+    mode: str,
+    customer_ids: Sequence[UUID],
+) -> Row:
+    """Switch a device to ALL or to exactly ``customer_ids``.
+
+    The change gets a seq like a write, so pulls from before it receive newly selected
+    customers whole and removed ones as evictions; nothing is deleted on the server.
+    """
+    seq = await allocate_seqs(conn, org_id, 1)
+    device_id = device["id"]
+    values: dict[str, Any] = {"selection_mode": mode}
+    if mode != device["selection_mode"]:
+        values["mode_since_seq"] = seq
+    current = set(await selected_customer_ids(conn, org_id, device_id))
+    wanted = set(customer_ids) if mode == "SELECTED" else set()
+    changes = [(cid, True) for cid in wanted - current] + [(cid, False) for cid in current - wanted]
+    if changes:
+        stmt = pg_insert(device_customers)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["org_id", "device_id", "customer_id"],
+            set_={"selected": stmt.excluded.selected, "changed_seq": stmt.excluded.changed_seq},
+        )
+        await conn.execute(
+            stmt,
+            [
+                {
+                    "org_id": org_id,
+                    "device_id": device_id,
+                    "customer_id": cid,
+                    "selected": selected,
+                    "changed_seq": seq,
+                }
+                for cid, selected in changes
+            ],
+        )
+    await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, f"{org_id}:{seq}")))
+    return await update_device(conn, org_id, device_id, values)
+
+
+async def add_to_selection(
+    conn: AsyncConnection, *, org_id: UUID, device_id: UUID, customer_id: UUID, seq: int
+) -> None:
+    """Select a customer the device itself created (it already holds it, so no backfill)."""
+    stmt = pg_insert(device_customers).values(
+        org_id=org_id, device_id=device_id, customer_id=customer_id, selected=True, changed_seq=seq
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["org_id", "device_id", "customer_id"],
+            set_={"selected": True, "changed_seq": seq},
+        )
+    )
+
+
+async def open_conflict_counts(
+    conn: AsyncConnection, org_id: UUID, device_ids: Sequence[UUID]
+) -> dict[UUID, int]:
+    """Open conflicts per device."""
+    if not device_ids:
+        return {}
+    result = await conn.execute(
+        select(sync_conflicts.c.device_id, func.count())
+        .where(
+            sync_conflicts.c.org_id == org_id,
+            sync_conflicts.c.device_id.in_(list(device_ids)),
+            sync_conflicts.c.status == "OPEN",
+        )
+        .group_by(sync_conflicts.c.device_id)
+    )
+    return {row[0]: int(row[1]) for row in result}

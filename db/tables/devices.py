@@ -1,0 +1,114 @@
+"""Devices (one per app install), their customer selection, push receipts and conflicts."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from db.tables.base import metadata, org_column
+
+devices = Table(
+    "devices",
+    metadata,
+    org_column(),
+    Column("id", Uuid, nullable=False),
+    Column("user_id", Uuid, nullable=False),
+    # Fresh random id per registration, never reused: the device's replica in version vectors.
+    Column("replica_id", Text, nullable=False),
+    Column("name", Text, nullable=False, server_default=text("''")),
+    Column("platform", Text, nullable=False, server_default=text("''")),
+    Column("app_version", Text, nullable=False, server_default=text("''")),
+    Column("offline_mode", Text, nullable=False, server_default=text("'AUTOMATIC'")),
+    # {"CUSTOMER": seconds, ...}: the auto-sync interval the phone reports per data type.
+    Column("auto_sync", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("selection_mode", Text, nullable=False, server_default=text("'ALL'")),
+    # Seq at which the current selection mode began: ALL backfills every customer, SELECTED
+    # evicts every unselected one, for pulls from before it.
+    Column("mode_since_seq", BigInteger, nullable=False, server_default=text("0")),
+    # The newest seq this device has confirmed by pulling from it.
+    Column("checkpoint_seq", BigInteger, nullable=False, server_default=text("0")),
+    Column("head_at_last_pull", BigInteger, nullable=False, server_default=text("0")),
+    # Highest change counter seen from this replica; a push below it went backwards.
+    Column("max_counter", BigInteger, nullable=False, server_default=text("0")),
+    Column("pending_changes", BigInteger, nullable=False, server_default=text("0")),
+    Column("last_pull_at", DateTime(timezone=True), nullable=True),
+    Column("last_push_at", DateTime(timezone=True), nullable=True),
+    # {"CUSTOMER": iso time, ...}: when each data type last synced fully.
+    Column("last_synced", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("org_id", "id"),
+    ForeignKeyConstraint(["org_id", "user_id"], ["users.org_id", "users.id"], ondelete="CASCADE"),
+)
+Index("uq_devices_replica", devices.c.replica_id, unique=True)
+Index("ix_devices_org_user", devices.c.org_id, devices.c.user_id)
+
+device_customers = Table(
+    "device_customers",
+    metadata,
+    org_column(),
+    Column("device_id", Uuid, nullable=False),
+    Column("customer_id", Uuid, nullable=False),
+    Column("selected", Boolean, nullable=False),
+    # Seq allocated when the selection changed: pulls from before it get the customer whole
+    # (selected) or an eviction (unselected).
+    Column("changed_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("org_id", "device_id", "customer_id"),
+    ForeignKeyConstraint(
+        ["org_id", "device_id"], ["devices.org_id", "devices.id"], ondelete="CASCADE"
+    ),
+)
+
+push_receipts = Table(
+    "push_receipts",
+    metadata,
+    org_column(),
+    Column("device_id", Uuid, nullable=False),
+    Column("client_mutation_id", Text, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("outcome", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("org_id", "device_id", "client_mutation_id"),
+    ForeignKeyConstraint(
+        ["org_id", "device_id"], ["devices.org_id", "devices.id"], ondelete="CASCADE"
+    ),
+)
+
+sync_conflicts = Table(
+    "sync_conflicts",
+    metadata,
+    org_column(),
+    Column("id", Uuid, nullable=False),
+    Column("device_id", Uuid, nullable=True),
+    Column("user_id", Uuid, nullable=False),
+    Column("entity", Text, nullable=False),
+    Column("record_id", Uuid, nullable=False),
+    Column("customer_id", Uuid, nullable=False),
+    Column("op", Text, nullable=False),
+    Column("base_version", JSONB, nullable=False),
+    Column("server_version", JSONB, nullable=False),
+    # The client's whole patch, and per conflicting field both values.
+    Column("client_patch", JSONB, nullable=False),
+    Column("fields", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'OPEN'")),
+    Column("resolution", Text, nullable=True),
+    Column("resolved_by", Uuid, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("org_id", "id"),
+)
+Index("ix_sync_conflicts_org_status", sync_conflicts.c.org_id, sync_conflicts.c.status)
+Index("ix_sync_conflicts_org_device", sync_conflicts.c.org_id, sync_conflicts.c.device_id)

@@ -1,0 +1,563 @@
+"""Sync operations: registerDevice, selectCustomers, pull, pushChanges, conflicts, state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import strawberry
+
+from db.commands import sync as commands
+from db.commands.sync import SyncState
+from db.entities import EntityType
+from db.errors import DomainError, NotFoundError, RecordValidationError
+from db.pull import PulledChange
+from db.push import ChangeResult as StoredResult
+from db.push import PushChange, push
+from db.queries import devices as device_queries
+from resolvers.assets import asset_patch
+from resolvers.contacts import contact_patch
+from resolvers.context import CurrentUser, Info, PublicError, Role
+from resolvers.customers import customer_patch
+from resolvers.facilities import facility_patch
+from resolvers.writes import run_write
+from schema.errors import FieldConflict, FieldError, UserError, error_from, not_found
+from schema.node import InvalidIdError, from_global_id, to_global_id
+from schema.scalars import JSON, VersionVector
+from schema.sync import (
+    AutoSyncInterval,
+    AutoSyncIntervalInput,
+    Change,
+    ChangeInput,
+    ChangeOp,
+    ChangeOutcome,
+    ChangeResult,
+    ConflictPolicies,
+    ConflictPolicy,
+    ConflictResolution,
+    DataTypeSync,
+    Device,
+    DeviceResult,
+    DeviceSyncState,
+    OfflineMode,
+    PolicyResult,
+    PullResult,
+    PushChangesResult,
+    PushResult,
+    RegisterDeviceInput,
+    ReportDeviceInput,
+    ResolveConflictResult,
+    SelectionMode,
+    SyncConflict,
+    SyncEntity,
+    SyncStatus,
+)
+from sync import checkpoint as checkpoints
+from sync.decision import Op
+from sync.validation import camel
+
+MAX_PULL_LIMIT = 1000
+MAX_PUSH_BATCH = 1000
+MIN_AUTO_SYNC_SECONDS = 60
+
+
+def record_uuid(value: str, field: str) -> UUID:
+    """A record id given as a uuid or as a global id."""
+    try:
+        return UUID(value)
+    except ValueError:
+        pass
+    try:
+        return from_global_id(value)[1]
+    except InvalidIdError:
+        raise RecordValidationError({field: f"is not a record id: {value!r}"}) from None
+
+
+def _auto_sync(values: list[AutoSyncIntervalInput]) -> dict[str, int]:
+    bad = [v.data_type.name for v in values if v.seconds < MIN_AUTO_SYNC_SECONDS]
+    if bad:
+        raise RecordValidationError(
+            {"autoSync": f"intervals must be {MIN_AUTO_SYNC_SECONDS}s or more: {bad}"}
+        )
+    return {v.data_type.value: v.seconds for v in values}
+
+
+def device_from(row: dict[str, Any], state: SyncState, selected: list[UUID], email: str) -> Device:
+    """The Device type from its row and computed state."""
+    return Device(
+        id=to_global_id("Device", row["id"]),
+        replica_id=row["replica_id"],
+        name=row["name"],
+        platform=row["platform"],
+        app_version=row["app_version"],
+        offline_mode=OfflineMode(row["offline_mode"]),
+        auto_sync=[
+            AutoSyncInterval(data_type=SyncEntity(k), seconds=v)
+            for k, v in row["auto_sync"].items()
+        ],
+        selection_mode=SelectionMode(row["selection_mode"]),
+        selected_customer_ids=[strawberry.ID(str(c)) for c in sorted(selected, key=str)],
+        user_email=email,
+        created_at=row["created_at"],
+        sync_state=state_from(state),
+    )
+
+
+def state_from(state: SyncState) -> DeviceSyncState:
+    """The GraphQL sync state."""
+    return DeviceSyncState(
+        status=SyncStatus(state.status.value),
+        checkpoint=None
+        if state.checkpoint_seq is None
+        else checkpoints.encode(checkpoints.Checkpoint(state.checkpoint_seq)),
+        head_checkpoint=checkpoints.encode(checkpoints.Checkpoint(state.head_seq)),
+        lag=max(0, state.head_seq - (state.checkpoint_seq or 0)),
+        pending_changes=state.pending_changes,
+        open_conflicts=state.open_conflicts,
+        last_pull_at=state.last_pull_at,
+        last_push_at=state.last_push_at,
+        last_synced_at=[
+            DataTypeSync(data_type=SyncEntity(k), at=datetime.fromisoformat(v))
+            for k, v in state.last_synced.items()
+        ],
+    )
+
+
+async def _device_view(conn: Any, org_id: UUID, row: dict[str, Any], email: str) -> Device:
+    [state] = await commands.sync_states(conn, org_id, [row])
+    selected = await device_queries.selected_customer_ids(conn, org_id, row["id"])
+    return device_from(row, state, selected, email)
+
+
+def conflict_from(row: dict[str, Any]) -> SyncConflict:
+    """The SyncConflict type from its row."""
+    return SyncConflict(
+        id=to_global_id("SyncConflict", row["id"]),
+        entity=SyncEntity(row["entity"]),
+        record_id=strawberry.ID(str(row["record_id"])),
+        customer_id=strawberry.ID(str(row["customer_id"])),
+        device_id=to_global_id("Device", row["device_id"]) if row["device_id"] else None,
+        op=ChangeOp(row["op"]),
+        base_version=row["base_version"],
+        server_version=row["server_version"],
+        fields=[
+            FieldConflict(
+                field=camel(c["field"]),
+                server_value=c["serverValue"],
+                client_value=c["clientValue"],
+            )
+            for c in row["fields"]
+        ],
+        client_patch=JSON({camel(k): v for k, v in row["client_patch"].items()}),
+        status=row["status"],
+        resolution=ConflictResolution(row["resolution"]) if row["resolution"] else None,
+        created_at=row["created_at"],
+        resolved_at=row["resolved_at"],
+    )
+
+
+def change_from(change: PulledChange) -> Change:
+    """The Change type of a pulled row."""
+    return Change(
+        entity=SyncEntity(change.entity.value),
+        id=strawberry.ID(str(change.record_id)),
+        customer_id=strawberry.ID(str(change.customer_id)),
+        op=ChangeOp.DELETE if change.deleted else ChangeOp.UPSERT,
+        version=VersionVector(change.version),
+        data=JSON(change.data),
+    )
+
+
+def result_from(stored: StoredResult) -> ChangeResult:
+    """The GraphQL outcome of one pushed change."""
+    return ChangeResult(
+        client_mutation_id=stored.client_mutation_id,
+        entity=SyncEntity(stored.entity),
+        id=strawberry.ID(stored.record_id),
+        outcome=ChangeOutcome(stored.outcome),
+        version=VersionVector(stored.version) if stored.version is not None else None,
+        conflict_id=to_global_id("SyncConflict", UUID(stored.conflict_id))
+        if stored.conflict_id
+        else None,
+        conflicts=[
+            FieldConflict(
+                field=camel(c["field"]),
+                server_value=c["serverValue"],
+                client_value=c["clientValue"],
+            )
+            for c in stored.conflicts
+        ],
+        field_errors=[FieldError(field=k, message=v) for k, v in stored.field_errors.items()],
+        message=stored.message,
+        replayed=stored.replayed,
+    )
+
+
+def to_push_change(change: ChangeInput) -> PushChange:
+    """A typed ChangeInput in table terms; raises RecordValidationError on bad ids."""
+    patch_input = change.patch
+    given = {
+        name: value
+        for name, value in vars(patch_input).items()
+        if value not in (None, strawberry.UNSET)
+    }
+    if len(given) != 1:
+        raise RecordValidationError(
+            {"patch": "give exactly one of customer, contact, facility, asset"}
+        )
+    [(name, value)] = given.items()
+    entity = EntityType(name)
+    links: dict[str, UUID] = {}
+    if entity is EntityType.CUSTOMER:
+        patch = customer_patch(value)
+    elif entity is EntityType.CONTACT:
+        patch = contact_patch(value)
+    elif entity is EntityType.FACILITY:
+        patch = facility_patch(value)
+    else:
+        patch = asset_patch(value)
+    for link in ("customer_id", "facility_id"):
+        raw = getattr(value, link, None)
+        if raw:
+            links[link] = record_uuid(raw, camel(link))
+    return PushChange(
+        client_mutation_id=change.client_mutation_id,
+        entity=entity,
+        record_id=record_uuid(change.id, "id"),
+        op=Op(change.op.value),
+        base_version=change.base_version,
+        patch={} if change.op is ChangeOp.DELETE else patch,
+        links=links,
+        counter=change.counter,
+    )
+
+
+def _device_id(value: str) -> UUID:
+    try:
+        return record_uuid(value, "deviceId")
+    except RecordValidationError:
+        raise PublicError(f"{value!r} is not a device id", "BAD_USER_INPUT") from None
+
+
+def _may_select(user: CurrentUser) -> bool:
+    return user.is_admin or "can_sync_by_customer" in user.capabilities
+
+
+@strawberry.type
+class SyncQueries:
+    """Sync reads."""
+
+    @strawberry.field(
+        description="Changes for a device's customers after `since`, a page at a time."
+    )
+    async def pull(
+        self, info: Info, device_id: strawberry.ID, since: str | None = None, limit: int = 500
+    ) -> PullResult:
+        """Pull a page; call again with `checkpoint` while `hasMore`."""
+        user = await info.context.user()
+        if not 1 <= limit <= MAX_PULL_LIMIT:
+            raise PublicError(f"`limit` must be between 1 and {MAX_PULL_LIMIT}", "BAD_USER_INPUT")
+        try:
+            position = checkpoints.decode(since)
+        except checkpoints.InvalidCheckpointError as exc:
+            raise PublicError(str(exc), "BAD_USER_INPUT") from None
+        device_uuid = _device_id(device_id)
+        try:
+            async with info.context.write() as conn:
+                device = await commands.owned_device(
+                    conn, user.org_id, user.id, device_uuid, lock=True
+                )
+                page = await commands.pull(
+                    conn,
+                    org_id=user.org_id,
+                    device=device,
+                    may_select=_may_select(user),
+                    since=position,
+                    limit=limit,
+                )
+        except NotFoundError:
+            raise PublicError("no such device of yours: register it first", "NOT_FOUND") from None
+        except RecordValidationError as exc:
+            raise PublicError(str(exc), "BAD_USER_INPUT") from None
+        return PullResult(
+            changes=[change_from(c) for c in page.changes],
+            checkpoint=checkpoints.encode(page.checkpoint),
+            has_more=page.has_more,
+            evicted_customer_ids=[strawberry.ID(str(c)) for c in page.evicted_customer_ids],
+            resync_required=page.resync_required,
+        )
+
+    @strawberry.field(description="One device's sync state (its owner, or an admin).")
+    async def sync_state(self, info: Info, device_id: strawberry.ID) -> DeviceSyncState:
+        """Sync state."""
+        user = await info.context.user()
+        async with info.context.read() as conn:
+            try:
+                device = await commands.owned_device(
+                    conn, user.org_id, user.id, _device_id(device_id), admin=user.is_admin
+                )
+            except NotFoundError:
+                raise PublicError("no such device", "NOT_FOUND") from None
+            [state] = await commands.sync_states(conn, user.org_id, [device])
+        return state_from(state)
+
+    @strawberry.field(
+        description="Devices with their sync state: admins see all, others their own."
+    )
+    async def devices(self, info: Info, status: SyncStatus | None = None) -> list[Device]:
+        """Device overview; filter by status to find silent failures."""
+        user = await info.context.user()
+        async with info.context.read() as conn:
+            rows = await device_queries.list_devices(
+                conn, user.org_id, user_id=None if user.is_admin else user.id
+            )
+            states = await commands.sync_states(conn, user.org_id, rows)
+            emails = await _emails(conn, user.org_id, {r["user_id"] for r in rows})
+            result = []
+            for row, state in zip(rows, states, strict=True):
+                if status is not None and state.status.value != status.value:
+                    continue
+                selected = await device_queries.selected_customer_ids(conn, user.org_id, row["id"])
+                result.append(device_from(row, state, selected, emails.get(row["user_id"], "")))
+        return result
+
+    @strawberry.field(description="Sync conflicts: your own, or all for admins.")
+    async def conflicts(
+        self, info: Info, open_only: bool = True, device_id: strawberry.ID | None = None
+    ) -> list[SyncConflict]:
+        """Conflict inbox."""
+        user = await info.context.user()
+        async with info.context.read() as conn:
+            rows = await commands.list_conflicts(
+                conn,
+                user.org_id,
+                status_="OPEN" if open_only else None,
+                device_id=_device_id(device_id) if device_id else None,
+                user_id=None if user.is_admin else user.id,
+            )
+        return [conflict_from(r) for r in rows]
+
+    @strawberry.field(description="The tenant's conflict policy per record type.")
+    async def conflict_policies(self, info: Info) -> ConflictPolicies:
+        """Policies (MANUAL unless an admin set another)."""
+        user = await info.context.user()
+        async with info.context.read() as conn:
+            from db.queries.orgs import conflict_policies
+
+            policies = await conflict_policies(conn, user.org_id)
+        return _policies_from({t.value: p.value for t, p in policies.items()})
+
+
+def _policies_from(values: dict[str, str]) -> ConflictPolicies:
+    return ConflictPolicies(
+        **{t.value: ConflictPolicy(values.get(t.value, "MANUAL")) for t in EntityType}
+    )
+
+
+async def _emails(conn: Any, org_id: UUID, user_ids: set[UUID]) -> dict[UUID, str]:
+    from db.queries.users import list_users
+
+    return {u["id"]: u["email"] for u in await list_users(conn, org_id) if u["id"] in user_ids}
+
+
+@strawberry.type
+class SyncMutations:
+    """Sync writes."""
+
+    @strawberry.mutation(description="Register this app install; returns a fresh replica id.")
+    async def register_device(self, info: Info, input: RegisterDeviceInput) -> DeviceResult:
+        """New device (syncs ALL customers until it selects some)."""
+
+        async def action(conn: Any, user: CurrentUser) -> Any:
+            row = await device_queries.register(
+                conn,
+                org_id=user.org_id,
+                user_id=user.id,
+                values={
+                    "name": input.name[:200],
+                    "platform": input.platform[:100],
+                    "app_version": input.app_version[:50],
+                    "offline_mode": input.offline_mode.value,
+                    "auto_sync": _auto_sync(input.auto_sync),
+                },
+            )
+            return {"device": await _device_view(conn, user.org_id, row, user.email)}
+
+        result = await run_write(info, action, allowed=lambda u: u.role is not Role.PORTAL)
+        return result["device"] if isinstance(result, dict) else result  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Report offline mode, auto-sync intervals and outbox size.")
+    async def report_device(
+        self, info: Info, device_id: strawberry.ID, input: ReportDeviceInput
+    ) -> DeviceResult:
+        """Update what the phone says about itself."""
+
+        async def action(conn: Any, user: CurrentUser) -> Any:
+            device = await commands.owned_device(
+                conn, user.org_id, user.id, record_uuid(device_id, "deviceId")
+            )
+            values: dict[str, Any] = {}
+            if input.offline_mode not in (None, strawberry.UNSET):
+                values["offline_mode"] = input.offline_mode.value
+            if input.auto_sync not in (None, strawberry.UNSET):
+                values["auto_sync"] = _auto_sync(input.auto_sync)
+            if input.pending_changes not in (None, strawberry.UNSET):
+                if input.pending_changes < 0:
+                    raise RecordValidationError({"pendingChanges": "must be 0 or more"})
+                values["pending_changes"] = input.pending_changes
+            if input.app_version not in (None, strawberry.UNSET):
+                values["app_version"] = str(input.app_version)[:50]
+            row = (
+                await device_queries.update_device(conn, user.org_id, device["id"], values)
+                if values
+                else device
+            )
+            return {"device": await _device_view(conn, user.org_id, row, user.email)}
+
+        result = await run_write(
+            info, action, client_id=device_id, allowed=lambda u: u.role is not Role.PORTAL
+        )
+        return result["device"] if isinstance(result, dict) else result  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Choose the customers a device syncs (needs 'sync by customer');"
+        " ALL syncs every customer."
+    )
+    async def select_customers(
+        self,
+        info: Info,
+        device_id: strawberry.ID,
+        mode: SelectionMode,
+        customer_ids: list[strawberry.ID] | None = None,
+    ) -> DeviceResult:
+        """Change the selection; unselecting removes nothing on the server."""
+
+        async def action(conn: Any, user: CurrentUser) -> Any:
+            device = await commands.owned_device(
+                conn, user.org_id, user.id, record_uuid(device_id, "deviceId"), lock=True
+            )
+            ids = [record_uuid(c, "customerIds") for c in customer_ids or []]
+            row = await commands.select_customers(
+                conn,
+                org_id=user.org_id,
+                device=device,
+                may_select=_may_select(user),
+                mode=mode.value,
+                customer_ids=ids,
+            )
+            return {"device": await _device_view(conn, user.org_id, row, user.email)}
+
+        result = await run_write(
+            info, action, client_id=device_id, allowed=lambda u: u.role is not Role.PORTAL
+        )
+        return result["device"] if isinstance(result, dict) else result  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Push offline changes; each gets its own outcome.")
+    async def push_changes(
+        self, info: Info, device_id: strawberry.ID, changes: list[ChangeInput]
+    ) -> PushChangesResult:
+        """Apply a batch (at most 1,000 changes); replays are idempotent."""
+        if len(changes) > MAX_PUSH_BATCH:
+            return error_from(
+                RecordValidationError(  # type: ignore[return-value]
+                    {
+                        "changes": f"at most {MAX_PUSH_BATCH} changes per push;"
+                        f" got {len(changes)}: split the batch"
+                    }
+                )
+            )
+        try:
+            converted = [to_push_change(c) for c in changes]
+        except RecordValidationError as exc:
+            return error_from(exc)  # type: ignore[return-value]
+        if len({c.client_mutation_id for c in converted}) != len(converted):
+            return error_from(
+                RecordValidationError(  # type: ignore[return-value]
+                    {"changes": "clientMutationId values must be unique within a push"}
+                )
+            )
+
+        async def action(conn: Any, user: CurrentUser) -> Any:
+            device = await commands.owned_device(
+                conn, user.org_id, user.id, record_uuid(device_id, "deviceId"), lock=True
+            )
+            outcome = await push(
+                conn,
+                org_id=user.org_id,
+                device=device,
+                user_can_write=user.can_edit_records,
+                changes=converted,
+                max_length=info.context.settings.max_string_length,
+            )
+            return {"push": outcome}
+
+        result = await run_write(
+            info, action, client_id=device_id, allowed=lambda u: u.role is not Role.PORTAL
+        )
+        if not isinstance(result, dict):
+            return result  # type: ignore[return-value]
+        outcome = result["push"]
+        return PushResult(
+            results=[result_from(r) for r in outcome.results],
+            reregister_required=outcome.reregister_required,
+        )
+
+    @strawberry.mutation(
+        description="Settle a conflict: keep the server's values, the device's, or merge."
+    )
+    async def resolve_conflict(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        resolution: ConflictResolution,
+        values: strawberry.scalars.JSON | None = None,
+    ) -> ResolveConflictResult:
+        """Resolve; the result is a new versioned write that reaches every device."""
+        try:
+            conflict_id = from_global_id(id, "SyncConflict")[1]
+        except InvalidIdError as exc:
+            return not_found(id, str(exc))
+        columns = None
+        if values is not None:
+            if not isinstance(values, dict):
+                return error_from(
+                    RecordValidationError({"values": "must be an object of field: value"})
+                )  # type: ignore[return-value]
+            columns = {_column(k): v for k, v in values.items()}
+
+        async def action(conn: Any, user: CurrentUser) -> Any:
+            return await commands.resolve_conflict(
+                conn,
+                org_id=user.org_id,
+                user_id=user.id,
+                is_admin=user.is_admin,
+                conflict_id=conflict_id,
+                resolution=resolution.value,
+                values=columns,
+                max_length=info.context.settings.max_string_length,
+            )
+
+        result = await run_write(info, action, client_id=id)
+        return conflict_from(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Set the conflict policy of one record type (admins only).")
+    async def set_conflict_policy(
+        self, info: Info, entity: SyncEntity, policy: ConflictPolicy
+    ) -> PolicyResult:
+        """Policy per record type."""
+
+        async def action(conn: Any, user: CurrentUser) -> Any:
+            return await commands.set_conflict_policy(
+                conn, user.org_id, EntityType(entity.value), policy.value
+            )
+
+        result = await run_write(info, action, allowed=lambda u: u.is_admin)
+        return _policies_from(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+
+
+def _column(api_name: str) -> str:
+    return "".join("_" + ch.lower() if ch.isupper() else ch for ch in api_name)
+
+
+__all__ = ["DomainError", "SyncMutations", "SyncQueries", "UserError"]
