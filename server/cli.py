@@ -6,14 +6,19 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from db.engine import Database
 
 app = typer.Typer(
     help="fieldsync: a GraphQL sync server for field-service data.", no_args_is_help=True
@@ -79,6 +84,30 @@ def _master_keys(settings: Settings, *, demo: bool) -> str | None:
     return DEMO_KEY_RING
 
 
+def _prepared_url(settings: Settings) -> str:
+    """The owner URL of a migrated database (the embedded one is started if needed)."""
+    url = _database_url(settings)
+    _migrate(url, settings)
+    return url
+
+
+@asynccontextmanager
+async def _app_database(settings: Settings, url: str, *, pool_size: int) -> AsyncIterator[Database]:
+    """A small app-role pool for one command, closed afterwards."""
+    from db.engine import Database
+
+    db = Database.connect(
+        url,
+        app_role=settings.app_role,
+        app_password=settings.app_role_password,
+        pool_size=pool_size,
+    )
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
 def _migrate(url: str, settings: Settings) -> None:
     from db.migrate import upgrade
 
@@ -135,20 +164,13 @@ def serve(
 
 
 async def _seed_demo(settings: Settings) -> None:
-    from db.engine import Database
     from db.queries import users
     from db.queries.orgs import tenant_count
     from db.seed import create_org_with_admin, ensure_demo_fields, seed_records
     from server.auth import hash_password
 
     assert settings.database_url is not None
-    db = Database.connect(
-        settings.database_url,
-        app_role=settings.app_role,
-        app_password=settings.app_role_password,
-        pool_size=2,
-    )
-    try:
+    async with _app_database(settings, settings.database_url, pool_size=2) as db:
         async with db.unscoped() as conn:
             if await tenant_count(conn) > 0:
                 console.print("[cyan]Database has data: demo seed skipped.[/]")
@@ -191,8 +213,6 @@ async def _seed_demo(settings: Settings) -> None:
         console.print("[bold]Demo accounts (this is demo data; change these passwords):[/]")
         for email, role in accounts:
             console.print(f"  {role:<10} {email}  password: {passwords[email]}")
-    finally:
-        await db.close()
 
 
 @app.command("create-admin")
@@ -205,7 +225,6 @@ def create_admin(
 ) -> None:
     """Create a tenant and its first admin."""
     from db.commands.users import MIN_PASSWORD_LENGTH
-    from db.engine import Database
     from db.queries.users import email_in_use
     from db.seed import create_org_with_admin
     from server.auth import hash_password
@@ -217,14 +236,10 @@ def create_admin(
         )
         raise typer.Exit(2)
     settings = Settings()
-    url = _database_url(settings)
-    _migrate(url, settings)
+    url = _prepared_url(settings)
 
     async def run() -> str:
-        db = Database.connect(
-            url, app_role=settings.app_role, app_password=settings.app_role_password, pool_size=1
-        )
-        try:
+        async with _app_database(settings, url, pool_size=1) as db:
             async with db.unscoped() as conn:
                 if await email_in_use(conn, email):
                     return ""
@@ -232,8 +247,6 @@ def create_admin(
                 db, org_name=org_name, email=email, password_hash=hash_password(password)
             )
             return str(org_id)
-        finally:
-            await db.close()
 
     org_id = asyncio.run(run())
     if not org_id:
@@ -253,19 +266,14 @@ def seed(
     ] = "admin@demo.fieldsync.dev",
 ) -> None:
     """Bulk-create realistic records in an existing tenant (batched, with a progress bar)."""
-    from db.engine import Database
     from db.queries.users import login_lookup
     from db.seed import ensure_demo_fields, seed_records
 
     settings = Settings()
-    url = _database_url(settings)
-    _migrate(url, settings)
+    url = _prepared_url(settings)
 
     async def run() -> None:
-        db = Database.connect(
-            url, app_role=settings.app_role, app_password=settings.app_role_password, pool_size=2
-        )
-        try:
+        async with _app_database(settings, url, pool_size=2) as db:
             async with db.unscoped() as conn:
                 found = await login_lookup(conn, admin_email)
             if found is None:
@@ -291,8 +299,6 @@ def seed(
                     progress=lambda n: bar.advance(task, n),
                 )
             console.print(f"[green]Seeded {counts}[/]")
-        finally:
-            await db.close()
 
     asyncio.run(run())
 
@@ -385,18 +391,13 @@ def compact(
     from datetime import timedelta
 
     from db.compaction import compact as compact_tenant
-    from db.engine import Database
     from db.queries.orgs import tenant_ids
 
     settings = Settings()
-    url = _database_url(settings)
-    _migrate(url, settings)
+    url = _prepared_url(settings)
 
     async def run() -> None:
-        db = Database.connect(
-            url, app_role=settings.app_role, app_password=settings.app_role_password, pool_size=1
-        )
-        try:
+        async with _app_database(settings, url, pool_size=1) as db:
             async with db.unscoped() as conn:
                 ids = await tenant_ids(conn)
             for org_id in ids:
@@ -407,8 +408,6 @@ def compact(
                 console.print(
                     f"{org_id}: horizon {result.horizon}, {result.removed} tombstones removed"
                 )
-        finally:
-            await db.close()
 
     asyncio.run(run())
 

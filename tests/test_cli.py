@@ -56,6 +56,13 @@ class TestSeed:
         assert again.returncode == 1
         assert "already exists" in again.stderr
 
+    def test_compact_reports_each_tenant(self, database_url, tmp_path, tenant):
+        """`fieldsync compact` walks every tenant and reports its horizon."""
+        env = {**os.environ, "DATABASE_URL": database_url, "FIELDSYNC_DATA_DIR": str(tmp_path)}
+        result = run_cli("compact", env=env)
+        assert result.returncode == 0, result.stderr
+        assert f"{tenant.org_id}: horizon" in result.stdout + result.stderr
+
     def test_export_schema_writes_the_sdl(self, tmp_path):
         """export-schema writes the same SDL the committed file holds."""
         out = tmp_path / "s.graphql"
