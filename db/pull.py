@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
+from sqlalchemy import BigInteger, Integer, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.entities import ENTITIES, EntitySpec, EntityType
@@ -58,28 +58,51 @@ def _data_expression(spec: EntitySpec) -> str:
     return "jsonb_build_object(" + ", ".join(pairs) + ")"
 
 
-def _entity_select(spec: EntitySpec) -> str:
-    table = spec.table.name
+def _changed_rows(spec: EntitySpec) -> str:
+    """Rows of customers visible since before the pull began that changed after it.
+
+    Their effective seq is their own (unique) seq, so an index range scan on (org_id, seq)
+    serves the page and stops after ``fetch`` rows.
+    """
     rank = RANK[spec.type]
     return f"""
-    (SELECT {rank} AS rank, t.id, t.customer_id, t.deleted, t.version,
-            GREATEST(t.seq, sel.since) AS eseq,
-            CASE WHEN t.deleted THEN NULL ELSE {_data_expression(spec)} END AS data
-     FROM {table} t JOIN sel ON sel.customer_id = t.customer_id
-     WHERE t.org_id = :org
-       AND ((t.seq > :since AND (NOT t.deleted OR :since > 0))
-            OR (sel.since > :since AND NOT t.deleted))
-       AND (GREATEST(t.seq, sel.since), {rank}, t.id) > (:after_seq, :after_rank, :after_id)
-       AND GREATEST(t.seq, sel.since) <= :head
-     ORDER BY GREATEST(t.seq, sel.since), t.id
+    (SELECT {rank} AS rank, t.id, t.customer_id, t.deleted, t.version, t.seq AS eseq
+     FROM {spec.table.name} t
+     WHERE t.org_id = :org AND t.seq > GREATEST(:since, :after_seq) AND t.seq <= :head
+       AND (NOT t.deleted OR :since > 0)
+       AND t.customer_id IN (SELECT customer_id FROM sel WHERE sel.since <= :since)
+     ORDER BY t.seq
      LIMIT :fetch)"""
+
+
+def _backfilled_rows(spec: EntitySpec) -> str:
+    """Rows of customers that became visible after the pull began: all live rows (and
+    tombstones newer than the pull's start), at the seq the customer became visible."""
+    rank = RANK[spec.type]
+    eseq = "GREATEST(t.seq, n.since)"
+    return f"""
+    (SELECT {rank} AS rank, t.id, t.customer_id, t.deleted, t.version, {eseq} AS eseq
+     FROM {spec.table.name} t JOIN sel n ON n.customer_id = t.customer_id AND n.since > :since
+     WHERE t.org_id = :org AND (NOT t.deleted OR (t.seq > :since AND :since > 0))
+       AND {eseq} <= :head
+       AND ({eseq}, {rank}, t.id) > (:after_seq, :after_rank, :after_id)
+     ORDER BY {eseq}, t.id
+     LIMIT :fetch)"""
+
+
+def _data_lookup(spec: EntitySpec) -> str:
+    rank = RANK[spec.type]
+    return (
+        f"WHEN p.rank = {rank} THEN (SELECT {_data_expression(spec)} FROM {spec.table.name} t"
+        " WHERE t.org_id = :org AND t.id = p.id)"
+    )
 
 
 # Visible customers of a device with the seq since which they are visible to it. Archived
 # customers are not visible (their data is evicted); deleted ones stay so the tombstone
 # reaches the device.
 SELECTION = """
-WITH sel AS (
+WITH sel AS MATERIALIZED (
   SELECT c.id AS customer_id, GREATEST(:mode_since, c.restored_seq) AS since
   FROM customers c
   WHERE c.org_id = :org AND :mode = 'ALL' AND NOT c.archived
@@ -92,11 +115,21 @@ WITH sel AS (
 )
 """
 
+# The page is chosen on keys alone (each part walks an index and stops early); the JSON of
+# the record is built only for the rows that made the page.
 PAGE_SQL = text(
     SELECTION
-    + "SELECT * FROM ("
-    + " UNION ALL ".join(_entity_select(spec) for spec in ENTITIES.values())
-    + ") page ORDER BY eseq, rank, id LIMIT :fetch"
+    + ", page AS (SELECT * FROM ("
+    + " UNION ALL ".join(
+        part(spec) for spec in ENTITIES.values() for part in (_changed_rows, _backfilled_rows)
+    )
+    + ") u ORDER BY eseq, rank, id LIMIT :fetch)"
+    + " SELECT p.*, CASE WHEN p.deleted THEN NULL "
+    + " ".join(_data_lookup(spec) for spec in ENTITIES.values())
+    + " END AS data FROM page p ORDER BY p.eseq, p.rank, p.id"
+).bindparams(
+    *(bindparam(name, type_=BigInteger) for name in ("since", "after_seq", "head", "mode_since")),
+    bindparam("after_rank", type_=Integer),
 )
 
 EVICTIONS_SQL = text(

@@ -9,7 +9,8 @@ credential goes through :func:`write_records`. In the caller's transaction it:
 3. allocates change seqs from the tenant's counter row, whose lock is held until commit,
    so seq order is commit order and a reader never finds a row below a seq it passed,
 4. upserts the rows (deletes become tombstones) and appends one ``change_log`` row each,
-5. queues one ``NOTIFY`` per transaction (delivered at commit) as a poke for listeners.
+5. queues a ``NOTIFY`` with the tenant id (PostgreSQL delivers one per transaction at
+   commit) as a poke for listeners.
 
 No other code writes these tables, except master-key rotation, which re-wraps credential
 keys without changing synced data (``db/queries/credentials.py: set_wrapping``).
@@ -206,10 +207,17 @@ async def write_records(
     final = {row["id"]: row for row in changed}
     await _upsert(conn, spec, list(final.values()))
     await conn.execute(change_log.insert(), log)
-    await conn.execute(
-        select(func.pg_notify(NOTIFY_CHANNEL, f"{org_id}:{first_seq + len(changed) - 1}"))
-    )
+    await notify_change(conn, org_id)
     return results
+
+
+async def notify_change(conn: AsyncConnection, org_id: UUID) -> None:
+    """Poke listeners that ``org_id`` has new changes, once per transaction.
+
+    The payload is only the tenant id: PostgreSQL folds identical notifications of one
+    transaction into one, and listeners read the change log for the rows themselves.
+    """
+    await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(org_id))))
 
 
 async def _upsert(conn: AsyncConnection, spec: EntitySpec, rows: list[Row]) -> None:

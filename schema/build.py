@@ -8,7 +8,7 @@ from typing import Any
 import strawberry
 import structlog
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types.base import get_object_definition
@@ -110,7 +110,14 @@ def build_schema(extra_extensions: list[Any] | None = None) -> strawberry.Schema
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
-        extensions=[CloseRequestResources, MaskUnexpectedErrors, *(extra_extensions or [])],
+        extensions=[
+            CloseRequestResources,
+            MaskUnexpectedErrors,
+            # Devices send the same few documents all day: parse and validate each once.
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
+            *(extra_extensions or []),
+        ],
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
     )
 

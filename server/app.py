@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -65,6 +66,14 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
             settings=self.settings,
             token=bearer_token(request.headers.get("authorization")),
         )
+
+    def encode_json(self, data: object) -> bytes:
+        """orjson: several times faster than the json module on large pull pages."""
+        return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """orjson for request bodies too."""
+        return orjson.loads(data)
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         """GraphiQL for browsers (even with `?query=` prefilled); JSON for API clients."""

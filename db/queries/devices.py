@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.tables import customers, device_customers, devices, sync_conflicts
-from db.write_path import NOTIFY_CHANNEL, allocate_seqs
+from db.write_path import allocate_seqs, notify_change
 
 Row = dict[str, Any]
 
@@ -143,7 +143,7 @@ async def set_selection(
                 for cid, selected in changes
             ],
         )
-    await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, f"{org_id}:{seq}")))
+    await notify_change(conn, org_id)
     return await update_device(conn, org_id, device_id, values)
 
 
