@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -151,6 +153,9 @@ def serve(
     console.print(
         f"[green]fieldsync on http://{bind_host}:{bind_port}/graphql (GraphiQL in a browser)[/]"
     )
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets exit
+    # handlers run, which stop the embedded PostgreSQL with the server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "server.asgi:create_app_from_env",
         factory=True,

@@ -1,0 +1,200 @@
+"""Where a push's time goes: statements per change and their time, in-process.
+
+Diagnostic companion of ``bench.push_batch`` (no baseline). Seeds the same tenant, builds
+the same 1,000-change batch (a third applied, merged, conflicting) and sends it through the
+ASGI app in this process (``httpx.ASGITransport``), counting every SQL statement the app's
+pool sends (SQLAlchemy ``before/after_cursor_execute``: round trip + decode) by kind, and
+the wall time of the request. Then, optionally, one more push under pyinstrument.
+
+    python -m bench.profile_push [--customers 1000] [--pyinstrument]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import re
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import asyncpg.connection
+import httpx
+import psutil  # type: ignore[import-untyped]
+from pydantic import SecretStr
+from sqlalchemy import event, make_url
+
+from bench.common import PUSH, Api, app_database, bench_database, log, server_env
+from bench.push_batch import PASSWORD, one_round, seed
+from server.app import create_app
+from server.settings import Settings
+
+
+def kind(statement: str) -> str:
+    """A short, stable label for a statement."""
+    s = " ".join(statement.split())
+    if s.startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")):
+        return re.sub(r"sa_savepoint_\d+", "sa_savepoint_N", s)
+    s = re.sub(r"\$\d+(::[A-Z]+(\[\])?)?", "?", s)
+    s = re.sub(r"(\?, )+\?", "?...", s)
+    return s[:110]
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count: dict[str, int] = defaultdict(int)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.rows: dict[str, int] = defaultdict(int)
+        self.prepares: dict[str, int] = defaultdict(int)
+        self._started: dict[int, float] = {}
+        self.active = False
+
+    def before(self, conn, cursor, statement, parameters, context, executemany):
+        self._started[id(cursor)] = time.perf_counter()
+
+    def after(self, conn, cursor, statement, parameters, context, executemany):
+        started = self._started.pop(id(cursor), None)
+        if not self.active or started is None:
+            return
+        k = kind(statement)
+        self.count[k] += 1
+        self.seconds[k] += time.perf_counter() - started
+        self.rows[k] += len(parameters) if executemany else 1
+
+
+def count_prepares(counter: Counter) -> None:
+    """Count asyncpg ``prepare()`` calls (SQLAlchemy's statement cache misses): each one is
+    an extra Parse/Describe round trip before the statement runs."""
+    original = asyncpg.connection.Connection.prepare
+
+    async def prepare(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+        if counter.active:
+            counter.prepares[kind(query)] += 1
+        return await original(self, query, *args, **kwargs)
+
+    asyncpg.connection.Connection.prepare = prepare  # type: ignore[method-assign]
+
+
+def _backends(url: str) -> list[psutil.Process]:
+    """PostgreSQL backend processes connected to the bench database."""
+    name = make_url(url).database
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if cmdline.startswith("postgres:") and f" {name} " in f"{cmdline} ":
+                found.append(proc)
+    return found
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
+    org_id, email, _ = await seed(url, args.customers)
+    env = server_env(url)
+    settings = Settings(
+        database_url=url,
+        secret_key=env["FIELDSYNC_SECRET_KEY"],
+        master_keys=SecretStr(env["FIELDSYNC_MASTER_KEYS"]),
+        log_level="warning",
+    )
+    seeding_db = app_database(url)
+    app_db = app_database(url, pool_size=4)
+    counter = Counter()
+    count_prepares(counter)
+    event.listen(app_db.engine.sync_engine, "before_cursor_execute", counter.before)
+    event.listen(app_db.engine.sync_engine, "after_cursor_execute", counter.after)
+    try:
+        app = create_app(settings, database=app_db)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", timeout=600
+        ) as client:
+            api = Api(client)
+            await api.login(email, PASSWORD)
+            device_id, _, changes = await one_round(api, seeding_db, org_id, 0)
+            await api(PUSH, {"d": device_id, "changes": changes[:3]})  # warm-up
+            device_id, _, changes = await one_round(api, seeding_db, org_id, 1)
+            backends = _backends(url)
+            pg_before = _cpu(backends)
+            cpu_before = time.process_time()
+            counter.active = True
+            started = time.perf_counter()
+            data = await api(PUSH, {"d": device_id, "changes": changes})
+            wall = time.perf_counter() - started
+            counter.active = False
+            cpu = time.process_time() - cpu_before
+            pg_cpu = _cpu(backends) - pg_before
+            outcomes: dict[str, int] = defaultdict(int)
+            for r in data["pushChanges"]["results"]:
+                outcomes[r["outcome"]] += 1
+            n = len(changes)
+            total_n = sum(counter.count.values())
+            total_s = sum(counter.seconds.values())
+            print(
+                f"\n== push of {n} changes in-process over ASGI: {wall:.2f}s wall"
+                f" ({n / wall:,.0f} changes/s), outcomes {dict(outcomes)}"
+            )
+            print(
+                f"  SQL: {total_n} statements ({total_n / n:.1f} per change),"
+                f" {total_s:.2f}s between before/after_cursor_execute"
+                f" ({total_s / total_n * 1000:.2f}ms each, {total_s / wall * 100:.0f}% of wall);"
+                f" the rest, {wall - total_s:.2f}s, is Python outside statement execution"
+            )
+            print(
+                f"  CPU: this process (server code + in-process client) {cpu:.2f}s;"
+                f" PostgreSQL backends of the bench database {pg_cpu:.2f}s;"
+                f" wall {wall:.2f}s (the rest is round-trip latency / scheduling)"
+            )
+            prepared = sum(counter.prepares.values())
+            print(
+                f"  statement cache misses (asyncpg prepare = an extra Parse/Describe round"
+                f" trip): {prepared}, by statement: "
+                + ", ".join(
+                    f"{k[:40]!r}: {v}"
+                    for k, v in sorted(counter.prepares.items(), key=lambda kv: -kv[1])[:4]
+                )
+            )
+            print("  by statement (count, per change, total time, mean):")
+            for k in sorted(counter.count, key=lambda k: -counter.seconds[k]):
+                c = counter.count[k]
+                print(
+                    f"    {c:6d} {c / n:5.2f}/chg {counter.seconds[k]:6.2f}s"
+                    f" {counter.seconds[k] / c * 1000:6.2f}ms  {k}"
+                )
+            if args.pyinstrument:
+                from pyinstrument import Profiler
+
+                device_id, _, changes = await one_round(api, seeding_db, org_id, 2)
+                profiler = Profiler(async_mode="enabled", interval=0.001)
+                profiler.start()
+                await api(PUSH, {"d": device_id, "changes": changes})
+                profiler.stop()
+                print(profiler.output_text(unicode=False, show_all=False))
+    finally:
+        await seeding_db.close()
+        await app_db.close()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--pyinstrument", action="store_true")
+    args = parser.parse_args()
+    log("profile_push")
+    with bench_database() as url:
+        return asyncio.run(run(args, url))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
