@@ -314,12 +314,14 @@ class SyncQueries:
             )
             states = await commands.sync_states(conn, user.org_id, rows)
             emails = await _emails(conn, user.org_id, {r["user_id"] for r in rows})
+            selected = await device_queries.selections(conn, user.org_id, [r["id"] for r in rows])
             result = []
             for row, state in zip(rows, states, strict=True):
                 if status is not None and state.status.value != status.value:
                     continue
-                selected = await device_queries.selected_customer_ids(conn, user.org_id, row["id"])
-                result.append(device_from(row, state, selected, emails.get(row["user_id"], "")))
+                result.append(
+                    device_from(row, state, selected[row["id"]], emails.get(row["user_id"], ""))
+                )
         return result
 
     @strawberry.field(description="Sync conflicts: your own, or all for admins.")

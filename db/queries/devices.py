@@ -89,6 +89,25 @@ async def selected_customer_ids(conn: AsyncConnection, org_id: UUID, device_id: 
     return list(result.scalars())
 
 
+async def selections(
+    conn: AsyncConnection, org_id: UUID, device_ids: Sequence[UUID]
+) -> dict[UUID, list[UUID]]:
+    """Selected customers of each device, in one query."""
+    if not device_ids:
+        return {}
+    result = await conn.execute(
+        select(device_customers.c.device_id, device_customers.c.customer_id).where(
+            device_customers.c.org_id == org_id,
+            device_customers.c.device_id.in_(list(device_ids)),
+            device_customers.c.selected.is_(True),
+        )
+    )
+    grouped: dict[UUID, list[UUID]] = {d: [] for d in device_ids}
+    for device_id, customer_id in result:
+        grouped[device_id].append(customer_id)
+    return grouped
+
+
 async def live_customer_ids(conn: AsyncConnection, org_id: UUID, ids: Sequence[UUID]) -> set[UUID]:
     """Which of ``ids`` are live customers of the tenant."""
     if not ids:
