@@ -1,7 +1,8 @@
 """Push: apply a device's batch of offline changes, one outcome each.
 
-Each change runs in its own savepoint, so one bad change never blocks or half-applies
-another. ``clientMutationId`` makes a push idempotent: a replay returns the first outcome
+Changes are decided one after another in memory (each sees the ones before it) and only
+the accepted ones are written, together, so one bad change never blocks or half-applies
+another and the batch costs a few statements per table, not per change. ``clientMutationId`` makes a push idempotent: a replay returns the first outcome
 from ``push_receipts`` and writes nothing; a reused id with a different payload is refused.
 The decision itself (applied, merged, conflict, deleted, validation failed) is the pure
 ``sync.decision.decide``; writes go through the one write path with the device's replica.
@@ -17,7 +18,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,10 +26,9 @@ from db.commands.records import field_definitions, merge_keyed_fields, server_re
 from db.entities import CUSTOMER, ENTITIES, EntitySpec, EntityType
 from db.queries import devices as device_queries
 from db.queries import records
-from db.queries.customers import email_owner
 from db.queries.orgs import conflict_policies
 from db.tables import push_receipts, sync_conflicts
-from db.write_path import RecordWrite, Row, lock_rows, write_records
+from db.write_path import RecordWrite, Row, lock_rows, next_row, write_records
 from sync.decision import ConflictPolicy, IncomingChange, Op, Outcome, decide
 from sync.validation import validate_record
 
@@ -92,28 +92,6 @@ def _jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str))
 
 
-async def _links_for_create(
-    conn: AsyncConnection, org_id: UUID, spec: EntitySpec, change: PushChange
-) -> dict[str, UUID] | dict[str, str]:
-    """Parents of a new record, or field errors when they are missing or gone."""
-    if spec.type is EntityType.CUSTOMER:
-        return {}
-    if spec.type is EntityType.ASSET:
-        facility_id = change.links.get("facility_id")
-        found = (
-            await records.by_ids(conn, ENTITIES[EntityType.FACILITY], org_id, [facility_id])
-            if facility_id
-            else []
-        )
-        if not found:
-            return {"facilityId": "is required and must be a live facility"}
-        return {"facility_id": found[0]["id"], "customer_id": found[0]["customer_id"]}
-    customer_id = change.links.get("customer_id")
-    if not customer_id or not await records.by_ids(conn, CUSTOMER, org_id, [customer_id]):
-        return {"customerId": "is required and must be a live customer"}
-    return {"customer_id": customer_id}
-
-
 async def push(
     conn: AsyncConnection,
     *,
@@ -123,76 +101,83 @@ async def push(
     changes: Sequence[PushChange],
     max_length: int,
 ) -> PushResult:
-    """Apply ``changes`` from ``device`` in order; one savepoint and one outcome each."""
+    """Apply ``changes`` from ``device`` in order, one outcome each, as one set of writes.
+
+    Replays and refusals are settled first; the rest is decided in memory against rows
+    locked in one query per entity type (each decision sees the ones before it), then
+    written with one statement per table. Invalid changes write nothing, so no savepoint
+    per change is needed; if a unique index still refuses the set (a concurrent writer took
+    an email between the check and the write), the set is decided again, once it can see
+    that writer's commit.
+    """
     device_id = device["id"]
-    replica = device["replica_id"]
     receipts = await _receipts(conn, org_id, device_id, [c.client_mutation_id for c in changes])
-    policies = await conflict_policies(conn, org_id)
-    definitions = {t: await field_definitions(conn, org_id, t) for t in {c.entity for c in changes}}
     max_counter = int(device["max_counter"])
     reregister = False
-    results: list[ChangeResult] = []
-    for change in changes:
-        fingerprint = change.fingerprint()
+    results: list[ChangeResult | None] = [None] * len(changes)
+    fresh: list[int] = []
+    for index, change in enumerate(changes):
         stored = receipts.get(change.client_mutation_id)
         if stored is not None:
-            if stored[0] == fingerprint:
-                results.append(ChangeResult(**{**stored[1], "replayed": True}))
+            if stored[0] == change.fingerprint():
+                results[index] = ChangeResult(**{**stored[1], "replayed": True})
             else:
-                results.append(
-                    _refused(
-                        change,
-                        Outcome.VALIDATION_FAILED,
-                        {"clientMutationId": "was already used for a different change"},
-                    )
+                results[index] = _refused(
+                    change,
+                    Outcome.VALIDATION_FAILED,
+                    {"clientMutationId": "was already used for a different change"},
                 )
             continue
         if change.counter <= max_counter:
             reregister = True
-            results.append(
-                _refused(
-                    change,
-                    Outcome.VALIDATION_FAILED,
-                    {
-                        "counter": f"went backwards ({change.counter} <= {max_counter}): this"
-                        " device's state is older than what it already pushed; register it again"
-                    },
-                )
+            results[index] = _refused(
+                change,
+                Outcome.VALIDATION_FAILED,
+                {
+                    "counter": f"went backwards ({change.counter} <= {max_counter}): this"
+                    " device's state is older than what it already pushed; register it again"
+                },
             )
             continue
         max_counter = change.counter
-        if not user_can_write:
-            result = _refused(change, Outcome.FORBIDDEN, {}, "your role may not change records")
-        else:
+        fresh.append(index)
+    if user_can_write:
+        batch = [changes[i] for i in fresh]
+        for attempt in range(3):
             try:
                 async with conn.begin_nested():
-                    result = await _apply_one(
-                        conn,
-                        org_id=org_id,
-                        device=device,
-                        replica=replica,
-                        change=change,
-                        policy=policies[change.entity],
-                        definitions=definitions[change.entity],
-                        max_length=max_length,
+                    decided = await _apply_batch(
+                        conn, org_id=org_id, device=device, changes=batch, max_length=max_length
                     )
-            except IntegrityError as exc:
-                # A unique index (primary email) lost a race the pre-check could not see.
-                result = _refused(
-                    change,
-                    Outcome.VALIDATION_FAILED,
-                    {"email": "is already used by another customer"},
-                )
-                del exc
-        await _store_receipt(
-            conn, org_id, device_id, change.client_mutation_id, fingerprint, result
+                break
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+    else:
+        decided = [
+            _refused(changes[i], Outcome.FORBIDDEN, {}, "your role may not change records")
+            for i in fresh
+        ]
+    for index, result in zip(fresh, decided, strict=True):
+        results[index] = result
+    if fresh:
+        await conn.execute(
+            push_receipts.insert(),
+            [
+                {
+                    "org_id": org_id,
+                    "device_id": device_id,
+                    "client_mutation_id": changes[i].client_mutation_id,
+                    "request_hash": changes[i].fingerprint(),
+                    "outcome": asdict(result),
+                }
+                for i, result in zip(fresh, decided, strict=True)
+            ],
         )
-        receipts[change.client_mutation_id] = (fingerprint, asdict(result))
-        results.append(result)
     await device_queries.update_device(
         conn, org_id, device_id, {"max_counter": max_counter, "last_push_at": datetime.now(UTC)}
     )
-    return PushResult(results=results, reregister_required=reregister)
+    return PushResult(results=[r for r in results if r is not None], reregister_required=reregister)
 
 
 def _refused(
@@ -208,135 +193,275 @@ def _refused(
     )
 
 
-async def _apply_one(
+Key = tuple[EntityType, UUID]
+
+
+async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the order it reads
     conn: AsyncConnection,
     *,
     org_id: UUID,
     device: Row,
-    replica: str,
-    change: PushChange,
-    policy: ConflictPolicy,
-    definitions: Any,
+    changes: Sequence[PushChange],
     max_length: int,
-) -> ChangeResult:
-    spec = ENTITIES[change.entity]
-    row = (await lock_rows(conn, spec, org_id, [change.record_id])).get(change.record_id)
-    links: dict[str, UUID] = {}
-    if row is None and change.op is Op.UPSERT and not change.base_version:
-        resolved = await _links_for_create(conn, org_id, spec, change)
-        if resolved and all(isinstance(v, str) for v in resolved.values()):
-            return _refused(change, Outcome.VALIDATION_FAILED, resolved)  # type: ignore[arg-type]
-        links = resolved  # type: ignore[assignment]
-    customer_id = (
-        row["customer_id"] if row is not None else links.get("customer_id", change.record_id)
+) -> list[ChangeResult]:
+    replica = device["replica_id"]
+    policies = await conflict_policies(conn, org_id)
+    definitions = {t: await field_definitions(conn, org_id, t) for t in {c.entity for c in changes}}
+    original = await _lock_all(conn, org_id, changes)
+    rows = dict(original)
+    facility_ids = [c.links["facility_id"] for c in changes if "facility_id" in c.links]
+    for facility in await records.by_ids(conn, ENTITIES[EntityType.FACILITY], org_id, facility_ids):
+        rows.setdefault((EntityType.FACILITY, facility["id"]), facility)
+    customers_now = await _customer_states(
+        conn,
+        org_id,
+        {r["customer_id"] for r in rows.values()}
+        | {c.links["customer_id"] for c in changes if "customer_id" in c.links},
     )
-    if not await _customer_visible(
-        conn, org_id, customer_id, creating=spec is CUSTOMER and row is None
-    ):
-        return _refused(
-            change, Outcome.FORBIDDEN, {}, "the customer is archived or not visible to you"
+    emails = await _email_owners(conn, org_id, changes)
+    writes: dict[EntityType, list[tuple[int, RecordWrite]]] = {t: [] for t in EntityType}
+    conflicts: list[dict[str, Any]] = []
+    results: list[ChangeResult] = []
+    now = datetime.now(UTC)
+    for index, change in enumerate(changes):
+        spec = ENTITIES[change.entity]
+        key = (change.entity, change.record_id)
+        row = rows.get(key)
+        links: dict[str, UUID] = {}
+        if row is None and change.op is Op.UPSERT and not change.base_version:
+            found = _parents(rows, customers_now, spec, change)
+            if isinstance(found, str):
+                results.append(
+                    _refused(
+                        change, Outcome.VALIDATION_FAILED, {found: "is required and must be live"}
+                    )
+                )
+                continue
+            links = found
+        customer_id = (
+            row["customer_id"] if row is not None else links.get("customer_id", change.record_id)
         )
-    base_values = {f: row[f] for f in spec.fields} if row is not None else spec.new_row_defaults()
-    patch = merge_keyed_fields(change.patch, base_values)
-
-    def validate(values: Mapping[str, object]) -> Mapping[str, str]:
-        merged = {**base_values, **values}
-        return validate_record(spec.type.value, merged, definitions, max_length=max_length)
-
-    decision = decide(
-        server_record(spec, row),
-        IncomingChange(
-            op=change.op, base_version=change.base_version, patch=patch, replica=replica
-        ),
-        policy,
-        validate,
-    )
-    result = ChangeResult(
-        client_mutation_id=change.client_mutation_id,
-        entity=change.entity.value,
-        record_id=str(change.record_id),
-        outcome=decision.outcome.value,
-        version=dict(row["version"]) if row is not None else None,
-        conflicts=[
-            _jsonable(
-                {"field": c.field, "serverValue": c.server_value, "clientValue": c.client_value}
+        customer = rows.get((EntityType.CUSTOMER, customer_id))
+        archived = (
+            customer["archived"]
+            if customer is not None
+            else customers_now.get(customer_id, (False, False))[0]
+        )
+        if archived and not (spec is CUSTOMER and row is None):
+            results.append(
+                _refused(
+                    change, Outcome.FORBIDDEN, {}, "the customer is archived or not visible to you"
+                )
             )
-            for c in decision.conflicts
-        ],
-        field_errors=dict(decision.field_errors),
-        message=decision.message,
-    )
-    if decision.outcome in (Outcome.APPLIED, Outcome.MERGED) and (
-        decision.apply or decision.delete
-    ):
-        email = decision.apply.get("email")
-        if (
-            spec is CUSTOMER
-            and isinstance(email, str)
-            and email.strip()
-            and await email_owner(conn, org_id, email, exclude=change.record_id) is not None
+            continue
+        base_values = (
+            {f: row[f] for f in spec.fields} if row is not None else spec.new_row_defaults()
+        )
+        patch = merge_keyed_fields(change.patch, base_values)
+
+        def validate(
+            values: Mapping[str, object], base: Row = base_values, s: EntitySpec = spec
+        ) -> Mapping[str, str]:
+            return validate_record(
+                s.type.value, {**base, **values}, definitions[s.type], max_length=max_length
+            )
+
+        policy = policies[change.entity]
+        decision = decide(
+            server_record(spec, row),
+            IncomingChange(
+                op=change.op, base_version=change.base_version, patch=patch, replica=replica
+            ),
+            policy,
+            validate,
+        )
+        result = ChangeResult(
+            client_mutation_id=change.client_mutation_id,
+            entity=change.entity.value,
+            record_id=str(change.record_id),
+            outcome=decision.outcome.value,
+            version=dict(row["version"]) if row is not None else None,
+            conflicts=[
+                _jsonable(
+                    {"field": c.field, "serverValue": c.server_value, "clientValue": c.client_value}
+                )
+                for c in decision.conflicts
+            ],
+            field_errors=dict(decision.field_errors),
+            message=decision.message,
+        )
+        results.append(result)
+        if decision.outcome in (Outcome.APPLIED, Outcome.MERGED) and (
+            decision.apply or decision.delete
         ):
-            return _refused(
-                change,
-                Outcome.VALIDATION_FAILED,
-                {"email": "is already used by another customer"},
+            email = decision.apply.get("email")
+            if spec is CUSTOMER and isinstance(email, str) and email.strip():
+                owner = emails.get(email.strip().lower())
+                if owner is not None and owner != change.record_id:
+                    results[-1] = _refused(
+                        change,
+                        Outcome.VALIDATION_FAILED,
+                        {"email": "is already used by another customer"},
+                    )
+                    continue
+            write = RecordWrite(change.record_id, decision.apply, decision.delete, links)
+            new_row = next_row(spec, org_id, row, write, replica, now)
+            if new_row is None:
+                continue
+            if spec is CUSTOMER:
+                _move_email(emails, row, new_row)
+            rows[key] = new_row
+            writes[change.entity].append((index, write))
+            result.version = dict(new_row["version"])
+        elif (
+            decision.outcome is Outcome.CONFLICT
+            and policy is ConflictPolicy.MANUAL
+            and row is not None
+        ):
+            conflict_id = uuid4()
+            result.conflict_id = str(conflict_id)
+            conflicts.append(
+                {
+                    "org_id": org_id,
+                    "id": conflict_id,
+                    "device_id": device["id"],
+                    "user_id": device["user_id"],
+                    "entity": change.entity.value,
+                    "record_id": change.record_id,
+                    "customer_id": row["customer_id"],
+                    "op": change.op.value,
+                    "base_version": dict(change.base_version or {}),
+                    "server_version": row["version"],
+                    "client_patch": _jsonable(dict(patch)),
+                    "fields": result.conflicts,
+                }
             )
-        [written] = await write_records(
+    await _write_batch(conn, org_id, device, writes, original, results)
+    if conflicts:
+        await conn.execute(sync_conflicts.insert(), conflicts)
+    return results
+
+
+async def _write_batch(
+    conn: AsyncConnection,
+    org_id: UUID,
+    device: Row,
+    writes: Mapping[EntityType, list[tuple[int, RecordWrite]]],
+    original: Mapping[Key, Row],
+    results: list[ChangeResult],
+) -> None:
+    """One write_records call per entity type; versions of the results from what it wrote."""
+    replica = device["replica_id"]
+    # Parents before children (a contact may belong to a customer created in this push).
+    for entity in EntityType:
+        if not writes[entity]:
+            continue
+        spec = ENTITIES[entity]
+        written = await write_records(
             conn,
             org_id=org_id,
             spec=spec,
             replica=replica,
             device_id=device["id"],
-            writes=[RecordWrite(change.record_id, decision.apply, decision.delete, links)],
-            current={change.record_id: row} if row is not None else {},
+            writes=[w for _, w in writes[entity]],
+            current={rid: row for (t, rid), row in original.items() if t is entity},
         )
-        if written:
-            result.version = dict(written["version"])
-            if spec is CUSTOMER and row is None and device["selection_mode"] == "SELECTED":
+        for (index, write), row in zip(writes[entity], written, strict=True):
+            results[index].version = dict(row["version"])
+            created = (entity, write.record_id) not in original
+            if spec is CUSTOMER and created and device["selection_mode"] == "SELECTED":
                 await device_queries.add_to_selection(
                     conn,
                     org_id=org_id,
                     device_id=device["id"],
-                    customer_id=change.record_id,
-                    seq=written["seq"],
+                    customer_id=write.record_id,
+                    seq=row["seq"],
                 )
-    elif (
-        decision.outcome is Outcome.CONFLICT and policy is ConflictPolicy.MANUAL and row is not None
-    ):
-        conflict_id = uuid4()
-        await conn.execute(
-            sync_conflicts.insert().values(
-                org_id=org_id,
-                id=conflict_id,
-                device_id=device["id"],
-                user_id=device["user_id"],
-                entity=change.entity.value,
-                record_id=change.record_id,
-                customer_id=row["customer_id"],
-                op=change.op.value,
-                base_version=dict(change.base_version or {}),
-                server_version=row["version"],
-                client_patch=_jsonable(dict(patch)),
-                fields=result.conflicts,
-            )
-        )
-        result.conflict_id = str(conflict_id)
-    return result
 
 
-async def _customer_visible(
-    conn: AsyncConnection, org_id: UUID, customer_id: UUID, *, creating: bool
-) -> bool:
-    if creating:
-        return True
-    rows = await conn.execute(
-        select(CUSTOMER.table.c.archived, CUSTOMER.table.c.deleted).where(
-            CUSTOMER.table.c.org_id == org_id, CUSTOMER.table.c.id == customer_id
+def _parents(
+    rows: Mapping[Key, Row],
+    customers_now: Mapping[UUID, tuple[bool, bool]],
+    spec: EntitySpec,
+    change: PushChange,
+) -> dict[str, UUID] | str:
+    """Links of a record created by this change, or the name of the missing parent."""
+    if spec is CUSTOMER:
+        return {}
+    if spec.type is EntityType.ASSET:
+        facility = rows.get((EntityType.FACILITY, change.links.get("facility_id", UUID(int=0))))
+        if facility is None or facility["deleted"]:
+            return "facilityId"
+        return {"facility_id": facility["id"], "customer_id": facility["customer_id"]}
+    customer_id = change.links.get("customer_id")
+    created = rows.get((EntityType.CUSTOMER, customer_id)) if customer_id else None
+    live = created is not None and not created["deleted"]
+    stored = customers_now.get(customer_id) if customer_id else None
+    if not live and (stored is None or stored[1]):
+        return "customerId"
+    assert customer_id is not None
+    return {"customer_id": customer_id}
+
+
+async def _lock_all(
+    conn: AsyncConnection, org_id: UUID, changes: Sequence[PushChange]
+) -> dict[Key, Row]:
+    """The current rows of every record the push touches, locked: one query per type."""
+    rows: dict[Key, Row] = {}
+    for entity in {c.entity for c in changes}:
+        ids = [c.record_id for c in changes if c.entity is entity]
+        locked = await lock_rows(conn, ENTITIES[entity], org_id, ids)
+        rows.update({(entity, rid): row for rid, row in locked.items()})
+    return rows
+
+
+async def _customer_states(
+    conn: AsyncConnection, org_id: UUID, ids: set[UUID]
+) -> dict[UUID, tuple[bool, bool]]:
+    """(archived, deleted) of each customer."""
+    if not ids:
+        return {}
+    table = CUSTOMER.table
+    result = await conn.execute(
+        select(table.c.id, table.c.archived, table.c.deleted).where(
+            table.c.org_id == org_id, table.c.id.in_(list(ids))
         )
     )
-    found = rows.first()
-    # A deleted customer is not "invisible": the decision reports DELETED for its records.
-    return found is None or not found.archived
+    return {r.id: (r.archived, r.deleted) for r in result}
+
+
+async def _email_owners(
+    conn: AsyncConnection, org_id: UUID, changes: Sequence[PushChange]
+) -> dict[str, UUID]:
+    """Live customers owning the primary emails this push sets (lower-cased)."""
+    wanted = {
+        str(c.patch["email"]).strip().lower()
+        for c in changes
+        if c.entity is EntityType.CUSTOMER and isinstance(c.patch.get("email"), str)
+    }
+    if not wanted:
+        return {}
+    table = CUSTOMER.table
+    result = await conn.execute(
+        select(func.lower(table.c.email), table.c.id).where(
+            table.c.org_id == org_id,
+            table.c.deleted.is_(False),
+            func.lower(table.c.email).in_(sorted(wanted)),
+        )
+    )
+    return {str(r[0]): r[1] for r in result}
+
+
+def _move_email(emails: dict[str, UUID], old: Row | None, new: Row) -> None:
+    """Keep the in-push email index in step with a customer write."""
+    if (
+        old is not None
+        and old.get("email")
+        and emails.get(old["email"].strip().lower()) == old["id"]
+    ):
+        del emails[old["email"].strip().lower()]
+    if new.get("email") and not new["deleted"]:
+        emails[new["email"].strip().lower()] = new["id"]
 
 
 async def _receipts(
@@ -354,22 +479,3 @@ async def _receipts(
         )
     )
     return {r[0]: (r[1], r[2]) for r in result}
-
-
-async def _store_receipt(
-    conn: AsyncConnection,
-    org_id: UUID,
-    device_id: UUID,
-    client_mutation_id: str,
-    fingerprint: str,
-    result: ChangeResult,
-) -> None:
-    await conn.execute(
-        push_receipts.insert().values(
-            org_id=org_id,
-            device_id=device_id,
-            client_mutation_id=client_mutation_id,
-            request_hash=fingerprint,
-            outcome=asdict(result),
-        )
-    )
