@@ -2,8 +2,9 @@
 
 Changes are decided one after another in memory (each sees the ones before it) and only
 the accepted ones are written, together, so one bad change never blocks or half-applies
-another and the batch costs a few statements per table, not per change. ``clientMutationId`` makes a push idempotent: a replay returns the first outcome
-from ``push_receipts`` and writes nothing; a reused id with a different payload is refused.
+another and the batch costs a few statements per table, not per change.
+``clientMutationId`` makes a push idempotent: a replay returns the first outcome from
+``push_receipts`` and writes nothing; a reused id with a different payload is refused.
 The decision itself (applied, merged, conflict, deleted, validation failed) is the pure
 ``sync.decision.decide``; writes go through the one write path with the device's replica.
 """

@@ -11,18 +11,20 @@ import strawberry
 from db.commands import sync as commands
 from db.commands.sync import SyncState
 from db.entities import EntityType
-from db.errors import DomainError, NotFoundError, RecordValidationError
+from db.errors import NotFoundError, RecordValidationError
 from db.pull import PulledChange
 from db.push import ChangeResult as StoredResult
 from db.push import PushChange, push
 from db.queries import devices as device_queries
+from db.queries import orgs as org_queries
+from db.queries.users import list_users
 from resolvers.assets import asset_patch
 from resolvers.contacts import contact_patch
 from resolvers.context import CurrentUser, Info, PublicError, Role
 from resolvers.customers import customer_patch
 from resolvers.facilities import facility_patch
 from resolvers.writes import run_write
-from schema.errors import FieldConflict, FieldError, UserError, error_from, not_found
+from schema.errors import FieldConflict, FieldError, error_from, not_found
 from schema.node import InvalidIdError, from_global_id, to_global_id
 from schema.scalars import JSON, VersionVector
 from schema.sync import (
@@ -345,9 +347,7 @@ class SyncQueries:
         """Policies (MANUAL unless an admin set another)."""
         user = await info.context.user()
         async with info.context.read() as conn:
-            from db.queries.orgs import conflict_policies
-
-            policies = await conflict_policies(conn, user.org_id)
+            policies = await org_queries.conflict_policies(conn, user.org_id)
         return _policies_from({t.value: p.value for t, p in policies.items()})
 
 
@@ -358,8 +358,6 @@ def _policies_from(values: dict[str, str]) -> ConflictPolicies:
 
 
 async def _emails(conn: Any, org_id: UUID, user_ids: set[UUID]) -> dict[UUID, str]:
-    from db.queries.users import list_users
-
     return {u["id"]: u["email"] for u in await list_users(conn, org_id) if u["id"] in user_ids}
 
 
@@ -560,6 +558,3 @@ class SyncMutations:
 
 def _column(api_name: str) -> str:
     return "".join("_" + ch.lower() if ch.isupper() else ch for ch in api_name)
-
-
-__all__ = ["DomainError", "SyncMutations", "SyncQueries", "UserError"]

@@ -59,8 +59,12 @@ def decode(value: str | None) -> Checkpoint:
             raise ValueError(prefix)
         position = int(seq)
         since = int(base)
-        checkpoint = Checkpoint(position, int(rank), UUID(hex=rid) if rid else None,
-                                None if since == position else since)
+        checkpoint = Checkpoint(
+            position,
+            int(rank),
+            UUID(hex=rid) if rid else None,
+            None if since == position else since,
+        )
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidCheckpointError(f"not a checkpoint issued by this server: {value!r}") from exc
     if checkpoint.seq < 0 or checkpoint.rank < -1 or not 0 <= checkpoint.since <= checkpoint.seq:
