@@ -14,11 +14,9 @@ from db.commands import credentials as commands
 from db.crypto import KeyRing
 from db.errors import DomainError, NotFoundError
 from db.queries import credentials as queries
-from db.queries import pages
-from db.queries.pages import PageRequest
 from resolvers.context import CurrentUser, Info, PublicError
-from resolvers.lists import parent_filter
-from resolvers.writes import bad_id, decode_id, page_size
+from resolvers.lists import page_connection, page_request, parent_filter
+from resolvers.writes import bad_id, decode_id
 from schema.credentials import (
     CreateCredentialInput,
     Credential,
@@ -32,7 +30,7 @@ from schema.credentials import (
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError, error_from, forbidden
 from schema.node import InvalidIdError
-from schema.pagination import Connection, InvalidCursorError, build_connection, decode_cursor
+from schema.pagination import Connection
 from schema.records import patch_from
 
 T = TypeVar("T")
@@ -113,11 +111,7 @@ class CredentialQueries:
         parents = parent_filter(
             customer_id=(customer_id, "Customer"), contact_id=(contact_id, "Contact")
         )
-        try:
-            cursor = decode_cursor(after) if after else None
-        except InvalidCursorError as exc:
-            raise PublicError(str(exc), "BAD_USER_INPUT") from None
-        request = PageRequest(first=page_size(info, first), after=cursor)
+        request = page_request(info, first, after)
         seen = queries.Visibility.of(user.role.value, user.customer_id)
         async with info.context.read() as conn:
             page, query = await queries.credential_page(
@@ -130,16 +124,8 @@ class CredentialQueries:
                 request=request,
             )
 
-        async def counter() -> int:
-            async with info.context.read() as conn:
-                return await pages.count(conn, query)
-
-        return build_connection(
-            [Credential.from_row(r) for r in page.rows],
-            [(r["_sort"], r["id"]) for r in page.rows],
-            has_next=page.has_next,
-            has_previous=cursor is not None,
-            counter=counter,
+        return page_connection(
+            info, request, page, query, Credential.from_row, lambda r: (r["_sort"], r["id"])
         )
 
     @strawberry.field(
@@ -162,10 +148,6 @@ class CredentialQueries:
             customer_id=(flt.customer_id, "Customer"),
             credential_id=(flt.credential_id, "Credential"),
         )
-        try:
-            cursor = decode_cursor(after) if after else None
-        except InvalidCursorError as exc:
-            raise PublicError(str(exc), "BAD_USER_INPUT") from None
         query_filter = queries.AccessFilter(
             user_id=ids.get("user_id"),
             customer_id=ids.get("customer_id"),
@@ -173,20 +155,17 @@ class CredentialQueries:
             since=_aware(flt.from_),
             until=_aware(flt.to),
         )
-        request = PageRequest(first=page_size(info, first), after=cursor, descending=True)
+        request = page_request(info, first, after, descending=True)
         async with info.context.read() as conn:
             page, query = await queries.access_page(conn, user.org_id, query_filter, request)
 
-        async def counter() -> int:
-            async with info.context.read() as conn:
-                return await pages.count(conn, query)
-
-        return build_connection(
-            [CredentialAccess.from_row(r) for r in page.rows],
-            [(r["revealed_at"], r["id"]) for r in page.rows],
-            has_next=page.has_next,
-            has_previous=cursor is not None,
-            counter=counter,
+        return page_connection(
+            info,
+            request,
+            page,
+            query,
+            CredentialAccess.from_row,
+            lambda r: (r["revealed_at"], r["id"]),
         )
 
 

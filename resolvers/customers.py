@@ -8,9 +8,9 @@ import strawberry
 
 from db.entities import CUSTOMER
 from db.queries import customers as queries
-from db.queries.pages import PageRequest
-from resolvers.context import Info, PublicError, Role
-from resolvers.writes import decode_id, delete_record, page_size, save_record
+from resolvers.context import Info, Role
+from resolvers.lists import page_connection, page_request
+from resolvers.writes import decode_id, delete_record, save_record
 from schema.custom_fields import custom_fields_patch
 from schema.customers import (
     CreateCustomerInput,
@@ -24,7 +24,7 @@ from schema.customers import (
     UpdateCustomerInput,
 )
 from schema.node import InvalidIdError
-from schema.pagination import Connection, InvalidCursorError, build_connection, decode_cursor
+from schema.pagination import Connection
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -66,34 +66,21 @@ class CustomerQueries:
         flt = filter or CustomerFilter()
         order = order_by or CustomerOrder()
         sort = SORTS[order.field]
-        try:
-            cursor = decode_cursor(after) if after else None
-        except InvalidCursorError as exc:
-            raise PublicError(str(exc), "BAD_USER_INPUT") from None
         query_filter = queries.CustomerFilter(
             search=flt.search,
             archived=flt.archived,
             email=flt.email,
             only_id=user.customer_id if user.role is Role.PORTAL else None,
         )
-        request = PageRequest(
-            first=page_size(info, first),
-            after=cursor,
-            descending=order.direction is OrderDirection.DESC,
+        request = page_request(
+            info, first, after, descending=order.direction is OrderDirection.DESC
         )
         async with info.context.read() as conn:
-            page = await queries.customer_page(conn, user.org_id, query_filter, sort, request)
-
-        async def counter() -> int:
-            async with info.context.read() as conn:
-                return await queries.count_customers(conn, user.org_id, query_filter)
-
-        return build_connection(
-            [Customer.from_row(r) for r in page.rows],
-            [(r[sort.value], r["id"]) for r in page.rows],
-            has_next=page.has_next,
-            has_previous=cursor is not None,
-            counter=counter,
+            page, query = await queries.customer_page(
+                conn, user.org_id, query_filter, sort, request
+            )
+        return page_connection(
+            info, request, page, query, Customer.from_row, lambda r: (r[sort.value], r["id"])
         )
 
     @strawberry.field(description="One customer by global id; null if unknown.")

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
+from sqlalchemy import Select
+
 from db.entities import EntitySpec
 from db.queries import pages, records
-from db.queries.pages import PageRequest
+from db.queries.pages import Page, PageRequest
 from resolvers.context import Info, PublicError, Role
 from resolvers.writes import page_size
 from schema.node import InvalidIdError, from_global_id
@@ -44,15 +46,34 @@ async def child_connection(
     user = await info.context.user()
     if user.role is Role.PORTAL:
         equals = {**equals, "customer_id": user.customer_id} if user.customer_id else equals
-    try:
-        cursor = decode_cursor(after) if after else None
-    except InvalidCursorError as exc:
-        raise PublicError(str(exc), "BAD_USER_INPUT") from None
-    request = PageRequest(first=page_size(info, first), after=cursor)
+    request = page_request(info, first, after)
     async with info.context.read() as conn:
         page, query = await records.child_page(
             conn, spec, user.org_id, equals=equals, search=search, request=request
         )
+    return page_connection(info, request, page, query, from_row, lambda r: (r["_sort"], r["id"]))
+
+
+def page_request(
+    info: Info, first: int, after: str | None, *, descending: bool = False
+) -> PageRequest:
+    """A keyset page request from `first` (checked against the cap) and an `after` cursor."""
+    try:
+        cursor = decode_cursor(after) if after else None
+    except InvalidCursorError as exc:
+        raise PublicError(str(exc), "BAD_USER_INPUT") from None
+    return PageRequest(first=page_size(info, first), after=cursor, descending=descending)
+
+
+def page_connection(
+    info: Info,
+    request: PageRequest,
+    page: Page,
+    query: Select[Any],
+    from_row: Callable[[dict[str, Any]], T],
+    key: Callable[[dict[str, Any]], tuple[Any, UUID]],
+) -> Connection[T]:
+    """A connection of ``page``; ``totalCount`` counts ``query`` only when asked for."""
 
     async def counter() -> int:
         async with info.context.read() as conn:
@@ -60,8 +81,8 @@ async def child_connection(
 
     return build_connection(
         [from_row(r) for r in page.rows],
-        [(r["_sort"], r["id"]) for r in page.rows],
+        [key(r) for r in page.rows],
         has_next=page.has_next,
-        has_previous=cursor is not None,
+        has_previous=request.after is not None,
         counter=counter,
     )

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.entities import CUSTOMER
-from db.queries.pages import Page, PageRequest, count, fetch_page
+from db.queries.pages import Page, PageRequest, fetch_page
 from db.queries.records import live
 from db.queries.text import escape_like
 from db.tables import customers
@@ -85,17 +85,10 @@ async def customer_page(
     flt: CustomerFilter,
     sort: CustomerSort,
     request: PageRequest,
-) -> Page:
-    """One keyset page of the filtered, ordered customer list."""
-    return await fetch_page(
-        conn,
-        customer_query(org_id, flt),
-        sort=sort_column(sort),
-        id_column=customers.c.id,
-        request=request,
+) -> tuple[Page, Select[Any]]:
+    """One keyset page of the filtered, ordered customer list, and the query (to count)."""
+    query = customer_query(org_id, flt)
+    page = await fetch_page(
+        conn, query, sort=sort_column(sort), id_column=customers.c.id, request=request
     )
-
-
-async def count_customers(conn: AsyncConnection, org_id: UUID, flt: CustomerFilter) -> int:
-    """How many customers match ``flt``."""
-    return await count(conn, customer_query(org_id, flt))
+    return page, query
