@@ -42,34 +42,17 @@ from bench.common import (
     server_env,
 )
 from bench.pull_initial_sync import PASSWORD, _analyze, seed
+from db import raw
 from db.commands.sync import pull as pull_command
-from db.pull import PAGE_SQL, RANK
+from db.pull import PAGE_PLANNING, PAGE_STATEMENT, PARAM_ORDER, page_parameters
 from db.queries import devices as device_queries
 from db.queries.users import list_users
-from resolvers.sync import change_from
+from resolvers.change_json import CHANGE, encode_changes
 from server.app import create_app
 from server.settings import Settings
 from sync.checkpoint import Checkpoint
 
 PAGE = 1000
-
-
-def _params(
-    org_id: uuid.UUID, device: dict[str, Any], since: Checkpoint, head: int
-) -> dict[str, Any]:
-    # Mirrors db.pull.pull_page.
-    return {
-        "org": org_id,
-        "device": device["id"],
-        "mode": device["selection_mode"],
-        "mode_since": device["mode_since_seq"],
-        "since": since.seq if since.at_boundary else since.seq - 1,
-        "head": head,
-        "after_seq": since.seq,
-        "after_rank": since.rank if not since.at_boundary else len(RANK),
-        "after_id": since.record_id or uuid.UUID(int=0),
-        "fetch": PAGE + 1,
-    }
 
 
 async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
@@ -93,6 +76,20 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", before)
     event.listen(db.engine.sync_engine, "after_cursor_execute", after)
+    # The page statement runs on the asyncpg connection (db.raw), outside SQLAlchemy's
+    # events: time it by wrapping db.raw.fetch.
+    plain_fetch = raw.fetch
+
+    async def timed_fetch(conn: Any, sql: str, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await plain_fetch(conn, sql, *args)
+        finally:
+            name = "page" if sql == PAGE_STATEMENT else " ".join(sql.split())[:60]
+            timings[name].append(time.perf_counter() - started)
+
+    raw.fetch = timed_fetch  # type: ignore[assignment]
+    shape = tuple((name, name, None) for name in CHANGE.fields)
     try:
         async with db.tenant(org_id) as conn:
             [user] = await list_users(conn, org_id)
@@ -114,18 +111,19 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
                     conn, org_id=org_id, device=device, may_select=True, since=since, limit=PAGE
                 )
                 t1 = time.perf_counter()
-                typed = [change_from(c) for c in page.changes]
+                encoded = encode_changes(shape, page.changes)
                 t2 = time.perf_counter()
             page_times.append(t1 - t0)
             python_times.append(t2 - t1)
             pages += 1
-            changes += len(typed)
+            changes += len(page.changes)
+            assert encoded
             since = page.checkpoint
             if not page.has_more:
                 break
         walk = time.perf_counter() - walk_started
         print(
-            f"\n== in-process walk (db.commands.sync.pull + change_from), {pages} pages,"
+            f"\n== in-process walk (db.commands.sync.pull + encode_changes), {pages} pages,"
             f" {changes} changes: {walk:.2f}s"
         )
         total_sql = 0.0
@@ -146,7 +144,7 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
         print(
             f"  all SQL statements: {total_sql:.2f}s; pull_command total {sum(page_times):.2f}s"
             f" (so Python in db.pull/commands {sum(page_times) - total_sql:.2f}s);"
-            f" change_from (GraphQL Change objects) {sum(python_times):.2f}s"
+            f" encode_changes (the page's JSON) {sum(python_times):.2f}s"
         )
 
         # EXPLAIN of first, middle and last page.
@@ -163,20 +161,21 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
                 ("middle", positions[len(positions) // 2]),
                 ("last", positions[-1]),
             ):
-                plan = (
-                    (
-                        await conn.execute(
-                            text("EXPLAIN (ANALYZE, BUFFERS) " + PAGE_SQL.text),
-                            _params(org_id, device, pos, head),
-                        )
+                await raw.execute(conn, PAGE_PLANNING)
+                params = page_parameters(org_id, device, pos, head, PAGE)
+                plan = [
+                    row[0]
+                    for row in await plain_fetch(
+                        conn,
+                        "EXPLAIN (ANALYZE, BUFFERS) " + PAGE_STATEMENT,
+                        *(params[name] for name in PARAM_ORDER),
                     )
-                    .scalars()
-                    .all()
-                )
+                ]
                 print(f"\n== EXPLAIN ANALYZE, {label} page (since={pos}):")
                 for line in plan:
                     print("  " + line)
     finally:
+        raw.fetch = plain_fetch  # type: ignore[assignment]
         await db.close()
 
 
@@ -205,8 +204,10 @@ CATEGORIES = (
         lambda st: any("graphql/validation" in p or "graphql/language" in p for p, _ in st),
     ),
     (
-        "resolver Python: PulledChange + change_from (strawberry Change objects)",
-        lambda st: any(f in ("change_from", "<listcomp>") and "/work/main" in p for p, f in st),
+        "resolver Python: the page's rows and their JSON (db.pull._change, encode_changes)",
+        lambda st: any(
+            f in ("_change", "encode_changes", "<listcomp>") and "/work/main" in p for p, f in st
+        ),
     ),
     (
         "graphql-core execution: per-field resolve/complete (4 levels x 6 fields x 1000 rows)",

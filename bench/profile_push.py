@@ -6,7 +6,8 @@ ASGI app in this process (``httpx.ASGITransport``), counting every SQL statement
 pool sends (SQLAlchemy ``before/after_cursor_execute``: round trip + decode) by kind, and
 the wall time of the request. Then, optionally, one more push under pyinstrument.
 
-    python -m bench.profile_push [--customers 1000] [--pyinstrument]
+    python -m bench.profile_push [--customers 1000] [--phases] [--no-gc] [--pyinstrument]
+        [--cprofile N]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import re
 import sys
 import time
@@ -28,6 +30,7 @@ from sqlalchemy import event, make_url
 
 from bench.common import PUSH, Api, app_database, bench_database, log, server_env
 from bench.push_batch import PASSWORD, one_round, seed
+from db import raw
 from server.app import create_app
 from server.settings import Settings
 
@@ -64,6 +67,72 @@ class Counter:
         self.rows[k] += len(parameters) if executemany else 1
 
 
+def count_raw(counter: Counter) -> None:
+    """Count the statements the write path and the push send on the asyncpg connection
+    itself (``db.raw``), which SQLAlchemy's cursor events do not see."""
+    for name in ("fetch", "execute"):
+        original = getattr(raw, name)
+
+        async def timed(conn: Any, sql: str, *args: Any, _original: Any = original) -> Any:
+            started = time.perf_counter()
+            try:
+                return await _original(conn, sql, *args)
+            finally:
+                if counter.active:
+                    k = "[raw] " + kind(sql)
+                    counter.count[k] += 1
+                    counter.seconds[k] += time.perf_counter() - started
+                    counter.rows[k] += 1
+
+        setattr(raw, name, timed)
+
+
+class Phases:
+    """Wall time of the GraphQL and push phases of one request (``--phases``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.active = False
+
+    def wrap(self, owner: Any, attribute: str, label: str) -> None:
+        original = getattr(owner, attribute)
+        phases = self
+        if asyncio.iscoroutinefunction(original):
+
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await original(*args, **kwargs)
+                finally:
+                    if phases.active:
+                        phases.seconds[label] += time.perf_counter() - started
+
+            setattr(owner, attribute, timed_async)
+        else:
+
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    if phases.active:
+                        phases.seconds[label] += time.perf_counter() - started
+
+            setattr(owner, attribute, timed)
+
+    def install(self) -> None:
+        import strawberry.schema.schema_converter as converter
+        from graphql.execution import executor
+
+        import resolvers.sync as resolvers
+
+        self.wrap(executor, "get_variable_values", "graphql-core: coerce variables")
+        self.wrap(converter, "convert_arguments", "strawberry: convert arguments")
+        self.wrap(resolvers, "to_push_change", "to_push_change (1,000 calls)")
+        self.wrap(resolvers, "push", "db.push.push (decide + write)")
+        self.wrap(resolvers, "result_from", "result_from (1,000 calls)")
+
+
 def count_prepares(counter: Counter) -> None:
     """Count asyncpg ``prepare()`` calls (SQLAlchemy's statement cache misses): each one is
     an extra Parse/Describe round trip before the statement runs."""
@@ -75,6 +144,23 @@ def count_prepares(counter: Counter) -> None:
         return await original(self, query, *args, **kwargs)
 
     asyncpg.connection.Connection.prepare = prepare  # type: ignore[method-assign]
+
+
+class GcTimer:
+    """Time spent in the cyclic garbage collector (gc.callbacks), by generation."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, float] = defaultdict(float)
+        self.count: dict[int, int] = defaultdict(int)
+        self._started = 0.0
+        self.active = False
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self.active:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+            self.count[info["generation"]] += 1
 
 
 def _backends(url: str) -> list[psutil.Process]:
@@ -111,6 +197,10 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
     app_db = app_database(url, pool_size=4)
     counter = Counter()
     count_prepares(counter)
+    count_raw(counter)
+    phases = Phases()
+    if args.phases:
+        phases.install()
     event.listen(app_db.engine.sync_engine, "before_cursor_execute", counter.before)
     event.listen(app_db.engine.sync_engine, "after_cursor_execute", counter.after)
     try:
@@ -127,11 +217,21 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
             backends = _backends(url)
             pg_before = _cpu(backends)
             cpu_before = time.process_time()
+            gc_timer = GcTimer()
+            gc.callbacks.append(gc_timer)
+            gc_timer.active = True
+            if args.no_gc:
+                gc.disable()
             counter.active = True
+            phases.active = True
             started = time.perf_counter()
             data = await api(PUSH, {"d": device_id, "changes": changes})
             wall = time.perf_counter() - started
             counter.active = False
+            phases.active = False
+            gc_timer.active = False
+            gc.callbacks.remove(gc_timer)
+            gc.enable()
             cpu = time.process_time() - cpu_before
             pg_cpu = _cpu(backends) - pg_before
             outcomes: dict[str, int] = defaultdict(int)
@@ -155,6 +255,14 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
                 f" PostgreSQL backends of the bench database {pg_cpu:.2f}s;"
                 f" wall {wall:.2f}s (the rest is round-trip latency / scheduling)"
             )
+            print(
+                f"  GC: {sum(gc_timer.seconds.values()) * 1000:.0f}ms in the cyclic collector"
+                f" during the push, by generation: "
+                + ", ".join(
+                    f"gen{g} {gc_timer.count[g]}x {gc_timer.seconds[g] * 1000:.0f}ms"
+                    for g in sorted(gc_timer.count)
+                )
+            )
             prepared = sum(counter.prepares.values())
             print(
                 f"  statement cache misses (asyncpg prepare = an extra Parse/Describe round"
@@ -164,6 +272,10 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
                     for k, v in sorted(counter.prepares.items(), key=lambda kv: -kv[1])[:4]
                 )
             )
+            if args.phases:
+                print("  phases (wall, GC included; nested phases overlap):")
+                for label, seconds in sorted(phases.seconds.items(), key=lambda kv: -kv[1]):
+                    print(f"    {seconds * 1000:7.1f}ms  {label}")
             print("  by statement (count, per change, total time, mean):")
             for k in sorted(counter.count, key=lambda k: -counter.seconds[k]):
                 c = counter.count[k]
@@ -180,6 +292,21 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
                 await api(PUSH, {"d": device_id, "changes": changes})
                 profiler.stop()
                 print(profiler.output_text(unicode=False, show_all=False))
+            if args.cprofile:
+                import cProfile
+                import pstats
+
+                device_id, _, changes = await one_round(api, seeding_db, org_id, 3)
+                cprofiler = cProfile.Profile()
+                if args.no_gc:
+                    gc.disable()
+                cprofiler.enable()
+                await api(PUSH, {"d": device_id, "changes": changes})
+                cprofiler.disable()
+                gc.enable()
+                stats = pstats.Stats(cprofiler, stream=sys.stdout)
+                stats.sort_stats("cumulative").print_stats(args.cprofile)
+                stats.sort_stats("tottime").print_stats(args.cprofile)
     finally:
         await seeding_db.close()
         await app_db.close()
@@ -190,6 +317,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--pyinstrument", action="store_true")
+    parser.add_argument(
+        "--phases", action="store_true", help="time the GraphQL and push phases of the request"
+    )
+    parser.add_argument("--no-gc", action="store_true", help="disable the cyclic GC meanwhile")
+    parser.add_argument(
+        "--cprofile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="one more push under cProfile: the top N functions by cumulative and own time",
+    )
     args = parser.parse_args()
     log("profile_push")
     with bench_database() as url:

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import orjson
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db import raw
 from db.commands.records import field_definitions, merge_keyed_fields, server_record
 from db.entities import CUSTOMER, ENTITIES, EntitySpec, EntityType
 from db.queries import devices as device_queries
 from db.queries import records
 from db.queries.orgs import conflict_policies
-from db.tables import push_receipts, sync_conflicts
-from db.write_path import RecordWrite, Row, lock_rows, next_row, write_records
+from db.write_path import RecordWrite, Row, lock_rows, next_row, persist_rows
 from sync.decision import ConflictPolicy, IncomingChange, Op, Outcome, decide
 from sync.validation import validate_record
 
@@ -162,18 +161,15 @@ async def push(
     for index, result in zip(fresh, decided, strict=True):
         results[index] = result
     if fresh:
-        await conn.execute(
-            push_receipts.insert(),
-            [
-                {
-                    "org_id": org_id,
-                    "device_id": device_id,
-                    "client_mutation_id": changes[i].client_mutation_id,
-                    "request_hash": changes[i].fingerprint(),
-                    "outcome": asdict(result),
-                }
-                for i, result in zip(fresh, decided, strict=True)
-            ],
+        await raw.execute(
+            conn,
+            _INSERT_RECEIPTS,
+            org_id,
+            device_id,
+            [changes[i].client_mutation_id for i in fresh],
+            [changes[i].fingerprint() for i in fresh],
+            # orjson encodes the dataclass as asdict() would, without the deep copy.
+            [orjson.dumps(result).decode() for result in decided],
         )
     await device_queries.update_device(
         conn, org_id, device_id, {"max_counter": max_counter, "last_push_at": datetime.now(UTC)}
@@ -211,16 +207,24 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
     original = await _lock_all(conn, org_id, changes)
     rows = dict(original)
     facility_ids = [c.links["facility_id"] for c in changes if "facility_id" in c.links]
-    for facility in await records.by_ids(conn, ENTITIES[EntityType.FACILITY], org_id, facility_ids):
-        rows.setdefault((EntityType.FACILITY, facility["id"]), facility)
-    customers_now = await _customer_states(
-        conn,
-        org_id,
-        {r["customer_id"] for r in rows.values()}
-        | {c.links["customer_id"] for c in changes if "customer_id" in c.links},
-    )
+    if facility_ids:
+        facilities = await records.by_ids(conn, ENTITIES[EntityType.FACILITY], org_id, facility_ids)
+        for facility in facilities:
+            rows.setdefault((EntityType.FACILITY, facility["id"]), facility)
+    wanted = {r["customer_id"] for r in rows.values()} | {
+        c.links["customer_id"] for c in changes if "customer_id" in c.links
+    }
+    customers_now = {
+        # Customers this push locked are read from their rows, the others are looked up.
+        **{
+            rid: (row["archived"], row["deleted"])
+            for (t, rid), row in original.items()
+            if t is EntityType.CUSTOMER and rid in wanted
+        },
+    }
+    customers_now.update(await _customer_states(conn, org_id, wanted - customers_now.keys()))
     emails = await _email_owners(conn, org_id, changes)
-    writes: dict[EntityType, list[tuple[int, RecordWrite]]] = {t: [] for t in EntityType}
+    writes: dict[EntityType, list[tuple[int, Row]]] = {t: [] for t in EntityType}
     conflicts: list[dict[str, Any]] = []
     results: list[ChangeResult] = []
     now = datetime.now(UTC)
@@ -312,7 +316,7 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
             if spec is CUSTOMER:
                 _move_email(emails, row, new_row)
             rows[key] = new_row
-            writes[change.entity].append((index, write))
+            writes[change.entity].append((index, new_row))
             result.version = dict(new_row["version"])
         elif (
             decision.outcome is Outcome.CONFLICT
@@ -323,23 +327,20 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
             result.conflict_id = str(conflict_id)
             conflicts.append(
                 {
-                    "org_id": org_id,
                     "id": conflict_id,
-                    "device_id": device["id"],
-                    "user_id": device["user_id"],
                     "entity": change.entity.value,
                     "record_id": change.record_id,
                     "customer_id": row["customer_id"],
                     "op": change.op.value,
                     "base_version": dict(change.base_version or {}),
                     "server_version": row["version"],
-                    "client_patch": _jsonable(dict(patch)),
+                    "client_patch": dict(patch),
                     "fields": result.conflicts,
                 }
             )
-    await _write_batch(conn, org_id, device, writes, original, results)
+    await _write_batch(conn, org_id, device, writes, original, now)
     if conflicts:
-        await conn.execute(sync_conflicts.insert(), conflicts)
+        await _insert_conflicts(conn, org_id, device, conflicts)
     return results
 
 
@@ -347,35 +348,37 @@ async def _write_batch(
     conn: AsyncConnection,
     org_id: UUID,
     device: Row,
-    writes: Mapping[EntityType, list[tuple[int, RecordWrite]]],
+    writes: Mapping[EntityType, list[tuple[int, Row]]],
     original: Mapping[Key, Row],
-    results: list[ChangeResult],
+    now: datetime,
 ) -> None:
-    """One write_records call per entity type; versions of the results from what it wrote."""
+    """The rows decided in memory, through the write path: one persist per entity type."""
     replica = device["replica_id"]
     # Parents before children (a contact may belong to a customer created in this push).
     for entity in EntityType:
         if not writes[entity]:
             continue
         spec = ENTITIES[entity]
-        written = await write_records(
+        written = [row for _, row in writes[entity]]
+        await persist_rows(
             conn,
             org_id=org_id,
             spec=spec,
+            rows=written,
+            existing={rid for (t, rid) in original if t is entity},
             replica=replica,
             device_id=device["id"],
-            writes=[w for _, w in writes[entity]],
-            current={rid: row for (t, rid), row in original.items() if t is entity},
+            now=now,
         )
-        for (index, write), row in zip(writes[entity], written, strict=True):
-            results[index].version = dict(row["version"])
-            created = (entity, write.record_id) not in original
-            if spec is CUSTOMER and created and device["selection_mode"] == "SELECTED":
+        if spec is not CUSTOMER or device["selection_mode"] != "SELECTED":
+            continue
+        for row in written:
+            if (entity, row["id"]) not in original:
                 await device_queries.add_to_selection(
                     conn,
                     org_id=org_id,
                     device_id=device["id"],
-                    customer_id=write.record_id,
+                    customer_id=row["id"],
                     seq=row["seq"],
                 )
 
@@ -422,13 +425,13 @@ async def _customer_states(
     """(archived, deleted) of each customer."""
     if not ids:
         return {}
-    table = CUSTOMER.table
-    result = await conn.execute(
-        select(table.c.id, table.c.archived, table.c.deleted).where(
-            table.c.org_id == org_id, table.c.id.in_(list(ids))
-        )
+    found = await raw.fetch(
+        conn,
+        "SELECT id, archived, deleted FROM customers WHERE org_id = $1 AND id = ANY($2::uuid[])",
+        org_id,
+        list(ids),
     )
-    return {r.id: (r.archived, r.deleted) for r in result}
+    return {r["id"]: (r["archived"], r["deleted"]) for r in found}
 
 
 async def _email_owners(
@@ -442,15 +445,14 @@ async def _email_owners(
     }
     if not wanted:
         return {}
-    table = CUSTOMER.table
-    result = await conn.execute(
-        select(func.lower(table.c.email), table.c.id).where(
-            table.c.org_id == org_id,
-            table.c.deleted.is_(False),
-            func.lower(table.c.email).in_(sorted(wanted)),
-        )
+    found = await raw.fetch(
+        conn,
+        "SELECT lower(email) AS email, id FROM customers"
+        " WHERE org_id = $1 AND deleted IS false AND lower(email) = ANY($2::text[])",
+        org_id,
+        sorted(wanted),
     )
-    return {str(r[0]): r[1] for r in result}
+    return {str(r["email"]): r["id"] for r in found}
 
 
 def _move_email(emails: dict[str, UUID], old: Row | None, new: Row) -> None:
@@ -468,15 +470,54 @@ def _move_email(emails: dict[str, UUID], old: Row | None, new: Row) -> None:
 async def _receipts(
     conn: AsyncConnection, org_id: UUID, device_id: UUID, ids: Sequence[str]
 ) -> dict[str, tuple[str, dict[str, Any]]]:
-    result = await conn.execute(
-        select(
-            push_receipts.c.client_mutation_id,
-            push_receipts.c.request_hash,
-            push_receipts.c.outcome,
-        ).where(
-            push_receipts.c.org_id == org_id,
-            push_receipts.c.device_id == device_id,
-            push_receipts.c.client_mutation_id.in_(list(ids)),
-        )
+    found = await raw.fetch(
+        conn,
+        "SELECT client_mutation_id, request_hash, outcome FROM push_receipts"
+        " WHERE org_id = $1 AND device_id = $2 AND client_mutation_id = ANY($3::text[])",
+        org_id,
+        device_id,
+        list(ids),
     )
-    return {r[0]: (r[1], r[2]) for r in result}
+    return {r[0]: (r[1], r[2]) for r in found}
+
+
+_INSERT_RECEIPTS = (
+    "INSERT INTO push_receipts (org_id, device_id, client_mutation_id, request_hash, outcome)"
+    " SELECT $1::uuid, $2::uuid, u.id, u.hash, u.outcome::jsonb"
+    " FROM unnest($3::text[], $4::text[], $5::text[]) AS u(id, hash, outcome)"
+)
+
+
+async def _insert_conflicts(
+    conn: AsyncConnection, org_id: UUID, device: Row, conflicts: Sequence[Mapping[str, Any]]
+) -> None:
+    """Store the MANUAL conflicts of the push (JSON values encoded as SQLAlchemy's JSONB did,
+    anything orjson cannot encode natively as its string)."""
+
+    def encoded(name: str) -> list[str]:
+        return [orjson.dumps(c[name], default=str).decode() for c in conflicts]
+
+    await raw.execute(
+        conn,
+        "INSERT INTO sync_conflicts (org_id, id, device_id, user_id, entity, record_id,"
+        " customer_id, op, base_version, server_version, client_patch, fields)"
+        " SELECT $1::uuid, u.id, $2::uuid, $3::uuid, u.entity, u.record_id, u.customer_id,"
+        " u.op, u.base_version::jsonb, u.server_version::jsonb, u.client_patch::jsonb,"
+        " u.fields::jsonb"
+        " FROM unnest($4::uuid[], $5::text[], $6::uuid[], $7::uuid[], $8::text[], $9::text[],"
+        " $10::text[], $11::text[], $12::text[])"
+        " AS u(id, entity, record_id, customer_id, op, base_version, server_version,"
+        " client_patch, fields)",
+        org_id,
+        device["id"],
+        device["user_id"],
+        [c["id"] for c in conflicts],
+        [c["entity"] for c in conflicts],
+        [c["record_id"] for c in conflicts],
+        [c["customer_id"] for c in conflicts],
+        [c["op"] for c in conflicts],
+        encoded("base_version"),
+        encoded("server_version"),
+        encoded("client_patch"),
+        encoded("fields"),
+    )

@@ -18,18 +18,20 @@ keys without changing synced data (``db/queries/credentials.py: set_wrapping``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import orjson
+from sqlalchemy import Column, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db import raw
 from db.entities import EntitySpec
-from db.tables import change_log, org_seq
+from db.tables import org_seq
 from sync.field_dots import Dot, changed_fields, dots_from_json, dots_to_json, stamp
 from sync.version_vector import increment
 
@@ -64,19 +66,80 @@ def _writable_columns(spec: EntitySpec) -> list[Column[Any]]:
     return [c for c in spec.table.columns if c.computed is None]
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The write path's SQL for one entity type, rendered once from its table."""
+
+    columns: tuple[str, ...]
+    jsonb: frozenset[str]
+    lock: str
+    update: str
+    upsert: str
+
+
+def _array_columns(spec: EntitySpec, skip: set[str]) -> list[tuple[str, str, str]]:
+    """(name, array parameter type, select expression) per column passed as an array."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    quote = dialect.identifier_preparer.quote
+    out = []
+    for column in _writable_columns(spec):
+        if column.name in skip:
+            continue
+        sql_type = column.type.compile(dialect=dialect)
+        name = quote(column.name)
+        if sql_type == "JSONB":
+            # Sent as text and cast here: asyncpg's jsonb codec on these connections
+            # takes one encoded document, not an array of them.
+            out.append((name, "TEXT[]", f"u.{name}::jsonb"))
+        else:
+            out.append((name, f"{sql_type}[]", f"u.{name}"))
+    return out
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(spec: EntitySpec) -> _Statements:
+    found = _STATEMENTS.get(spec.table.name)
+    if found is None:
+        found = _STATEMENTS[spec.table.name] = _render(spec)
+    return found
+
+
+def _render(spec: EntitySpec) -> _Statements:
+    table = spec.table.name
+    columns = _writable_columns(spec)
+    names = [c.name for c in columns]
+    jsonb = frozenset(c.name for c in columns if isinstance(c.type, postgresql.JSONB))
+    arrays = _array_columns(spec, {"org_id"})
+    unnest = ", ".join(f"${i}::{t}" for i, (_, t, _) in enumerate(arrays, start=2))
+    alias = ", ".join(n for n, _, _ in arrays)
+    source = f"unnest({unnest}) AS u({alias})"
+    kept = {"org_id", "id", "created_at"}
+    updated = [(n, e) for n, _, e in arrays if n not in kept]
+    return _Statements(
+        columns=tuple(names),
+        jsonb=jsonb,
+        lock=f"SELECT {', '.join(names)} FROM {table}"
+        " WHERE org_id = $1 AND id = ANY($2::uuid[]) FOR UPDATE",
+        update=f"UPDATE {table} AS t SET "
+        + ", ".join(f"{n} = {e}" for n, e in updated)
+        + f" FROM {source} WHERE t.org_id = $1 AND t.id = u.id",
+        upsert=f"INSERT INTO {table} (org_id, {alias})"
+        f" SELECT $1::uuid, {', '.join(e for _, _, e in arrays)} FROM {source}"
+        " ON CONFLICT (org_id, id) DO UPDATE SET "
+        + ", ".join(f"{n} = EXCLUDED.{n}" for n, _ in updated),
+    )
+
+
 async def lock_rows(
     conn: AsyncConnection, spec: EntitySpec, org_id: UUID, ids: Sequence[UUID]
 ) -> dict[UUID, Row]:
     """Current rows (tombstones included) of ``ids``, locked until the transaction ends."""
     if not ids:
         return {}
-    table = spec.table
-    result = await conn.execute(
-        select(*_writable_columns(spec))
-        .where(table.c.org_id == org_id, table.c.id.in_(list(ids)))
-        .with_for_update()
-    )
-    return {row["id"]: dict(row) for row in result.mappings()}
+    records = await raw.fetch(conn, _statements(spec).lock, org_id, list(ids))
+    return {record["id"]: dict(record) for record in records}
 
 
 def next_row(
@@ -170,6 +233,7 @@ async def write_records(
         if current is not None
         else await lock_rows(conn, spec, org_id, [w.record_id for w in writes])
     )
+    existing = set(rows)
     now = datetime.now(UTC)
     changed: list[Row] = []
     results: list[Row] = []
@@ -181,34 +245,108 @@ async def write_records(
         rows[write.record_id] = new
         changed.append(new)
         results.append(new)
-    if not changed:
-        return results
-    first_seq = await allocate_seqs(conn, org_id, len(changed))
-    log: list[Row] = []
-    for offset, row in enumerate(changed):
+    await persist_rows(
+        conn,
+        org_id=org_id,
+        spec=spec,
+        rows=changed,
+        existing=existing,
+        replica=replica,
+        device_id=device_id,
+        now=now,
+    )
+    return results
+
+
+async def persist_rows(
+    conn: AsyncConnection,
+    *,
+    org_id: UUID,
+    spec: EntitySpec,
+    rows: Sequence[Row],
+    existing: Container[UUID],
+    replica: str,
+    device_id: UUID | None,
+    now: datetime,
+) -> None:
+    """Store rows made by :func:`next_row` (in write order), as steps 3-5 of this module.
+
+    Sets each row's ``seq`` (and a restored customer's ``restored_seq``). ``existing``
+    holds the ids whose rows this transaction locked: those are updated, the others
+    inserted. For callers that decided the rows themselves (the batched push) and
+    :func:`write_records`.
+    """
+    if not rows:
+        return
+    first_seq = await allocate_seqs(conn, org_id, len(rows))
+    for offset, row in enumerate(rows):
         row["seq"] = first_seq + offset
         if row.get("restored_seq") is RESTORED:
             row["restored_seq"] = row["seq"]
-        log.append(
-            {
-                "org_id": org_id,
-                "seq": row["seq"],
-                "entity": spec.type.value,
-                "record_id": row["id"],
-                "customer_id": row["customer_id"],
-                "op": "DELETE" if row["deleted"] else "UPSERT",
-                "version": row["version"],
-                "replica": replica,
-                "device_id": device_id,
-                "changed_at": now,
-            }
-        )
     # A record written twice in one batch keeps its last state; the log keeps both seqs.
-    final = {row["id"]: row for row in changed}
-    await _upsert(conn, spec, list(final.values()))
-    await conn.execute(change_log.insert(), log)
+    final = {row["id"]: row for row in rows}
+    versions = {record_id: _json(row["version"]) for record_id, row in final.items()}
+    updates = [row for record_id, row in final.items() if record_id in existing]
+    inserts = [row for record_id, row in final.items() if record_id not in existing]
+    statements = _statements(spec)
+    if updates:
+        status = await raw.execute(
+            conn, statements.update, org_id, *_arrays(statements, updates, versions)
+        )
+        if status != f"UPDATE {len(updates)}":
+            # A locked row cannot vanish, but a caller's ``existing`` may be stale: the
+            # upsert below writes the same values whichever rows are there.
+            inserts = updates + inserts
+    if inserts:
+        await raw.execute(conn, statements.upsert, org_id, *_arrays(statements, inserts, versions))
+    await raw.execute(
+        conn,
+        _CHANGE_LOG,
+        org_id,
+        spec.type.value,
+        replica,
+        device_id,
+        now,
+        [row["seq"] for row in rows],
+        [row["id"] for row in rows],
+        [row["customer_id"] for row in rows],
+        ["DELETE" if row["deleted"] else "UPSERT" for row in rows],
+        # The log keeps the version of each write, also of a record written twice.
+        [versions[row["id"]] if row is final[row["id"]] else _json(row["version"]) for row in rows],
+    )
     await notify_change(conn, org_id)
-    return results
+
+
+_CHANGE_LOG = (
+    "INSERT INTO change_log"
+    " (org_id, seq, entity, record_id, customer_id, op, version, replica, device_id, changed_at)"
+    " SELECT $1::uuid, u.seq, $2::text, u.record_id, u.customer_id, u.op, u.version::jsonb,"
+    " $3::text, $4::uuid, $5::timestamptz"
+    " FROM unnest($6::bigint[], $7::uuid[], $8::uuid[], $9::text[], $10::text[])"
+    " AS u(seq, record_id, customer_id, op, version)"
+)
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _arrays(
+    statements: _Statements, rows: Sequence[Row], versions: Mapping[UUID, str]
+) -> list[list[Any]]:
+    """One array per column but org_id (the first parameter), in statement order."""
+    arrays: list[list[Any]] = []
+    for name in statements.columns:
+        if name == "org_id":
+            continue
+        if name == "version":
+            arrays.append([versions[row["id"]] for row in rows])
+        elif name in statements.jsonb:
+            # None is stored as JSON null, as SQLAlchemy's JSONB type did.
+            arrays.append([_json(row[name]) for row in rows])
+        else:
+            arrays.append([row[name] for row in rows])
+    return arrays
 
 
 async def notify_change(conn: AsyncConnection, org_id: UUID) -> None:
@@ -217,18 +355,4 @@ async def notify_change(conn: AsyncConnection, org_id: UUID) -> None:
     The payload is only the tenant id: PostgreSQL folds identical notifications of one
     transaction into one, and listeners read the change log for the rows themselves.
     """
-    await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(org_id))))
-
-
-async def _upsert(conn: AsyncConnection, spec: EntitySpec, rows: list[Row]) -> None:
-    columns = _writable_columns(spec)
-    stmt = pg_insert(spec.table)
-    keys = {"org_id", "id"}
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["org_id", "id"],
-        set_={
-            c.name: stmt.excluded[c.name] for c in columns if c.name not in keys | {"created_at"}
-        },
-    )
-    names = [c.name for c in columns]
-    await conn.execute(stmt, [{name: row[name] for name in names} for row in rows])
+    await raw.execute(conn, "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(org_id))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import strawberry
@@ -18,7 +18,9 @@ from db.push import PushChange, push
 from db.queries import devices as device_queries
 from db.queries import orgs as org_queries
 from db.queries.users import list_users
+from resolvers import encoded
 from resolvers.assets import asset_patch
+from resolvers.change_json import encode_changes, nested_change_shape
 from resolvers.contacts import contact_patch
 from resolvers.context import CurrentUser, Info, PublicError, Role
 from resolvers.customers import customer_patch
@@ -26,6 +28,7 @@ from resolvers.facilities import facility_patch
 from resolvers.writes import run_write
 from schema.errors import FieldConflict, FieldError, error_from, not_found
 from schema.node import InvalidIdError, from_global_id, to_global_id
+from schema.preencoded import PreEncoded
 from schema.scalars import JSON, VersionVector
 from schema.sync import (
     AutoSyncInterval,
@@ -196,6 +199,39 @@ def result_from(stored: StoredResult) -> ChangeResult:
     )
 
 
+def _conflict_global_id(raw: str | None) -> str | None:
+    return to_global_id("SyncConflict", UUID(raw)) if raw else None
+
+
+# The JSON of a push's outcomes, built as result_from builds the typed objects.
+FIELD_CONFLICT = encoded.ObjectSpec(
+    name="FieldConflict",
+    fields={
+        "field": "camel(v['field'])",
+        "serverValue": "v['serverValue']",
+        "clientValue": "v['clientValue']",
+    },
+    names={"camel": camel},
+)
+FIELD_ERROR = encoded.ObjectSpec(name="FieldError", fields={"field": "v[0]", "message": "v[1]"})
+CHANGE_RESULT = encoded.ObjectSpec(
+    name="ChangeResult",
+    fields={
+        "clientMutationId": "v.client_mutation_id",
+        "entity": "v.entity.upper()",
+        "id": "v.record_id",
+        "outcome": "v.outcome",
+        "version": "v.version",
+        "conflictId": "conflict_id(v.conflict_id)",
+        "conflicts": encoded.Nested("v.conflicts", FIELD_CONFLICT),
+        "fieldErrors": encoded.Nested("list(v.field_errors.items())", FIELD_ERROR),
+        "message": "v.message",
+        "replayed": "v.replayed",
+    },
+    names={"conflict_id": _conflict_global_id},
+)
+
+
 def to_push_change(change: ChangeInput) -> PushChange:
     """A typed ChangeInput in table terms; raises RecordValidationError on bad ids."""
     patch_input = change.patch
@@ -282,8 +318,16 @@ class SyncQueries:
             raise PublicError("no such device of yours: register it first", "NOT_FOUND") from None
         except RecordValidationError as exc:
             raise PublicError(str(exc), "BAD_USER_INPUT") from None
+        # Encode the page once in the client's selection when it reduces to one shape; a
+        # PreEncoded value skips graphql-core's per-field completion (schema/preencoded.py).
+        shape = nested_change_shape(info.selected_fields, "PullResult", "changes")
+        changes = (
+            cast("list[Change]", PreEncoded(encode_changes(shape, page.changes)))
+            if shape is not None
+            else [change_from(c) for c in page.changes]
+        )
         return PullResult(
-            changes=[change_from(c) for c in page.changes],
+            changes=changes,
             checkpoint=checkpoints.encode(page.checkpoint),
             has_more=page.has_more,
             evicted_customer_ids=[strawberry.ID(str(c)) for c in page.evicted_customer_ids],
@@ -498,10 +542,17 @@ class SyncMutations:
         if not isinstance(result, dict):
             return result  # type: ignore[return-value]
         outcome = result["push"]
-        return PushResult(
-            results=[result_from(r) for r in outcome.results],
-            reregister_required=outcome.reregister_required,
+        # A thousand outcomes: encode them once in the client's selection (as for pull).
+        shape = encoded.nested_shape(CHANGE_RESULT, info.selected_fields, "PushResult", "results")
+        results = (
+            cast(
+                "list[ChangeResult]",
+                PreEncoded(encoded.encode(CHANGE_RESULT, shape, outcome.results)),
+            )
+            if shape is not None
+            else [result_from(r) for r in outcome.results]
         )
+        return PushResult(results=results, reregister_required=outcome.reregister_required)
 
     @strawberry.mutation(
         description="Settle a conflict: keep the server's values, the device's, or merge."

@@ -23,6 +23,7 @@ from resolvers.facilities import FacilityMutations, FacilityQueries
 from resolvers.nodes import NodeQueries
 from resolvers.sync import SyncMutations, SyncQueries
 from resolvers.users import UserMutations, UserQueries
+from schema.preencoded import FieldsyncExecutionContext
 from schema.scalars import SCALAR_MAP
 
 log = structlog.get_logger("fieldsync.graphql")
@@ -119,6 +120,7 @@ def build_schema(extra_extensions: list[Any] | None = None) -> strawberry.Schema
             *(extra_extensions or []),
         ],
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
+        execution_context_class=FieldsyncExecutionContext,
     )
 
 

@@ -13,6 +13,7 @@ from schema.contacts import ContactFields
 from schema.customers import UpdateCustomerInput
 from schema.errors import FieldConflict, FieldError, Forbidden, NotFound, ValidationError
 from schema.facilities import FacilityFields
+from schema.input_plans import convert_by_plan
 from schema.node import Node
 from schema.scalars import JSON, VersionVector
 
@@ -291,6 +292,10 @@ class ChangeInput:
     )
     counter: int = strawberry.field(description="The device's change counter: strictly increasing.")
     patch: RecordPatch = strawberry.field(description="Only the changed fields.")
+
+
+# A push carries up to 1,000 of these: build them without per-value type resolution.
+convert_by_plan(ChangeInput)
 
 
 @strawberry.type(description="The outcome of one pushed change.")

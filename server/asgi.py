@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from starlette.applications import Starlette
 
 from server.app import create_app
@@ -17,4 +19,8 @@ def create_app_from_env() -> Starlette:
         # `fieldsync serve` checks this with advice (or sets the demo key); never serve
         # credentials without a deliberate key.
         raise RuntimeError("FIELDSYNC_MASTER_KEYS is not set")
-    return create_app(settings)
+    app = create_app(settings)
+    # What is imported and built by now lives as long as the worker: frozen, the collector's
+    # full passes (a 1,000-change push allocates enough to set one off) skip it.
+    gc.freeze()
+    return app

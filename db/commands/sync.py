@@ -83,7 +83,8 @@ async def pull(
         device = await queries.set_selection(
             conn, org_id=org_id, device=device, mode="ALL", customer_ids=[]
         )
-    if since.seq > await head_seq(conn, org_id):
+    head = await head_seq(conn, org_id)
+    if since.seq > head:
         raise RecordValidationError({"since": "is ahead of the server: not a checkpoint it issued"})
     page = await pull_page(
         conn,
@@ -92,6 +93,7 @@ async def pull(
         since=since,
         limit=limit,
         compacted_seq=int(org["compacted_seq"]),
+        head=head,
     )
     now = datetime.now(UTC)
     values: dict[str, Any] = {"last_pull_at": now, "head_at_last_pull": page.head}

@@ -1,0 +1,187 @@
+"""Long lists (pull pages, push outcomes) encoded in one pass: the JSON graphql-core would give."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from graphql import FieldNode, OperationDefinitionNode, parse
+from strawberry.types.nodes import convert_selections
+
+from db.entities import EntityType
+from db.pull import PulledChange
+from resolvers.change_json import (
+    ChangeSelection,
+    UnsupportedSelectionError,
+    encode_changes,
+    nested_change_shape,
+)
+from schema.build import build_schema
+from tests.api.queries import CREATE_ASSET, UPDATE_CUSTOMER, make_tree
+from tests.api.sync_client import PUSH, Device
+
+FULL = "entity id customerId op version data __typename"
+
+# `changes` twice with different selections: no single shape, so graphql-core resolves it.
+TYPED = f"""query($d: ID!) {{ pull(deviceId: $d, limit: 1000) {{
+  changes {{ {FULL} }} other: changes {{ id }} }} }}"""
+ENCODED = f"""query($d: ID!) {{ pull(deviceId: $d, limit: 1000) {{ changes {{ {FULL} }} }} }}"""
+
+
+async def test_an_encoded_page_equals_the_typed_resolution(tenant):
+    """Every field of every change (dates, custom fields, tombstones) encodes as GraphQL would."""
+    tree = await make_tree(tenant.admin, name="Encoded")
+    created = await tenant.admin(
+        CREATE_ASSET,
+        {
+            "input": {
+                "facilityId": tree["facility"],
+                "kind": "Boiler",
+                "installDate": "2024-02-29",
+                "notes": 'quote " and \\ backslash, ünïcode',
+            }
+        },
+    )
+    assert created["createAsset"]["__typename"] == "Asset"
+    device = await Device(tenant.admin).register()
+    typed = (await tenant.admin(TYPED, {"d": device.id}))["pull"]
+    encoded = (await tenant.admin(ENCODED, {"d": device.id}))["pull"]
+    assert len(encoded["changes"]) == 5
+    assert encoded["changes"] == typed["changes"]
+    assert typed["other"] == [{"id": c["id"]} for c in typed["changes"]]
+    boiler = next(c for c in encoded["changes"] if (c["data"] or {}).get("kind") == "Boiler")
+    assert boiler["data"]["installDate"] == "2024-02-29"
+    assert boiler["data"]["notes"] == 'quote " and \\ backslash, ünïcode'
+
+
+async def test_aliases_fragments_and_directives_shape_the_encoded_page(tenant):
+    """Aliases, named and inline fragments, __typename and @skip/@include are honoured."""
+    await make_tree(tenant.admin, name="Shaped")
+    device = await Device(tenant.admin).register()
+    query = """
+      query($d: ID!, $withData: Boolean!, $hideOp: Boolean!) {
+        pull(deviceId: $d, limit: 1000) {
+          ... on PullResult { rows: changes { kind: entity ...Ids ... on Change { t: __typename } } }
+          rows: changes { op @skip(if: $hideOp) data @include(if: $withData) }
+          hasMore
+        }
+      }
+      fragment Ids on Change { recordId: id customerId }
+    """
+    page = (await tenant.admin(query, {"d": device.id, "withData": False, "hideOp": True}))["pull"]
+    assert page["hasMore"] is False
+    assert len(page["rows"]) == 4
+    for row in page["rows"]:
+        assert list(row) == ["kind", "recordId", "customerId", "t"]
+        assert row["t"] == "Change"
+        uuid.UUID(row["recordId"])
+    page = (await tenant.admin(query, {"d": device.id, "withData": True, "hideOp": False}))["pull"]
+    assert [list(row) for row in page["rows"]] == [
+        ["kind", "recordId", "customerId", "t", "op", "data"]
+    ] * 4
+
+
+def _changes_field(document: str) -> tuple[dict, list[FieldNode]]:
+    parsed = parse(document)
+    fragments = {d.name.value: d for d in parsed.definitions if d.kind == "fragment_definition"}
+    [operation] = [d for d in parsed.definitions if isinstance(d, OperationDefinitionNode)]
+    [field] = operation.selection_set.selections
+    assert isinstance(field, FieldNode)
+    return fragments, [field]
+
+
+def test_a_selection_compiles_to_keys_in_document_order():
+    """Outside a resolver (the WebSocket endpoint) the same shape comes from the document."""
+    fragments, nodes = _changes_field(
+        "query($skip: Boolean!) { changes { a: id ...F op @skip(if: $skip) id } }"
+        " fragment F on Change { entity a: id }"
+    )
+    selection = ChangeSelection.compile(None, fragments, {"skip": True}, nodes)  # type: ignore[arg-type]
+    assert selection.key == (("a", "id", None), ("entity", "entity", None), ("id", "id", None))
+    change = PulledChange(EntityType.ASSET, uuid.UUID(int=1), uuid.UUID(int=2), True, {}, 7, None)
+    assert selection.encode([change]) == (
+        b'[{"a":"00000000-0000-0000-0000-000000000001","entity":"ASSET",'
+        b'"id":"00000000-0000-0000-0000-000000000001"}]'
+    )
+
+
+def test_merged_selections_under_one_key_give_one_shape():
+    """A response key selected twice (directly and in a fragment) merges into one shape."""
+    document = parse(
+        "query($d: Boolean!) { pull(deviceId: 1) { ... on PullResult { rows: changes { id } }"
+        " rows: changes { op @include(if: $d) } other: changes { id op } hasMore } }"
+    )
+    [operation] = document.definitions
+    info = SimpleNamespace(fragments={}, variable_values={"d": True})
+    fields = convert_selections(info, operation.selection_set.selections)  # type: ignore[arg-type]
+    shape = nested_change_shape(fields, "PullResult", "changes")
+    assert shape == (("id", "id", None), ("op", "op", None))
+    info.variable_values = {"d": False}
+    fields = convert_selections(info, operation.selection_set.selections)  # type: ignore[arg-type]
+    assert nested_change_shape(fields, "PullResult", "changes") is None
+
+
+def test_an_unknown_directive_is_left_to_ordinary_execution():
+    """A directive other than @skip/@include cannot be reduced to a fixed shape."""
+    fragments, nodes = _changes_field("{ changes { id @deprecated } }")
+    with pytest.raises(UnsupportedSelectionError):
+        ChangeSelection.compile(None, fragments, {}, nodes)  # type: ignore[arg-type]
+
+
+def test_keys_that_are_not_graphql_names_are_refused():
+    """The encoder is generated from the keys: anything but a GraphQL name is rejected."""
+    with pytest.raises(ValueError, match="not a GraphQL name"):
+        encode_changes((("x': 1, 'y", "id", None),), [])
+
+
+RESULT = """clientMutationId entity id outcome version conflictId
+  conflicts { field serverValue clientValue } fieldErrors { field message } message"""
+# `results` twice with different selections: resolved by graphql-core, object by object.
+TYPED_PUSH = f"""mutation($d: ID!, $changes: [ChangeInput!]!) {{
+  pushChanges(deviceId: $d, changes: $changes) {{ __typename
+    ... on PushResult {{ results {{ {RESULT} replayed }} other: results {{ id }} }} }} }}"""
+
+
+async def test_encoded_push_outcomes_equal_the_typed_resolution(tenant):
+    """Applied, conflicting and invalid outcomes encode as graphql-core resolves them."""
+    ids = await make_tree(tenant.admin, name="Outcomes")
+    device = await Device(tenant.admin).register()
+    await device.sync()
+    await tenant.admin(
+        UPDATE_CUSTOMER, {"id": ids["customer"], "input": {"businessName": "Server side"}}
+    )
+    raw = {name: base64.b64decode(gid).decode().split(":", 1)[1] for name, gid in ids.items()}
+    changes = [
+        device.change("customer", raw["customer"], {"businessName": "Phone side"}),
+        device.change("contact", raw["contact"], {"email": "not an email"}),
+        device.change("asset", raw["asset"], {"notes": "checked"}),
+    ]
+    encoded = (await device.api(PUSH, {"d": device.id, "changes": changes}))["pushChanges"]
+    outcomes = [r["outcome"] for r in encoded["results"]]
+    assert outcomes == ["CONFLICT", "VALIDATION_FAILED", "APPLIED"]
+    # The replay returns the stored outcomes; this document takes the typed path.
+    typed = (await device.api(TYPED_PUSH, {"d": device.id, "changes": changes}))["pushChanges"]
+    assert [r["replayed"] for r in typed["results"]] == [True, True, True]
+    assert [r["id"] for r in typed["other"]] == [r["id"] for r in encoded["results"]]
+    for first, replay in zip(encoded["results"], typed["results"], strict=True):
+        assert {**first, "replayed": True} == replay
+    assert encoded["results"][0]["conflictId"]
+    assert encoded["results"][0]["conflicts"][0]["field"] == "businessName"
+    assert encoded["results"][1]["fieldErrors"][0]["field"] == "email"
+
+
+def test_encoded_types_implement_no_interface():
+    """Fragments on another type are skipped when a selection is reduced to a shape: right
+    only while these object types implement no interface."""
+    schema = build_schema()._schema
+    for name in (
+        "Change",
+        "ChangeResult",
+        "FieldConflict",
+        "FieldError",
+        "PullResult",
+        "PushResult",
+    ):
+        assert not schema.type_map[name].interfaces, name
