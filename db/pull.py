@@ -77,7 +77,11 @@ def _changed_rows(spec: EntitySpec) -> str:
     """Rows of customers visible since before the pull began that changed after it.
 
     Their effective seq is their own (unique) seq, so an index range scan on (org_id, seq)
-    serves the page and stops after ``fetch`` rows.
+    serves the page and stops after ``fetch`` rows. No customer can have been visible
+    before the pull if the device's ALL mode is newer than it, or, in SELECTED mode, on a
+    first pull (every selection has a seq): then the part is pruned when planned instead
+    of walking every row of the table to find none (a first pull of 10 selected customers
+    took 0.3 s on 100,000 assets).
     """
     rank = RANK[spec.type]
     return f"""
@@ -85,6 +89,7 @@ def _changed_rows(spec: EntitySpec) -> str:
      FROM {spec.table.name} t
      WHERE t.org_id = :org AND t.seq > GREATEST(:since, :after_seq) AND t.seq <= :head
        AND (NOT t.deleted OR :since > 0)
+       AND ((:mode = 'ALL' AND :mode_since <= :since) OR (:mode = 'SELECTED' AND :since > 0))
        AND EXISTS ({VISIBLE_BEFORE})
      ORDER BY t.seq
      LIMIT :fetch)"""
