@@ -54,7 +54,7 @@ class PullPage:
     resync_required: bool
 
 
-def _data_expression(spec: EntitySpec) -> str:
+def data_expression(spec: EntitySpec) -> str:
     """The record's fields as one jsonb, as a device receives them (alias ``t``)."""
     pairs = [f"'{camel(link)}', t.{link}" for link in spec.links]
     pairs += [f"'{camel(f)}', t.{f}" for f in spec.fields if f not in spec.private_fields]

@@ -21,6 +21,7 @@ from resolvers.custom_fields import CustomFieldMutations, CustomFieldQueries
 from resolvers.customers import CustomerMutations, CustomerQueries
 from resolvers.facilities import FacilityMutations, FacilityQueries
 from resolvers.nodes import NodeQueries
+from resolvers.subscriptions import SyncSubscriptions
 from resolvers.sync import SyncMutations, SyncQueries
 from resolvers.users import UserMutations, UserQueries
 from schema.preencoded import FieldsyncExecutionContext
@@ -56,12 +57,17 @@ Mutation = merge_types(
     ),
 )
 
+Subscription = merge_types("Subscription", (SyncSubscriptions,))
+
 get_object_definition(
     Query, strict=True
 ).description = "Reads: the caller, records, lists, `node(id:)`."
 get_object_definition(
     Mutation, strict=True
 ).description = "Writes: each returns a typed result or error."
+get_object_definition(
+    Subscription, strict=True
+).description = "Live sync over WebSocket (graphql-transport-ws): see docs/subscriptions.md."
 
 
 class CloseRequestResources(SchemaExtension):
@@ -111,6 +117,7 @@ def build_schema(extra_extensions: list[Any] | None = None) -> strawberry.Schema
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             CloseRequestResources,
             MaskUnexpectedErrors,

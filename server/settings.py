@@ -54,6 +54,38 @@ class Settings(BaseSettings):
     reveal_rate_per_minute: int = Field(
         default=10, ge=1, description="Password reveals allowed per user per minute."
     )
+    ws_init_timeout_seconds: float = Field(
+        default=10, gt=0, description="WebSocket: close (4408) without `connection_init` by then."
+    )
+    ws_max_subscriptions: int = Field(
+        default=10, ge=1, description="WebSocket: operations per connection; more closes (4004)."
+    )
+    ws_send_buffer_messages: int = Field(
+        default=256, ge=1, description="WebSocket: queued messages before a slow consumer (4003)."
+    )
+    ws_send_buffer_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="WebSocket: queued bytes before a slow consumer is closed (4003).",
+    )
+    ws_ping_seconds: float = Field(
+        default=20, ge=0, description="WebSocket: server `ping` interval (0: none)."
+    )
+    ws_max_message_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="WebSocket: largest frame a client may send."
+    )
+    live_recheck_seconds: float = Field(
+        default=5,
+        gt=0,
+        description="How often open subscriptions re-check their users (deactivation,"
+        " revoked tokens, withdrawn capabilities).",
+    )
+    live_concurrent_pulls: int = Field(
+        default=4, ge=1, description="Catch-up pulls run at once per process (pool headroom)."
+    )
+    listener_health_seconds: float = Field(
+        default=5, gt=0, description="Health query interval of the LISTEN connection."
+    )
 
     @field_validator("master_keys", mode="after")
     @classmethod

@@ -313,3 +313,93 @@ def live_server(
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@dataclass
+class ServerProcess:
+    """A `fieldsync serve` process started by a test fixture (stopped by its pid)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def ws_url(self) -> str:
+        """The graphql-transport-ws endpoint."""
+        return self.url.replace("http://", "ws://", 1) + "/graphql"
+
+    def output(self) -> str:
+        """What the server logged so far (for failure messages)."""
+        return self.log.read_text(errors="replace")
+
+
+def spawn_server(
+    database_url: str, workdir: Path, extra_env: dict[str, str] | None = None
+) -> ServerProcess:
+    """Start `fieldsync serve` on 127.0.0.1 and wait until it is ready."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "FIELDSYNC_SECRET_KEY": SECRET,
+        "FIELDSYNC_MASTER_KEYS": MASTER_KEYS,
+        "FIELDSYNC_ACTIVE_KEY_ID": ACTIVE_KEY_ID,
+        "FIELDSYNC_DATA_DIR": str(workdir),
+        **(extra_env or {}),
+    }
+    log = workdir / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    pytest.fail(f"server did not become ready:\n{server.output()}")
+
+
+def stop_server(server: ServerProcess) -> None:
+    """SIGTERM the server by its pid (graceful), SIGKILL if it hangs."""
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=5)
+
+
+# Short intervals so the subscription tests see re-checks and listener recovery quickly.
+LIVE_TEST_ENV = {
+    "FIELDSYNC_LIVE_RECHECK_SECONDS": "0.5",
+    "FIELDSYNC_LISTENER_HEALTH_SECONDS": "1",
+    "FIELDSYNC_WS_INIT_TIMEOUT_SECONDS": "2",
+    "FIELDSYNC_WS_SEND_BUFFER_BYTES": "262144",
+    "FIELDSYNC_WS_PING_SECONDS": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def server_pair(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server processes (instances A and B) on the same test database."""
+    a = spawn_server(database_url, tmp_path_factory.mktemp("instance-a"), LIVE_TEST_ENV)
+    try:
+        b = spawn_server(database_url, tmp_path_factory.mktemp("instance-b"), LIVE_TEST_ENV)
+    except BaseException:
+        stop_server(a)
+        raise
+    yield a, b
+    stop_server(b)
+    stop_server(a)

@@ -1,0 +1,194 @@
+"""Subscription documents: parsed and validated once per distinct text, compiled to encoders.
+
+A device sends the same `changes` document for months; per subscribe the endpoint only
+looks the text up here, coerces the variables and reads the two arguments. The selection
+under `changes` is compiled to a :class:`BatchEncoder` (aliases, fragments, `__typename`,
+@skip/@include applied), whose ``key`` lets every subscriber with an equal selection share
+one encoded payload per batch.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    GraphQLObjectType,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    parse,
+    validate,
+)
+from graphql.execution.values import get_argument_values, get_variable_values
+
+from resolvers.change_json import ChangeSelection, UnsupportedSelectionError
+from server.field_collection import collect_fields
+from sync.hub import Batch
+
+MAX_DOCUMENT_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class BatchEncoder:
+    """Writes the `next` payload of a batch for one compiled `ChangeBatch` selection."""
+
+    root_key: str
+    # (response key, "changes" | "checkpoint" | "evicted" | "typename", changes selection)
+    entries: tuple[tuple[str, str, ChangeSelection | None], ...]
+
+    @property
+    def key(self) -> Hashable:
+        """Equal keys produce identical payloads for identical batches."""
+        return (
+            self.root_key,
+            tuple((k, kind, None if sel is None else sel.key) for k, kind, sel in self.entries),
+        )
+
+    def encode(self, batch: Batch) -> str:
+        """``{"data":{"<root>":{...}}}`` for ``batch`` (the part every subscriber shares)."""
+        parts = []
+        for key, kind, selection in self.entries:
+            if kind == "changes":
+                assert selection is not None
+                value = selection.encode(batch.changes)  # type: ignore[arg-type]
+            elif kind == "checkpoint":
+                value = orjson.dumps(batch.checkpoint)
+            elif kind == "evicted":
+                value = orjson.dumps([str(c) for c in batch.evicted])
+            else:
+                value = b'"ChangeBatch"'
+            parts.append(orjson.dumps(key) + b":" + value)
+        return (
+            b'{"data":{' + orjson.dumps(self.root_key) + b":{" + b",".join(parts) + b"}}}"
+        ).decode()
+
+
+@dataclass(frozen=True)
+class ChangesSubscription:
+    """A valid `changes` subscription: its arguments and encoder."""
+
+    device_id: str
+    since: str | None
+    encoder: BatchEncoder
+
+
+@dataclass(frozen=True)
+class OtherOperation:
+    """A valid query or mutation sent over the socket (executed normally)."""
+
+    document: DocumentNode
+    operation: OperationDefinitionNode
+
+
+class DocumentError(Exception):
+    """The subscribe payload is not a runnable operation; ``errors`` go to the client."""
+
+    def __init__(self, errors: list[GraphQLError]) -> None:
+        super().__init__("; ".join(e.message for e in errors))
+        self.errors = errors
+
+
+class SubscriptionDocuments:
+    """Parse + validate cache (LRU by document text) and compiler."""
+
+    def __init__(self, schema: GraphQLSchema, *, maxsize: int = 256) -> None:
+        self.schema = schema
+        self.maxsize = maxsize
+        self._cache: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
+
+    def document(self, text: str) -> DocumentNode:
+        """The parsed, validated document; raises DocumentError."""
+        cached = self._cache.get(text)
+        if cached is None:
+            cached = self._parse(text)
+            self._cache[text] = cached
+            if len(self._cache) > self.maxsize:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(text)
+        if isinstance(cached, list):
+            raise DocumentError(cached)
+        return cached
+
+    def _parse(self, text: str) -> DocumentNode | list[GraphQLError]:
+        if len(text) > MAX_DOCUMENT_CHARS:
+            return [GraphQLError(f"document longer than {MAX_DOCUMENT_CHARS} characters")]
+        try:
+            document = parse(text, max_tokens=5_000)
+        except GraphQLError as exc:
+            return [exc]
+        errors = validate(self.schema, document)
+        return list(errors) if errors else document
+
+    def prepare(
+        self, text: str, variables: dict[str, Any] | None, operation_name: str | None
+    ) -> ChangesSubscription | OtherOperation:
+        """What to run for a subscribe message; raises DocumentError."""
+        document = self.document(text)
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if operation_name is not None:
+            operations = [o for o in operations if o.name and o.name.value == operation_name]
+        if len(operations) != 1:
+            raise DocumentError(
+                [GraphQLError("name exactly one operation of the document in `operationName`")]
+            )
+        operation = operations[0]
+        if operation.operation is not OperationType.SUBSCRIPTION:
+            return OtherOperation(document, operation)
+        coerced = get_variable_values(
+            self.schema, operation.variable_definitions or (), variables or {}
+        )
+        if isinstance(coerced, list):
+            raise DocumentError(coerced)
+        fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        root = self.schema.subscription_type
+        assert root is not None
+        fields = collect_fields(
+            self.schema, fragments, coerced.coerced, root, [operation.selection_set]
+        )
+        # Validation allows exactly one root field in a subscription; `changes` is the only one.
+        [(root_key, nodes)] = fields.items()
+        arguments = get_argument_values(root.fields["changes"], nodes[0], coerced)
+        encoder = self._compile(root_key, nodes, fragments, coerced.coerced)
+        return ChangesSubscription(str(arguments["deviceId"]), arguments.get("since"), encoder)
+
+    def _compile(
+        self,
+        root_key: str,
+        nodes: list[FieldNode],
+        fragments: dict[str, FragmentDefinitionNode],
+        variables: dict[str, Any],
+    ) -> BatchEncoder:
+        batch_type = self.schema.get_type("ChangeBatch")
+        assert isinstance(batch_type, GraphQLObjectType)
+        fields = collect_fields(
+            self.schema, fragments, variables, batch_type, (n.selection_set for n in nodes)
+        )
+        entries: list[tuple[str, str, ChangeSelection | None]] = []
+        for key, field_nodes in fields.items():
+            name = field_nodes[0].name.value
+            if name == "changes":
+                try:
+                    selection = ChangeSelection.compile(
+                        self.schema, fragments, variables, field_nodes
+                    )
+                except UnsupportedSelectionError as exc:
+                    raise DocumentError([GraphQLError(str(exc))]) from None
+                entries.append((key, "changes", selection))
+            elif name == "checkpoint":
+                entries.append((key, "checkpoint", None))
+            elif name == "evictedCustomerIds":
+                entries.append((key, "evicted", None))
+            else:
+                entries.append((key, "typename", None))
+        return BatchEncoder(root_key, tuple(entries))

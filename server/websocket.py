@@ -1,0 +1,522 @@
+"""The graphql-transport-ws endpoint at ``/graphql`` (see docs/subscriptions.md).
+
+strawberry's own handler executes a subscription's selection once per subscriber per event;
+this one hands `changes` subscriptions to the hub (``sync/hub.py``), which encodes a batch
+once per group of subscribers with the same selection and rows. Each socket then only wraps
+the shared payload in its ``{"id":..,"type":"next","payload":..}`` envelope and queues it.
+
+Per connection: authentication in ``connection_init`` (the bearer token and the user row,
+as for HTTP), a close at the token's expiry, a bounded send queue (a consumer that falls
+behind is closed with 4003 and resumes from its checkpoint), a cap on operations, server
+pings. Errors about one subscription (bad document, unknown device, forged checkpoint) are
+``error`` messages for its id; protocol violations close the socket with the protocol's
+codes. Nothing a client sends can raise out of its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any
+
+import orjson
+import strawberry
+import structlog
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.schema.base import BaseSchema
+
+from db.engine import Database
+from db.queries.users import get_user
+from resolvers.context import Context
+from resolvers.sync import record_uuid
+from server.auth import InvalidTokenError, TokenClaims, bearer_token, read_token
+from server.settings import Settings
+from server.subscription_documents import (
+    BatchEncoder,
+    ChangesSubscription,
+    DocumentError,
+    OtherOperation,
+    SubscriptionDocuments,
+)
+from sync import checkpoint as checkpoints
+from sync.hub import Batch, Hub, Subscriber, SubscriptionError
+
+log = structlog.get_logger("fieldsync.ws")
+PROTOCOL = "graphql-transport-ws"
+MAX_ID_CHARS = 128
+
+
+class CloseCode(enum.IntEnum):
+    """Every code this endpoint closes a socket with (docs/subscriptions.md)."""
+
+    GOING_AWAY = 1001  # the server is shutting down: reconnect and resume
+    TOKEN_EXPIRED = 4001  # the token's `exp` passed: init again with a fresh token
+    REVOKED = 4002  # the user was deactivated or the token revoked
+    SLOW_CONSUMER = 4003  # the send buffer filled up: reconnect and resume
+    TOO_MANY_OPERATIONS = 4004  # more operations than ws_max_subscriptions at once
+    BAD_REQUEST = 4400  # a malformed or unexpected message
+    UNAUTHORIZED = 4401  # subscribe before connection_ack
+    FORBIDDEN = 4403  # connection_init without a valid token of an active user
+    INIT_TIMEOUT = 4408  # no connection_init in time
+    DUPLICATE_ID = 4409  # an operation id already in use on this socket
+    TOO_MANY_INITS = 4429  # a second connection_init
+    INTERNAL_ERROR = 4500  # a bug: reconnect and resume
+
+
+def _error_payload(message: str, code: str) -> list[dict[str, Any]]:
+    return [{"message": message, "extensions": {"code": code}}]
+
+
+class Outbox:
+    """A socket's bounded send queue (messages and characters).
+
+    The writer task exists only while there is something to send: an idle socket holds
+    no task of its own (thousands of idle subscribers are the common case).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_messages: int,
+        max_chars: int,
+        on_overflow: Callable[[], None],
+        send: Callable[[str], Awaitable[None]],
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+    ):
+        self.max_messages = max_messages
+        self.max_chars = max_chars
+        self.on_overflow = on_overflow
+        self.closed = False
+        self._send = send
+        self._spawn = spawn
+        self._queue: deque[str] = deque()
+        self._chars = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._room: asyncio.Event | None = None
+
+    def _full(self, size: int) -> bool:
+        if not self._queue:
+            return False  # one oversized message may always go out alone
+        return len(self._queue) >= self.max_messages or self._chars + size > self.max_chars
+
+    def offer(self, message: str) -> None:
+        """Queue without waiting; a full queue means the consumer cannot keep up."""
+        if self.closed:
+            return
+        if self._full(len(message)):
+            self.on_overflow()
+            return
+        self.append(message)
+
+    async def put(self, message: str) -> None:
+        """Queue, waiting while the queue is full (catch-up pages: backpressure)."""
+        while not self.closed and self._full(len(message)):
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            await self._room.wait()
+        if not self.closed:
+            self.append(message)
+
+    def append(self, message: str) -> None:
+        """Queue regardless of the limits (protocol messages) and make sure a writer runs."""
+        if self.closed:
+            return
+        self._queue.append(message)
+        self._chars += len(message)
+        if self._writer is None:
+            self._writer = self._spawn(self._write())
+
+    def close(self) -> None:
+        """Drop whatever is queued and wake every waiter."""
+        self.closed = True
+        self._queue.clear()
+        self._chars = 0
+        if self._room is not None:
+            self._room.set()
+
+    async def _write(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                message = self._queue.popleft()
+                self._chars -= len(message)
+                if self._room is not None:
+                    self._room.set()
+                await self._send(message)
+        finally:
+            self._writer = None
+
+
+class SocketSubscription:
+    """A `changes` subscription of one socket: the hub's sink for it."""
+
+    def __init__(self, connection: Connection, op_id: str, encoder: BatchEncoder) -> None:
+        self.connection = connection
+        self.op_id = op_id
+        self.encoder = encoder
+        self.prefix = '{"id":' + orjson.dumps(op_id).decode() + ',"type":"next","payload":'
+        self.subscriber: Subscriber | None = None
+
+    @property
+    def group_key(self) -> Hashable:
+        """Subscriptions with equal selections share one encoding."""
+        return self.encoder.key
+
+    def encode(self, batch: Batch) -> str:
+        """The shared payload."""
+        return self.encoder.encode(batch)
+
+    def offer(self, batch: Batch, encoded: str) -> None:
+        """Wrap the shared payload in this subscription's envelope and queue it."""
+        self.connection.outbox.offer(self.prefix + encoded + "}")
+
+    async def put(self, batch: Batch) -> None:
+        """Queue a catch-up page, waiting for room."""
+        await self.connection.outbox.put(self.prefix + self.encoder.encode(batch) + "}")
+
+    def fail(self, error: SubscriptionError) -> None:
+        """Send an `error` for this id and forget it."""
+        self.connection.finish(self.op_id)
+        self.connection.send_message(
+            {"id": self.op_id, "type": "error", "payload": _error_payload(str(error), error.code)}
+        )
+
+    def revoke(self, reason: str) -> None:
+        """The user may no longer be connected."""
+        self.connection.close(CloseCode.REVOKED, reason)
+
+
+class Connection:
+    """One graphql-transport-ws socket."""
+
+    def __init__(self, server: SubscriptionServer, websocket: WebSocket) -> None:
+        self.server = server
+        self.websocket = websocket
+        settings = server.settings
+        self.outbox = Outbox(
+            max_messages=settings.ws_send_buffer_messages,
+            max_chars=settings.ws_send_buffer_bytes,
+            on_overflow=lambda: self.close(
+                CloseCode.SLOW_CONSUMER, "send buffer full: reconnect and resume"
+            ),
+            send=self._send,
+            spawn=self._spawn,
+        )
+        self.operations: dict[str, SocketSubscription | asyncio.Task[None]] = {}
+        self.init_received = False
+        self.claims: TokenClaims | None = None
+        self.token: str | None = None
+        self.closing = False
+        self._init_timer: asyncio.TimerHandle | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closer: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run the socket until either side closes it."""
+        if PROTOCOL not in self.websocket.scope.get("subprotocols", []):
+            # Handshake refused (HTTP 403): only graphql-transport-ws is spoken here.
+            await self.websocket.close(code=CloseCode.FORBIDDEN)
+            return
+        await self.websocket.accept(subprotocol=PROTOCOL)
+        self._init_timer = asyncio.get_running_loop().call_later(
+            self.server.settings.ws_init_timeout_seconds,
+            lambda: (
+                self.close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
+                if self.claims is None
+                else None
+            ),
+        )
+        self.server.start_pings()
+        try:
+            while not self.closing:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes")
+                try:
+                    await self._handle(data)
+                except Exception:
+                    log.exception("websocket message failed")
+                    self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._cleanup()
+            if self._closer is not None:
+                # The close frame goes out before the ASGI app returns.
+                await asyncio.wait({self._closer}, timeout=5)
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the socket (from any context) and end every operation on it."""
+        if self.closing:
+            return
+        self.closing = True
+        self.outbox.close()
+        self._cleanup()
+
+        async def send_close() -> None:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(code=code, reason=reason[:120])
+
+        task = self._closer = asyncio.create_task(send_close())
+        self.server.closers.add(task)
+        task.add_done_callback(self.server.closers.discard)
+
+    def _cleanup(self) -> None:
+        for op_id in list(self.operations):
+            self.finish(op_id)
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self.outbox.close()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        self.server.connections.discard(self)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _send(self, message: str) -> None:
+        try:
+            await self.websocket.send_text(message)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            # The peer is gone: the receive loop sees the disconnect and cleans up.
+            self.outbox.close()
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        """Queue a protocol message (not subject to the slow-consumer rule)."""
+        self.outbox.append(orjson.dumps(message).decode())
+
+    # -- messages --------------------------------------------------------------------
+
+    async def _handle(self, data: str | bytes | None) -> None:
+        try:
+            message = orjson.loads(data) if data is not None else None
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self.close(CloseCode.BAD_REQUEST, "Invalid message received")
+            return
+        kind = message["type"]
+        if kind == "connection_init":
+            await self._init(message.get("payload"))
+        elif kind == "ping":
+            self.send_message({"type": "pong"})
+        elif kind == "pong":
+            pass
+        elif kind == "subscribe":
+            await self._subscribe(message)
+        elif kind == "complete":
+            op_id = message.get("id")
+            if not isinstance(op_id, str):
+                self.close(CloseCode.BAD_REQUEST, "Invalid message received")
+                return
+            self.finish(op_id)
+        else:
+            self.close(CloseCode.BAD_REQUEST, f"Unexpected message of type {kind[:40]!r}")
+
+    async def _init(self, payload: object) -> None:
+        if self.init_received:
+            self.close(CloseCode.TOO_MANY_INITS, "Too many initialisation requests")
+            return
+        self.init_received = True
+        token = _token_from(payload)
+        if token is None:
+            self.close(CloseCode.FORBIDDEN, "Forbidden: send {authorization: 'Bearer <token>'}")
+            return
+        secret = self.server.settings.secret_key
+        assert secret is not None
+        try:
+            claims = read_token(secret, token)
+        except InvalidTokenError:
+            self.close(CloseCode.FORBIDDEN, "Forbidden: invalid or expired token")
+            return
+        async with self.server.db.tenant(claims.org_id) as conn:
+            row = await get_user(conn, claims.org_id, claims.user_id)
+        if row is None or not row["active"] or row["token_epoch"] != claims.epoch:
+            self.close(CloseCode.FORBIDDEN, "Forbidden: this token was revoked")
+            return
+        if self.closing:
+            return
+        self.claims, self.token = claims, token
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
+        delay = max(0.0, claims.expires_at.timestamp() - time.time())
+        self._timers.append(
+            asyncio.get_running_loop().call_later(
+                delay, lambda: self.close(CloseCode.TOKEN_EXPIRED, "Token expired: sign in again")
+            )
+        )
+        self.send_message({"type": "connection_ack"})
+
+    async def _subscribe(self, message: dict[str, Any]) -> None:
+        if self.claims is None:
+            self.close(CloseCode.UNAUTHORIZED, "Unauthorized")
+            return
+        op_id = message.get("id")
+        payload = message.get("payload")
+        if (
+            not isinstance(op_id, str)
+            or not 0 < len(op_id) <= MAX_ID_CHARS
+            or not isinstance(payload, dict)
+            or not isinstance(payload.get("query"), str)
+            or not isinstance(payload.get("variables") or {}, dict)
+            or not isinstance(payload.get("operationName") or "", str)
+        ):
+            self.close(CloseCode.BAD_REQUEST, "Invalid message received")
+            return
+        if op_id in self.operations:
+            self.close(CloseCode.DUPLICATE_ID, f"Subscriber for {op_id} already exists")
+            return
+        if len(self.operations) >= self.server.settings.ws_max_subscriptions:
+            self.close(
+                CloseCode.TOO_MANY_OPERATIONS,
+                f"more than {self.server.settings.ws_max_subscriptions} operations on one socket",
+            )
+            return
+        try:
+            prepared = self.server.documents.prepare(
+                payload["query"], payload.get("variables"), payload.get("operationName")
+            )
+        except DocumentError as exc:
+            self.send_message(
+                {"id": op_id, "type": "error", "payload": [e.formatted for e in exc.errors]}
+            )
+            return
+        if isinstance(prepared, OtherOperation):
+            self.operations[op_id] = self._spawn(self._execute(op_id, payload))
+            return
+        self._start_changes(op_id, prepared)
+
+    def _start_changes(self, op_id: str, prepared: ChangesSubscription) -> None:
+        assert self.claims is not None
+        try:
+            device_id = record_uuid(prepared.device_id, "deviceId")
+        except Exception:  # noqa: BLE001 - any malformed id is the client's error
+            self._op_error(op_id, f"{prepared.device_id!r} is not a device id", "BAD_USER_INPUT")
+            return
+        try:
+            since = checkpoints.decode(prepared.since)
+        except checkpoints.InvalidCheckpointError as exc:
+            self._op_error(op_id, str(exc), "BAD_USER_INPUT")
+            return
+        sink = SocketSubscription(self, op_id, prepared.encoder)
+        sink.subscriber = Subscriber(
+            org_id=self.claims.org_id,
+            user_id=self.claims.user_id,
+            device_id=device_id,
+            token_epoch=self.claims.epoch,
+            sink=sink,
+            since=since,
+        )
+        self.operations[op_id] = sink
+        self.server.hub.add(sink.subscriber)
+
+    def _op_error(self, op_id: str, message: str, code: str) -> None:
+        self.send_message({"id": op_id, "type": "error", "payload": _error_payload(message, code)})
+
+    async def _execute(self, op_id: str, payload: dict[str, Any]) -> None:
+        """A query or mutation over the socket: executed like an HTTP request."""
+        context = Context(
+            request=self.websocket,
+            db=self.server.db,
+            settings=self.server.settings,
+            token=self.token,
+        )
+        try:
+            result = await self.server.schema.execute(
+                payload["query"],
+                variable_values=payload.get("variables"),
+                context_value=context,
+                operation_name=payload.get("operationName"),
+            )
+            body: dict[str, Any] = {"data": result.data}
+            if result.errors:
+                body["errors"] = [e.formatted for e in result.errors]
+            if self.operations.get(op_id) is asyncio.current_task():
+                self.send_message({"id": op_id, "type": "next", "payload": body})
+                self.send_message({"id": op_id, "type": "complete"})
+        finally:
+            if self.operations.get(op_id) is asyncio.current_task():
+                del self.operations[op_id]
+
+    def finish(self, op_id: str) -> None:
+        """End an operation (client `complete`, an error, or the socket closing)."""
+        operation = self.operations.pop(op_id, None)
+        if isinstance(operation, SocketSubscription):
+            if operation.subscriber is not None:
+                self.server.hub.remove(operation.subscriber)
+        elif operation is not None and operation is not asyncio.current_task():
+            operation.cancel()
+
+
+def _token_from(payload: object) -> str | None:
+    if not isinstance(payload, dict):
+        return None
+    for key in ("authorization", "Authorization"):
+        value = payload.get(key)
+        if isinstance(value, str):
+            return bearer_token(value)
+    token = payload.get("token")
+    return token if isinstance(token, str) and token else None
+
+
+class SubscriptionServer:
+    """Process-wide state of the endpoint: hub, document cache, open connections."""
+
+    def __init__(self, *, schema: BaseSchema, settings: Settings, db: Database, hub: Hub) -> None:
+        assert isinstance(schema, strawberry.Schema)
+        self.schema = schema
+        self.settings = settings
+        self.db = db
+        self.hub = hub
+        self.documents = SubscriptionDocuments(schema._schema)
+        self.connections: set[Connection] = set()
+        self.closers: set[asyncio.Task[None]] = set()
+        self._pinger: asyncio.Task[None] | None = None
+
+    def start_pings(self) -> None:
+        """One task pings every acknowledged socket (not a sleeping task per socket)."""
+        if self._pinger is None and self.settings.ws_ping_seconds > 0:
+            self._pinger = asyncio.get_running_loop().create_task(self._pings())
+
+    async def _pings(self) -> None:
+        ping = orjson.dumps({"type": "ping"}).decode()
+        while True:
+            await asyncio.sleep(self.settings.ws_ping_seconds)
+            for connection in list(self.connections):
+                if connection.claims is not None and not connection.closing:
+                    connection.outbox.append(ping)
+
+    async def __call__(self, websocket: WebSocket) -> None:
+        """Starlette WebSocketRoute endpoint."""
+        connection = Connection(self, websocket)
+        self.connections.add(connection)
+        await connection.serve()
+
+    async def drain(self) -> None:
+        """Close every socket with 1001 so clients resume on another instance."""
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
+        for connection in list(self.connections):
+            connection.close(CloseCode.GOING_AWAY, "server shutting down: reconnect and resume")
+        if self.closers:
+            await asyncio.wait(list(self.closers), timeout=5)

@@ -1,0 +1,274 @@
+"""The hub's routing rules and its no-gap / shared-encoding behaviour, with a fake source."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID, uuid4
+
+from sync.checkpoint import Checkpoint
+from sync.hub import (
+    Batch,
+    Hub,
+    PulledPage,
+    Subscriber,
+    SubscriptionError,
+    needs_pull,
+    visible_indices,
+)
+
+A, B, C = uuid4(), uuid4(), uuid4()
+
+
+@dataclass(frozen=True)
+class Row:
+    customer_id: UUID
+    seq: int
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Read:
+    after: int
+    head: int
+    changes: Sequence[Row]
+    archived: Sequence[bool]
+    visibility_changed: frozenset[UUID] = frozenset()
+    reselected_devices: frozenset[UUID] = frozenset()
+
+
+@dataclass
+class FakeSource:
+    """A tenant log in memory; `pull` returns everything visible after `since`."""
+
+    rows: list[Row] = field(default_factory=list)
+    reads: int = 0
+    pulls: int = 0
+    on_pull: Any = None
+
+    @property
+    def head(self) -> int:
+        return max((r.seq for r in self.rows), default=0)
+
+    async def read(self, org_id, after, devices):
+        self.reads += 1
+        new = [r for r in self.rows if r.seq > after]
+        return Read(after, max(after, self.head), new, [False] * len(new))
+
+    async def pull(self, subscriber, since, limit):
+        self.pulls += 1
+        head = self.head
+        new = [r for r in self.rows if r.seq > since.seq]
+        if self.on_pull is not None:
+            # Whatever the hook commits lands after this page's snapshot.
+            await self.on_pull()
+        return PulledPage(new, Checkpoint(head), False, [], False, None)
+
+    async def users(self, org_id, user_ids):
+        return {}
+
+
+@dataclass(eq=False)
+class FakeSink:
+    key: Any = "shared"
+    batches: list[Batch] = field(default_factory=list)
+    encodes: list[Batch] = field(default_factory=list)
+    errors: list[SubscriptionError] = field(default_factory=list)
+
+    @property
+    def group_key(self):
+        return self.key
+
+    def encode(self, batch):
+        self.encodes.append(batch)
+        return "encoded"
+
+    def offer(self, batch, encoded):
+        self.batches.append(batch)
+
+    async def put(self, batch):
+        self.batches.append(batch)
+
+    def fail(self, error):
+        self.errors.append(error)
+
+    def revoke(self, reason):
+        self.errors.append(SubscriptionError(reason, "REVOKED"))
+
+
+def subscriber(sink, device=None, org=A) -> Subscriber:
+    return Subscriber(
+        org_id=org,
+        user_id=uuid4(),
+        device_id=device or uuid4(),
+        token_epoch=0,
+        sink=sink,
+        since=Checkpoint(),
+    )
+
+
+async def settle() -> None:
+    """Let every ready task run (the fake source never blocks)."""
+    for _ in range(200):
+        await asyncio.sleep(0)
+
+
+async def until(condition, seconds: float = 2.0) -> None:
+    """Wait (bounded) until ``condition()`` holds."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.001)
+
+
+def seqs(sink: FakeSink) -> list[int]:
+    return [c.seq for b in sink.batches for c in b.changes]
+
+
+class TestVisibleIndices:
+    def test_only_newer_rows_of_seen_non_archived_customers(self):
+        """A subscriber gets rows newer than its position, of customers it sees, not archived."""
+        rows = [Row(B, 5), Row(C, 6), Row(B, 7), Row(B, 8)]
+        assert visible_indices(rows, [False, False, True, False], frozenset({B}), 5) == (3,)
+
+    def test_all_mode_sees_every_customer(self):
+        """ALL mode (selection None) takes rows of every customer."""
+        assert visible_indices([Row(B, 1), Row(C, 2)], [False, False], None, 0) == (0, 1)
+
+    def test_no_tombstones_for_a_device_starting_from_nothing(self):
+        """From position 0 a tombstone is skipped, as a pull from null skips it."""
+        rows = [Row(B, 1, deleted=True), Row(B, 2)]
+        assert visible_indices(rows, [False, False], None, 0) == (1,)
+        assert visible_indices(rows, [False, False], None, 1) == (1,)
+
+
+class TestNeedsPull:
+    def test_reselected_device_and_moved_customers(self):
+        """A selection change of the device, or an archive/restore of a customer it sees, needs a pull."""
+        device = uuid4()
+        sub = subscriber(FakeSink(), device)
+        sub.selection = frozenset({B})
+        base = Read(0, 1, [], [])
+        assert not needs_pull(sub, base)
+        assert needs_pull(sub, Read(0, 1, [], [], reselected_devices=frozenset({device})))
+        assert needs_pull(sub, Read(0, 1, [], [], visibility_changed=frozenset({B})))
+        assert not needs_pull(sub, Read(0, 1, [], [], visibility_changed=frozenset({C})))
+        sub.selection = None
+        assert needs_pull(sub, Read(0, 1, [], [], visibility_changed=frozenset({C})))
+
+
+class TestHub:
+    async def test_catch_up_then_live_without_gap_or_duplicate(self):
+        """A write committed during catch-up arrives once; later writes arrive in order."""
+        source = FakeSource(rows=[Row(B, 1), Row(B, 2)])
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        sink = FakeSink()
+
+        async def commit_during_first_pull() -> None:
+            if source.pulls == 1:
+                # Another subscriber's read moved the tenant past this catch-up's head.
+                source.rows.append(Row(B, 3))
+                other = subscriber(FakeSink())
+                hub.add(other)
+
+        source.on_pull = commit_during_first_pull
+        hub.add(subscriber(sink))
+        await until(lambda: len(seqs(sink)) == 3)
+        source.rows.append(Row(C, 4))
+        hub.poke(A)
+        await until(lambda: len(seqs(sink)) >= 4)
+        await settle()
+        assert seqs(sink) == [1, 2, 3, 4]
+        await hub.close()
+
+    async def test_catch_up_pulls_again_when_the_hub_read_past_it(self):
+        """If the hub's position passed the catch-up head, catch-up pulls again instead of activating."""
+        source = FakeSource(rows=[Row(B, 1)])
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        first = FakeSink()
+        hub.add(subscriber(first))
+        await settle()
+        late = FakeSink()
+
+        async def move_on() -> None:
+            if source.pulls == 2:
+                source.rows.append(Row(B, 2))
+                hub.poke(A)
+                await settle()
+
+        source.on_pull = move_on
+        hub.add(subscriber(late))
+        await until(lambda: source.pulls == 3 and len(seqs(late)) == 2)
+        assert seqs(late) == [1, 2]
+        assert seqs(first) == [1, 2]
+        assert source.pulls == 3
+        await hub.close()
+
+    async def test_one_read_and_one_encoding_per_group(self):
+        """Subscribers with the same key and rows share one read and one encoding; another key encodes separately."""
+        source = FakeSource()
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        shared = [FakeSink() for _ in range(5)]
+        other = FakeSink(key="other")
+        for sink in [*shared, other]:
+            hub.add(subscriber(sink))
+        await settle()
+        reads = source.reads
+        source.rows.append(Row(B, 1))
+        hub.poke(A)
+        hub.poke(A)  # coalesced with the read under way
+        await settle()
+        assert source.reads - reads <= 2
+        assert sum(len(s.encodes) for s in shared) == 1
+        assert len(other.encodes) == 1
+        assert all(seqs(s) == [1] for s in [*shared, other])
+        await hub.close()
+
+    async def test_selected_subscriber_gets_only_its_customers_and_reselection_pulls(self):
+        """A SELECTED subscriber is routed its customers' rows; a selection change sends it through a pull."""
+        source = FakeSource()
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        sink = FakeSink()
+        device = uuid4()
+        sub = subscriber(sink, device)
+        hub.add(sub)
+        await settle()
+        sub_tenant = hub._tenants[A]
+        sub_tenant.unindex(sub)
+        sub.selection = frozenset({B})
+        sub_tenant.index(sub)
+        source.rows += [Row(C, 1), Row(B, 2)]
+        hub.poke(A)
+        await settle()
+        assert seqs(sink) == [2]
+        pulls = source.pulls
+
+        source.rows.append(Row(C, 3))  # e.g. the selection change's own seq
+
+        async def reselected(org_id, after, devices):
+            return Read(after, source.head, [], [], reselected_devices=frozenset({device}))
+
+        source.read = reselected  # type: ignore[method-assign]
+        hub.poke(A)
+        await until(lambda: source.pulls == pulls + 1 and sub.active)
+        await settle()
+        assert source.pulls == pulls + 1
+        await hub.close()
+
+    async def test_removed_subscriber_gets_nothing_and_tenant_is_dropped(self):
+        """After remove, no batch reaches the subscriber and an empty tenant is forgotten."""
+        source = FakeSource()
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        sink = FakeSink()
+        sub = subscriber(sink)
+        hub.add(sub)
+        await settle()
+        hub.remove(sub)
+        source.rows.append(Row(B, 1))
+        hub.poke(A)
+        await settle()
+        assert seqs(sink) == []
+        assert hub.subscriber_count == 0
+        await hub.close()
