@@ -70,7 +70,10 @@ class Listener:
         """
         self._task = asyncio.create_task(self._run())
         ready = asyncio.create_task(self._ready.wait())
-        done, _ = await asyncio.wait({ready, self._task}, timeout=wait_seconds)
+        # Whichever comes first: the LISTEN in place, or the task failing for good.
+        done, _ = await asyncio.wait(
+            {ready, self._task}, timeout=wait_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
         if ready not in done:
             ready.cancel()
             if self._task in done:
