@@ -228,6 +228,10 @@ PAGE_STATEMENT = positional(PAGE_SQL)
 # Planner settings for this transaction's page statement (see pull_page).
 PAGE_PLANNING = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL random_page_cost = 1.1"
 
+# Customers a device must drop: unselected since the checkpoint, archived since, and, when
+# the device switched from ALL to SELECTED after it, every customer it did not select. A
+# first pull (since 0) holds nothing to drop: without that condition a new device with 10
+# selected customers was sent the other 4,990 as evictions.
 EVICTIONS_SQL = text(
     """
     SELECT dc.customer_id FROM device_customers dc
@@ -241,7 +245,7 @@ EVICTIONS_SQL = text(
           AND dc.device_id = :device AND dc.customer_id = c.id))
     UNION
     SELECT c.id FROM customers c
-    WHERE c.org_id = :org AND :mode = 'SELECTED' AND :mode_since > :since
+    WHERE c.org_id = :org AND :mode = 'SELECTED' AND :mode_since > :since AND :since > 0
       AND NOT c.deleted AND NOT EXISTS (
         SELECT 1 FROM device_customers dc WHERE dc.org_id = c.org_id
           AND dc.device_id = :device AND dc.customer_id = c.id AND dc.selected)

@@ -225,11 +225,13 @@ class Connection:
             await self.websocket.close(code=CloseCode.FORBIDDEN)
             return
         await self.websocket.accept(subprotocol=PROTOCOL)
+        # 4408 is for a client that sends no connection_init in time, not for a server
+        # slow to check one (a reconnect storm queues thousands of user lookups).
         self._init_timer = asyncio.get_running_loop().call_later(
             self.server.settings.ws_init_timeout_seconds,
             lambda: (
                 self.close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
-                if self.claims is None
+                if not self.init_received
                 else None
             ),
         )

@@ -113,6 +113,26 @@ class TestPull:
         assert device.customers() == {raw_id(b["customer"])}
         assert len(device.store) == 4
 
+    async def test_a_first_pull_evicts_nothing_and_a_switch_from_all_evicts_the_rest(
+        self, tenant
+    ):
+        """A new device holds nothing to drop; one that synced everything and then selects
+        one customer is told to drop the others."""
+        a = await make_tree(tenant.admin, name="A")
+        b = await make_tree(tenant.admin, name="B")
+        fresh = await technician(tenant, syncByCustomer=True)
+        await fresh.select("SELECTED", [raw_id(a["customer"])])
+        page = await fresh.pull_page()
+        assert page["evictedCustomerIds"] == []
+        assert fresh.customers() == {raw_id(a["customer"])}
+        everything = await technician(tenant, syncByCustomer=True)
+        await everything.sync()
+        assert everything.customers() == {raw_id(a["customer"]), raw_id(b["customer"])}
+        await everything.select("SELECTED", [raw_id(a["customer"])])
+        page = await everything.pull_page()
+        assert page["evictedCustomerIds"] == [raw_id(b["customer"])]
+        assert everything.customers() == {raw_id(a["customer"])}
+
     async def test_archive_evicts_and_reenable_brings_back(self, tenant):
         """Archiving evicts a customer from devices; re-enabling sends it whole again."""
         ids = await make_tree(tenant.admin)
