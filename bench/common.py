@@ -196,46 +196,65 @@ def running_server(url: str, workers: int = 2, *, timeout: float = 90) -> Iterat
     """Start the server, wait for /readyz, and stop it by its pid at the end."""
     port = free_port()
     log_dir = Path(tempfile.mkdtemp(prefix="fieldsync-bench-"))
-    log_path = log_dir / "server.log"
     env = server_env(url)
     env["FIELDSYNC_DATA_DIR"] = str(log_dir / "data")
-    command = [
-        sys.executable,
-        "-m",
+    command = ["-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with running_process(
         "server",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
+        [*command, "--workers", str(workers)],
+        env=env,
+        port=port,
+        workers=workers,
+        log_path=log_dir / "server.log",
+        ready_path="/readyz",
+        timeout=timeout,
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_process(
+    label: str,
+    arguments: list[str],
+    *,
+    env: dict[str, str],
+    port: int,
+    workers: int,
+    log_path: Path,
+    ready_path: str,
+    timeout: float,
+) -> Iterator[Server]:
+    """Run ``python ARGUMENTS`` serving on ``port``; wait until ``ready_path`` answers 200
+    and every worker is up; stop it (and its workers) by its pid at the end."""
     with log_path.open("wb") as out:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, *arguments], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
     server = Server(f"http://127.0.0.1:{port}", process, log_path, workers)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited ({process.returncode}):\n{log_path.read_text()}")
+                raise RuntimeError(
+                    f"{label} exited ({process.returncode}):\n{log_path.read_text()}"
+                )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{server.url}{ready_path}", timeout=1).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {timeout}s:\n{log_path.read_text()}")
+                raise RuntimeError(f"{label} not ready after {timeout}s:\n{log_path.read_text()}")
             time.sleep(0.2)
         if workers > 1:
-            # Wait until every worker is up (readyz answered by one of them is not enough).
+            # Wait until every worker is up (one answering is not enough).
             for _ in range(100):
                 if len(server.worker_pids()) >= workers:
                     break
                 time.sleep(0.1)
-        log(f"server pid {process.pid} ready on {server.url} (workers: {server.worker_pids()})")
+        log(f"{label} pid {process.pid} ready on {server.url} (workers: {server.worker_pids()})")
         yield server
     finally:
         stop_process(process)
-        log(f"server pid {process.pid} stopped")
+        log(f"{label} pid {process.pid} stopped")
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:

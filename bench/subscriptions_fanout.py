@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psutil  # type: ignore[import-untyped]
 from sqlalchemy import make_url, select
 
@@ -61,9 +59,9 @@ from bench.common import (
     free_port,
     log,
     machine,
+    running_process,
     running_server,
     server_env,
-    stop_process,
 )
 from bench.ws_load import Fleet, Sub, percentile, version_key
 from db.engine import Database
@@ -74,7 +72,6 @@ from db.write_path import allocate_seqs, notify_change
 from server.auth import hash_password
 
 PASSWORD = "bench-password-123"  # noqa: S105 - a throw-away bench tenant
-ROOT = Path(__file__).resolve().parent.parent
 P99_TARGET_S = 0.250
 RATIO_TARGET = 10.0
 IDLE_TARGET_KB = 30.0
@@ -281,41 +278,19 @@ def server_secret(server: Server) -> str:
 def naive_server(url: str, secret: str, workers: int = 2, timeout: float = 60) -> Iterator[Server]:
     """Start ``bench.naive_subscriptions`` on a free port; stop it by its pid at the end."""
     port = free_port()
-    log_path = Path(tempfile.mkdtemp(prefix="fieldsync-naive-")) / "naive.log"
     env = server_env(url)
     env["FIELDSYNC_SECRET_KEY"] = secret
-    command = [
-        sys.executable,
-        "-m",
-        "bench.naive_subscriptions",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log_path, workers)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"naive server exited:\n{log_path.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"naive server not ready:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        for _ in range(100):
-            if len(server.worker_pids()) >= workers:
-                break
-            time.sleep(0.1)
-        log(f"naive server pid {process.pid} ready on {server.url} ({server.worker_pids()})")
+    with running_process(
+        "naive server",
+        ["-m", "bench.naive_subscriptions", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        port=port,
+        workers=workers,
+        log_path=Path(tempfile.mkdtemp(prefix="fieldsync-naive-")) / "naive.log",
+        ready_path="/healthz",
+        timeout=timeout,
+    ) as server:
         yield server
-    finally:
-        stop_process(process)
-        log(f"naive server pid {process.pid} stopped")
 
 
 def server_rss(server: Server) -> int:
@@ -824,7 +799,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--client-procs", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes in flight")
-    parser.add_argument("--catchup-timeout", type=float, default=60)
+    parser.add_argument("--catchup-timeout", type=float, default=180)
     parser.add_argument("--drain", type=float, default=15, help="max wait after the writer")
     parser.add_argument("--budget", type=float, default=300, help="seconds; shortens the baseline")
     parser.add_argument("--idle-sockets", type=int, default=2000, help="K for the idle cost")
