@@ -71,7 +71,12 @@ customers = Table(
 )
 Index("ix_customers_org_seq", customers.c.org_id, customers.c.seq)
 # Pulls look up the customers re-enabled after a checkpoint (migration 0004).
-Index("ix_customers_org_restored", customers.c.org_id, customers.c.restored_seq)
+Index(
+    "ix_customers_org_restored",
+    customers.c.org_id,
+    customers.c.restored_seq,
+    postgresql_where=customers.c.restored_seq > 0,
+)
 Index("ix_customers_org_sort", customers.c.org_id, customers.c.sort_name, customers.c.id)
 # LIKE 'prefix%' search needs pattern ops under a non-C collation.
 Index(
