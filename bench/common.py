@@ -33,6 +33,8 @@ from sqlalchemy import make_url, text
 
 from db.engine import Database, create_engine, to_async_url
 from db.migrate import upgrade
+from db.seed import create_org_with_admin, ensure_demo_fields
+from server.auth import hash_password
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 APP_ROLE = "fieldsync_app"
@@ -118,6 +120,24 @@ def bench_database() -> Iterator[str]:
     finally:
         asyncio.run(_admin_sql(base_url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         log(f"database {name} dropped")
+
+
+PASSWORD = "bench-password-123"  # noqa: S105 - throw-away bench tenants
+
+
+async def bench_tenant(db: Database, org_name: str = "Bench Dealer") -> tuple[uuid.UUID, str]:
+    """A fresh tenant and its admin (password ``PASSWORD``); returns the org id and email.
+
+    With the demo custom field definitions, as `fieldsync seed` makes them: seeded records
+    carry values for them, and validation of later writes checks them.
+    """
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    org_id = await create_org_with_admin(
+        db, org_name=org_name, email=email, password_hash=hash_password(PASSWORD)
+    )
+    async with db.tenant(org_id) as conn:
+        await ensure_demo_fields(conn, org_id)
+    return org_id, email
 
 
 def app_database(url: str, pool_size: int = 4) -> Database:

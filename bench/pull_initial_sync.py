@@ -33,6 +33,7 @@ import asyncpg
 import orjson
 
 from bench.common import (
+    PASSWORD,
     PULL,
     Api,
     RssSampler,
@@ -40,6 +41,7 @@ from bench.common import (
     app_database,
     asyncpg_dsn,
     bench_database,
+    bench_tenant,
     log,
     machine,
     mb,
@@ -48,11 +50,9 @@ from bench.common import (
     running_server,
 )
 from db.entities import ENTITIES, EntityType
-from db.seed import create_org_with_admin, ensure_demo_fields, seed_records
-from server.auth import hash_password
+from db.seed import seed_records
 
 PAGE = 1000
-PASSWORD = "bench-password-123"  # noqa: S105 - a throw-away bench tenant
 
 
 @dataclass
@@ -165,14 +165,7 @@ async def baseline_pull(dsn: str, org_id: uuid.UUID) -> BaselineRun:
 async def seed(url: str, customers: int, assets_per_customer: int) -> tuple[uuid.UUID, str, Any]:
     db = app_database(url)
     try:
-        email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-        org_id = await create_org_with_admin(
-            db, org_name="Bench Dealer", email=email, password_hash=hash_password(PASSWORD)
-        )
-        # The tenant's custom field definitions, as `fieldsync seed` does (seeded records
-        # carry values for them; validation of later writes checks them).
-        async with db.tenant(org_id) as conn:
-            await ensure_demo_fields(conn, org_id)
+        org_id, email = await bench_tenant(db)
         started = time.perf_counter()
         counts = await seed_records(
             db,

@@ -48,6 +48,7 @@ from sqlalchemy import make_url, select
 
 from bench.common import (
     MB,
+    PASSWORD,
     PULL,
     PUSH,
     Api,
@@ -56,6 +57,7 @@ from bench.common import (
     api_client,
     app_database,
     bench_database,
+    bench_tenant,
     free_port,
     log,
     machine,
@@ -66,12 +68,10 @@ from bench.common import (
 from bench.ws_load import Fleet, Sub, percentile, version_key
 from db.engine import Database
 from db.queries.devices import new_replica_id
-from db.seed import create_org_with_admin, ensure_demo_fields, seed_records
+from db.seed import seed_records
 from db.tables import customers, device_customers, devices, users
 from db.write_path import allocate_seqs, notify_change
-from server.auth import hash_password
 
-PASSWORD = "bench-password-123"  # noqa: S105 - a throw-away bench tenant
 P99_TARGET_S = 0.250
 RATIO_TARGET = 10.0
 IDLE_TARGET_KB = 30.0
@@ -94,12 +94,7 @@ async def seed_tenant(url: str, customers_count: int) -> Tenant:
     """A tenant with ``customers_count`` customers (no children), through the write path."""
     db = app_database(url)
     try:
-        email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-        org_id = await create_org_with_admin(
-            db, org_name="Bench Dealer", email=email, password_hash=hash_password(PASSWORD)
-        )
-        async with db.tenant(org_id) as conn:
-            await ensure_demo_fields(conn, org_id)
+        org_id, email = await bench_tenant(db)
         await seed_records(
             db,
             org_id,
