@@ -257,15 +257,7 @@ def live_server(
 ) -> Iterator[LiveServer]:
     """A real server process on the test database, stopped by its pid at the end."""
     email = f"live-admin-{uuid.uuid4().hex[:8]}@example.com"
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "FIELDSYNC_SECRET_KEY": SECRET,
-        "FIELDSYNC_MASTER_KEYS": MASTER_KEYS,
-        "FIELDSYNC_ACTIVE_KEY_ID": ACTIVE_KEY_ID,
-        "FIELDSYNC_DATA_DIR": str(tmp_path_factory.mktemp("live")),
-    }
+    workdir = tmp_path_factory.mktemp("live")
     subprocess.run(
         [
             sys.executable,
@@ -279,40 +271,15 @@ def live_server(
             "--org-name",
             "Live Dealer",
         ],
-        env=env,
+        env=server_env(database_url, workdir),
         check=True,
         capture_output=True,
     )
-    log = tmp_path_factory.mktemp("live-log") / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            break
-        time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"server did not become ready:\n{log.read_text()}")
-    if process.poll() is not None:
-        pytest.fail(f"server exited:\n{log.read_text()}")
-    yield LiveServer(url=url, admin_email=email, admin_password=PASSWORD, process=process)
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    server = spawn_server(database_url, workdir)
+    yield LiveServer(
+        url=server.url, admin_email=email, admin_password=PASSWORD, process=server.process
+    )
+    stop_server(server)
 
 
 @dataclass
@@ -333,12 +300,11 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
 
-def spawn_server(
+def server_env(
     database_url: str, workdir: Path, extra_env: dict[str, str] | None = None
-) -> ServerProcess:
-    """Start `fieldsync serve` on 127.0.0.1 and wait until it is ready."""
-    port = free_port()
-    env = {
+) -> dict[str, str]:
+    """The environment of a server process (and its CLI commands) on the test database."""
+    return {
         **os.environ,
         "DATABASE_URL": database_url,
         "FIELDSYNC_SECRET_KEY": SECRET,
@@ -347,6 +313,14 @@ def spawn_server(
         "FIELDSYNC_DATA_DIR": str(workdir),
         **(extra_env or {}),
     }
+
+
+def spawn_server(
+    database_url: str, workdir: Path, extra_env: dict[str, str] | None = None
+) -> ServerProcess:
+    """Start `fieldsync serve` on 127.0.0.1 and wait until it is ready."""
+    port = free_port()
+    env = server_env(database_url, workdir, extra_env)
     log = workdir / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
