@@ -483,8 +483,13 @@ class Hub:
         tenant = self._tenants.get(org_id)
         if tenant is None:
             return
-        users = await self.source.users(org_id, list({s.user_id for s in tenant.subscribers}))
-        for sub in list(tenant.subscribers):
+        # Judge only the subscribers the query was asked about: one that joins while it runs
+        # has just been checked at connection_init (and is not in the answer).
+        subscribers = list(tenant.subscribers)
+        users = await self.source.users(org_id, list({s.user_id for s in subscribers}))
+        for sub in subscribers:
+            if sub.closed:
+                continue
             facts = users.get(sub.user_id)
             if facts is None or not facts.active or facts.token_epoch != sub.token_epoch:
                 sub.sink.revoke("the user was deactivated or the token revoked")

@@ -312,40 +312,46 @@ class TestSlowConsumer:
         await fast.collect("fast", lambda bs: len(bs) >= 1)
 
         slow = await asyncio.to_thread(RawSocket.open, server.ws_url)
-        await asyncio.to_thread(
-            slow.send,
-            {
-                "type": "connection_init",
-                "payload": {"authorization": f"Bearer {slow_device.api.token}"},
-            },
-        )
-        assert await asyncio.to_thread(slow.recv) == {"type": "connection_ack"}
-        await asyncio.to_thread(
-            slow.send,
-            {
-                "id": "slow",
-                "type": "subscribe",
-                "payload": {"query": CHANGES, "variables": {"d": slow_device.id, "since": None}},
-            },
-        )
-        [caught_up] = next_batches([await asyncio.to_thread(slow.recv)], "slow")
-        assert caught_up["changes"] == []
-        # From here on nothing reads the slow socket.
-
-        written: list[str] = []
-        fast_batches: list[dict[str, Any]] = []
-        # ~100 KB per transaction (one live batch each), in all more than the kernel can
-        # buffer for the stalled socket (the server's largest TCP send buffer plus our small
-        # receive buffer) plus four queued messages.
-        for _ in range(ceil((max_tcp_send_buffer() + 2 * 1024 * 1024) / BATCH_BYTES)):
-            written += await push_customers(writer, 40, size=BATCH_BYTES // 40)
-            expected = len(written) - len(ids_in(fast_batches))
-            fast_batches += await fast.collect(
-                "fast", lambda bs, n=expected: len(ids_in(bs)) >= n, seconds=15
+        try:
+            await asyncio.to_thread(
+                slow.send,
+                {
+                    "type": "connection_init",
+                    "payload": {"authorization": f"Bearer {slow_device.api.token}"},
+                },
             )
-        assert ids_in(fast_batches) == written
+            assert await asyncio.to_thread(slow.recv) == {"type": "connection_ack"}
+            await asyncio.to_thread(
+                slow.send,
+                {
+                    "id": "slow",
+                    "type": "subscribe",
+                    "payload": {
+                        "query": CHANGES,
+                        "variables": {"d": slow_device.id, "since": None},
+                    },
+                },
+            )
+            [caught_up] = next_batches([await asyncio.to_thread(slow.recv)], "slow")
+            assert caught_up["changes"] == []
+            # From here on nothing reads the slow socket.
 
-        messages, code = await asyncio.wait_for(asyncio.to_thread(slow.drain_until_close), 30)
+            written: list[str] = []
+            fast_batches: list[dict[str, Any]] = []
+            # ~100 KB per transaction (one live batch each), in all more than the kernel can
+            # buffer for the stalled socket (the server's largest TCP send buffer plus our small
+            # receive buffer) plus four queued messages.
+            for _ in range(ceil((max_tcp_send_buffer() + 2 * 1024 * 1024) / BATCH_BYTES)):
+                written += await push_customers(writer, 40, size=BATCH_BYTES // 40)
+                expected = len(written) - len(ids_in(fast_batches))
+                fast_batches += await fast.collect(
+                    "fast", lambda bs, n=expected: len(ids_in(bs)) >= n, seconds=15
+                )
+            assert ids_in(fast_batches) == written
+
+            messages, code = await asyncio.wait_for(asyncio.to_thread(slow.drain_until_close), 30)
+        finally:
+            slow.close()  # also when an assertion above failed
         assert code == 4003
         received = next_batches(messages, "slow")
         got = ids_in(received)

@@ -272,3 +272,60 @@ class TestHub:
         assert seqs(sink) == []
         assert hub.subscriber_count == 0
         await hub.close()
+
+
+class TestRecheck:
+    async def test_a_subscriber_joining_during_a_recheck_is_not_revoked(self):
+        """The re-check judges only the subscribers it asked the database about: one that
+        joins while the query runs (checked at connection_init) keeps its subscription."""
+        source = FakeSource()
+        release = asyncio.Event()
+        asked: list[list[UUID]] = []
+
+        @dataclass(frozen=True)
+        class Facts:
+            active: bool = True
+            token_epoch: int = 0
+            may_select: bool = True
+
+        async def users(org_id, user_ids):
+            asked.append(list(user_ids))
+            await release.wait()
+            return {user_id: Facts() for user_id in user_ids}
+
+        source.users = users  # type: ignore[method-assign]
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        first, late = FakeSink(), FakeSink()
+        hub.add(subscriber(first))
+        await settle()
+        recheck = asyncio.create_task(hub.recheck(A))
+        await until(lambda: len(asked) == 1)
+        hub.add(subscriber(late))
+        await settle()
+        release.set()
+        await recheck
+        assert first.errors == []
+        assert late.errors == []
+        await hub.close()
+
+    async def test_a_deactivated_user_is_revoked(self):
+        """A subscriber whose user is no longer active is closed by the re-check."""
+        source = FakeSource()
+
+        @dataclass(frozen=True)
+        class Facts:
+            active: bool = False
+            token_epoch: int = 0
+            may_select: bool = True
+
+        async def users(org_id, user_ids):
+            return {user_id: Facts() for user_id in user_ids}
+
+        source.users = users  # type: ignore[method-assign]
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        sink = FakeSink()
+        hub.add(subscriber(sink))
+        await settle()
+        await hub.recheck(A)
+        assert [e.code for e in sink.errors] == ["REVOKED"]
+        await hub.close()
