@@ -12,13 +12,38 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import orjson
 from sqlalchemy import URL, func, make_url, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (not a query's fault).
+
+    A restart, ``pg_terminate_backend`` or a network cut: retrying later succeeds (the
+    pool pre-pings and reconnects), so callers report "unavailable, retry" rather than a bug.
+    """
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(
+            seen,
+            OSError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.ConnectionDoesNotExistError
+            | asyncpg.AdminShutdownError
+            | asyncpg.InterfaceError,
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def to_async_url(url: str, *, username: str | None = None, password: str | None = None) -> URL:
@@ -37,6 +62,9 @@ def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        # Errors (which get logged) never carry bound values: password hashes, tokens,
+        # credential ciphertext and customer data stay out of the logs.
+        hide_parameters=True,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )

@@ -76,13 +76,12 @@ class NoPasswordError(DomainError):
 
 
 class RateLimitedError(DomainError):
-    """The user revealed too many passwords recently; try again later."""
+    """Too many attempts (reveals, logins) recently; try again later."""
 
-    def __init__(self, limit: int, retry_after_seconds: int) -> None:
-        super().__init__(
-            f"at most {limit} password reveals per minute: try again in"
-            f" {retry_after_seconds} seconds"
-        )
+    def __init__(
+        self, limit: int, retry_after_seconds: int, what: str = "password reveals per minute"
+    ) -> None:
+        super().__init__(f"at most {limit} {what}: try again in {retry_after_seconds} seconds")
         self.limit = limit
         self.retry_after_seconds = retry_after_seconds
 

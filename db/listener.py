@@ -57,6 +57,7 @@ class Listener:
         self.on_reconnect = on_reconnect
         self.health_seconds = health_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.connect_timeout_seconds = 15.0
         self.connects = 0
         self._conn: asyncpg.Connection[Any] | None = None
         self._lost = asyncio.Event()
@@ -92,8 +93,11 @@ class Listener:
         backoff = 0.1
         while True:
             try:
-                await self._connect()
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                # Bounded as a whole: a server still starting up (or a half-open socket)
+                # can leave the LISTEN unanswered, and a stalled reconnect would leave the
+                # hub without notices until the next restart of this process.
+                await asyncio.wait_for(self._connect(), self.connect_timeout_seconds)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("listener connect failed: %r; retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_seconds)
@@ -111,8 +115,13 @@ class Listener:
         conn: asyncpg.Connection[Any] = await asyncpg.connect(
             self.dsn, timeout=10, server_settings={"application_name": application_name()}
         )
-        conn.add_termination_listener(lambda _conn: self._lost.set())
-        await conn.add_listener(NOTIFY_CHANNEL, self._notice)
+        try:
+            conn.add_termination_listener(lambda _conn: self._lost.set())
+            await conn.add_listener(NOTIFY_CHANNEL, self._notice)
+        except BaseException:
+            # Timed out or failed half-way: do not leak the connection.
+            conn.terminate()
+            raise
         self._conn = conn
         self.connects += 1
 

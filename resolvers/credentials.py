@@ -278,7 +278,8 @@ class CredentialMutations:
     @strawberry.mutation(
         description="Reveal a credential's password to a user with the 'view credentials'"
         " permission. Every reveal is written to the access log in the same transaction;"
-        " a refusal reveals and logs nothing. Rate-limited per user. Needs a connection to"
+        " a refusal reveals and logs nothing. Rate-limited per user and per client address."
+        " Needs a connection to"
         " the server: devices never hold passwords."
     )
     async def reveal_credential_password(
@@ -315,6 +316,7 @@ class CredentialMutations:
                 client_address=info.context.client_address,
                 device_id=device,
                 rate_per_minute=settings.reveal_rate_per_minute,
+                address_rate_per_minute=settings.reveal_rate_per_address_per_minute,
             ),
             client_ids={"credential": id, "device": str(device_id)},
         )

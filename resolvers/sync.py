@@ -58,6 +58,7 @@ from schema.sync import (
     SyncEntity,
     SyncStatus,
 )
+from server.metrics import count_push_outcomes
 from sync import checkpoint as checkpoints
 from sync.decision import Op
 from sync.validation import camel
@@ -405,6 +406,13 @@ async def _emails(conn: Any, org_id: UUID, user_ids: set[UUID]) -> dict[UUID, st
     return {u["id"]: u["email"] for u in await list_users(conn, org_id) if u["id"] in user_ids}
 
 
+def _reject_nul(**fields: str) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it as a validation error, not a crash."""
+    errors = {name: "must not contain NUL characters" for name, v in fields.items() if "\x00" in v}
+    if errors:
+        raise RecordValidationError(errors)
+
+
 @strawberry.type
 class SyncMutations:
     """Sync writes."""
@@ -414,6 +422,7 @@ class SyncMutations:
         """New device (syncs ALL customers until it selects some)."""
 
         async def action(conn: Any, user: CurrentUser) -> Any:
+            _reject_nul(name=input.name, platform=input.platform, appVersion=input.app_version)
             row = await device_queries.register(
                 conn,
                 org_id=user.org_id,
@@ -451,6 +460,7 @@ class SyncMutations:
                     raise RecordValidationError({"pendingChanges": "must be 0 or more"})
                 values["pending_changes"] = input.pending_changes
             if input.app_version not in (None, strawberry.UNSET):
+                _reject_nul(appVersion=str(input.app_version))
                 values["app_version"] = str(input.app_version)[:50]
             row = (
                 await device_queries.update_device(conn, user.org_id, device["id"], values)
@@ -542,6 +552,7 @@ class SyncMutations:
         if not isinstance(result, dict):
             return result  # type: ignore[return-value]
         outcome = result["push"]
+        count_push_outcomes([str(r.outcome) for r in outcome.results])
         # A thousand outcomes: encode them once in the client's selection (as for pull).
         shape = encoded.nested_shape(CHANGE_RESULT, info.selected_fields, "PushResult", "results")
         results = (

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 import strawberry
 
 from db.commands import users as commands
+from db.queries import rate_limits
 from db.queries import users as queries
+from db.queries.text import holds_nul
 from resolvers.context import Info
 from resolvers.writes import bad_id, decode_id, run_write
-from schema.errors import ErrorCode, InvalidCredentials
+from schema.errors import ErrorCode, InvalidCredentials, RateLimited, invalid
 from schema.node import InvalidIdError
 from schema.users import (
     CapabilitiesInput,
@@ -22,6 +24,16 @@ from schema.users import (
     capability_columns,
 )
 from server.auth import hash_password, issue_token, verify_password
+
+# Kinds of rate_limit_events rows counted by sign-in.
+LOGIN_BY_EMAIL = "login_email"
+LOGIN_BY_ADDRESS = "login_address"
+
+
+class _RefusedError(Exception):
+    def __init__(self, outcome: rate_limits.Refused) -> None:
+        super().__init__("rate limited")
+        self.outcome = outcome
 
 
 def _is_admin(user: object) -> bool:
@@ -60,13 +72,46 @@ class UserMutations:
     async def login(self, info: Info, email: str, password: str) -> LoginResult:
         """Exchange credentials for a token."""
         ctx = info.context
-        async with ctx.db.unscoped() as conn:
-            found = await queries.login_lookup(conn, email.strip())
+        settings = ctx.settings
+        # Every attempt is counted up front (so parallel guesses cannot overrun a window)
+        # and a success is given back: the limits count failed attempts.
+        limits = [(LOGIN_BY_EMAIL, email.strip().lower(), settings.login_rate_per_email)]
+        if ctx.client_address is not None:
+            limits.append((LOGIN_BY_ADDRESS, ctx.client_address, settings.login_rate_per_address))
+        taken: list[rate_limits.Taken] = []
+        try:
+            async with ctx.db.unscoped() as conn:
+                for kind, key, limit in limits:
+                    outcome = await rate_limits.take(
+                        conn,
+                        kind,
+                        key,
+                        limit=limit,
+                        window_seconds=settings.login_rate_window_seconds,
+                    )
+                    if isinstance(outcome, rate_limits.Refused):
+                        # Raised to roll back: a refused attempt counts against nothing.
+                        raise _RefusedError(outcome)
+                    taken.append(outcome)
+                # PostgreSQL text cannot hold NUL: such an email matches no account.
+                found = (
+                    None if holds_nul(email) else await queries.login_lookup(conn, email.strip())
+                )
+        except _RefusedError as refused:
+            wait = refused.outcome.retry_after_seconds
+            return RateLimited(
+                code=ErrorCode.RATE_LIMITED,
+                message=f"Too many failed sign-in attempts: try again in {wait} seconds",
+                retry_after_seconds=wait,
+            )
         ok = verify_password(found.password_hash if found else None, password)
         if found is None or not ok or not found.active:
             return InvalidCredentials(
                 code=ErrorCode.INVALID_CREDENTIALS, message="Wrong email or password"
             )
+        async with ctx.db.unscoped() as conn:
+            for attempt in taken:
+                await rate_limits.give_back(conn, attempt)
         secret = ctx.settings.secret_key
         assert secret is not None
         token, expires = issue_token(
@@ -84,6 +129,12 @@ class UserMutations:
     @strawberry.mutation(description="Add a user (admins only).")
     async def create_user(self, info: Info, input: CreateUserInput) -> UserResult:
         """New user."""
+        fields = {"email": input.email, "name": input.name}
+        nul = {
+            name: "must not contain NUL characters" for name, v in fields.items() if holds_nul(v)
+        }
+        if nul:
+            return invalid(nul)
         customer_id = None
         if input.customer_id is not None:
             try:

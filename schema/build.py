@@ -13,6 +13,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types.base import get_object_definition
 
+from db.engine import database_unavailable
 from resolvers.assets import AssetMutations, AssetQueries
 from resolvers.contacts import ContactMutations, ContactQueries
 from resolvers.context import PublicError
@@ -24,8 +25,10 @@ from resolvers.nodes import NodeQueries
 from resolvers.subscriptions import SyncSubscriptions
 from resolvers.sync import SyncMutations, SyncQueries
 from resolvers.users import UserMutations, UserQueries
+from schema.limits import OperationLimits, limit_extensions
 from schema.preencoded import FieldsyncExecutionContext
 from schema.scalars import SCALAR_MAP
+from server.metrics import OperationMetrics
 
 log = structlog.get_logger("fieldsync.graphql")
 
@@ -89,6 +92,10 @@ def should_mask(error: GraphQLError) -> bool:
     original = error.original_error
     if original is None or isinstance(original, PublicError | GraphQLError):
         return False
+    if database_unavailable(original):
+        # An outage, not a bug: one line per request, no traceback flood.
+        log.warning("database unavailable", error=repr(original), path=error.path)
+        return True
     log.error("unexpected error", error=repr(original), path=error.path, exc_info=original)
     return True
 
@@ -100,27 +107,37 @@ class MaskUnexpectedErrors(MaskErrors):
         super().__init__(should_mask_error=should_mask, error_message="Internal server error")
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        """Replace the message and attach code INTERNAL_SERVER_ERROR."""
+        """Replace the message; code DATABASE_UNAVAILABLE (retry) or INTERNAL_SERVER_ERROR."""
+        unavailable = error.original_error is not None and database_unavailable(
+            error.original_error
+        )
+        code = "DATABASE_UNAVAILABLE" if unavailable else "INTERNAL_SERVER_ERROR"
         return GraphQLError(
-            message=self.error_message,
+            message="Database unavailable: retry shortly" if unavailable else self.error_message,
             nodes=error.nodes,
             source=error.source,
             positions=error.positions,
             path=error.path,
             original_error=None,
-            extensions={"code": "INTERNAL_SERVER_ERROR"},
+            extensions={"code": code},
         )
 
 
-def build_schema(extra_extensions: list[Any] | None = None) -> strawberry.Schema:
-    """The fieldsync GraphQL schema."""
+def build_schema(
+    extra_extensions: list[Any] | None = None, limits: OperationLimits | None = None
+) -> strawberry.Schema:
+    """The fieldsync GraphQL schema; ``limits`` (default: the defaults) bound operations."""
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
+            OperationMetrics,  # outermost: times and counts the whole operation
             CloseRequestResources,
             MaskUnexpectedErrors,
+            # Operation limits (depth, aliases, tokens, cost, introspection): schema/limits.py.
+            # Before the caches: their hooks must wrap the parse, whose errors they code.
+            *limit_extensions(limits or OperationLimits()),
             # Devices send the same few documents all day: parse and validate each once.
             lambda: ParserCache(maxsize=256),
             lambda: ValidationCache(maxsize=256),

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import strawberry
 
-from schema.errors import Duplicate, Forbidden, InvalidCredentials, NotFound, ValidationError
+from schema.errors import (
+    Duplicate,
+    Forbidden,
+    InvalidCredentials,
+    NotFound,
+    RateLimited,
+    ValidationError,
+)
 from schema.node import Node, to_global_id
 
 
@@ -74,7 +81,7 @@ class LoginSuccess:
 
 
 LoginResult = Annotated[
-    LoginSuccess | InvalidCredentials,
+    LoginSuccess | InvalidCredentials | RateLimited,
     strawberry.union("LoginResult", description="A token, or why sign-in failed."),
 ]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import structlog
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -20,6 +21,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.parse_content_type import parse_content_type
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 
 from db.engine import Database
 from db.listener import Listener, listener_dsn
@@ -27,8 +32,16 @@ from db.live import DatabaseSource
 from db.migrate import current_revision, head_revision
 from resolvers.context import Context
 from schema.build import build_schema
+from server import metrics
 from server.auth import bearer_token
 from server.graphiql import STATIC_DIR, graphiql_html
+from server.graphql_http import (
+    CONTENT_TYPES,
+    GRAPHQL_RESPONSE_JSON,
+    HTTPError,
+    is_request_error,
+    response_media_type,
+)
 from server.settings import Settings
 from server.websocket import SubscriptionServer
 from sync import checkpoint as checkpoints
@@ -59,7 +72,7 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
 
     def __init__(self, state: AppState, settings: Settings) -> None:
         super().__init__(
-            build_schema(),
+            build_schema(limits=settings.operation_limits()),
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=True,
             # WebSockets are served by server/websocket.py (shared encoding per batch).
@@ -97,6 +110,123 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         """GraphiQL from assets shipped in the package: no CDN."""
         return HTMLResponse(graphiql_html(endpoint=request.url.path, static_prefix=GRAPHIQL_STATIC))
+
+    # GraphQL-over-HTTP spec compliance (server/graphql_http.py has the rules; the
+    # graphql-http audit in tests/api/test_http_spec_audit.py checks them).
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Strawberry's entry, but HTTP refusals get headers and a GraphQL-shaped body.
+
+        Strawberry turns an HTTPException into text/plain without headers; a 405 must
+        carry ``Allow``, and a client that asked for JSON can read ``errors`` from it.
+        """
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            media_type = response_media_type(request.headers.get("accept"))
+            response = Response(
+                self.encode_json({"errors": [{"message": exc.reason}]}),
+                status_code=exc.status_code,
+                headers=exc.headers if isinstance(exc, HTTPError) else None,
+                media_type=CONTENT_TYPES[media_type],
+            )
+        await response(scope, receive, send)
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        """Remember the negotiated media type for ``create_response`` (it gets no request)."""
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = response_media_type(request.headers.get("accept"))
+        return sub_response
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """POST bodies must be utf-8 ``application/json``: anything else is a 415.
+
+        Strawberry answers 400 and matches the type by substring; the spec asks for 415
+        Unsupported Media Type (also for a missing Content-Type). ``operationName`` must
+        be a string or null, as strawberry already requires of the other parameters.
+        """
+        if request.method == "POST":
+            media_type, params = parse_content_type(request.content_type or "")
+            charset = params.get("charset", "utf-8").lower()
+            if media_type.lower() != "application/json" or charset not in ("utf-8", "utf8"):
+                raise HTTPError(
+                    415,
+                    "Unsupported Media Type: send application/json (utf-8)",
+                    headers={"Accept-Post": "application/json"},
+                )
+        data = await super().parse_http_body(request)
+        # Strawberry type-checks query, variables and extensions but not operationName;
+        # an object or array there must be refused as a bad request (400) before any
+        # schema extension sees it, not reported as a GraphQL error.
+        for item in data if isinstance(data, list) else [data]:
+            if not isinstance(item.operation_name, str | None):
+                raise HTTPError(
+                    400, "The GraphQL operation's `operationName` must be a string or null."
+                )
+        return data
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """A mutation over GET is a 405 with ``Allow: POST`` (the spec's MUST), not a 400."""
+        try:
+            return await super().execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            )
+        except HTTPException as exc:
+            if request_adapter.method == "GET" and isinstance(
+                exc.__cause__, InvalidOperationTypeError
+            ):
+                raise HTTPError(405, exc.reason, headers={"Allow": "POST"}) from exc.__cause__
+            raise
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        """Masked errors as before; a request error has no ``data`` entry in the new type.
+
+        ``application/json`` bodies keep ``"data": null`` for existing clients.
+        """
+        response_data = await super().process_result(request, result)
+        if is_request_error(result) and (
+            response_media_type(request.headers.get("accept")) == GRAPHQL_RESPONSE_JSON
+        ):
+            response_data.pop("data", None)
+        return response_data
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        """The negotiated content type, and 400 for request errors in the new type.
+
+        Under ``application/json`` every GraphQL response stays a 200 (the spec's rule
+        for that type); under ``application/graphql-response+json`` a response without
+        ``data`` means the operation never ran, which the spec makes a 400.
+        """
+        response = super().create_response(response_data, sub_response)
+        if sub_response.media_type == GRAPHQL_RESPONSE_JSON:
+            response.headers["content-type"] = CONTENT_TYPES[GRAPHQL_RESPONSE_JSON]
+            if (
+                not sub_response.status_code
+                and isinstance(response_data, dict)
+                and "data" not in response_data
+            ):
+                response.status_code = 400
+        return response
 
 
 class SubscriptionsFirst:
@@ -193,6 +323,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Starlett
                 await listener.start()
             hub.start()
             app.state.hub = hub
+            hub.observe_fanout = metrics.FANOUT_LAG.observe
             state.ws = SubscriptionServer(
                 schema=graphql.schema, settings=settings, db=state.database, hub=hub
             )
@@ -227,7 +358,17 @@ def create_app(settings: Settings, database: Database | None = None) -> Starlett
             )
         return JSONResponse({"status": "ready", "database": "ok", "migration": revision})
 
+    async def metrics_endpoint(request: Request) -> Response:
+        # Per process unless PROMETHEUS_MULTIPROC_DIR is set (server/metrics.py).
+        hub = getattr(request.app.state, "hub", None)
+        body, content_type = metrics.metrics_response_body(
+            (lambda: hub.subscriber_count) if hub is not None else None,
+            state.db.engine.pool if state.db is not None else None,
+        )
+        return Response(body, media_type=content_type)
+
     routes = [
+        Route("/metrics", metrics_endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/graphql", graphql, methods=["GET", "POST"]),

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.crypto import KeyRing, KeyRingError
+from schema.limits import OperationLimits
 
 
 class Settings(BaseSettings):
@@ -86,6 +87,51 @@ class Settings(BaseSettings):
     listener_health_seconds: float = Field(
         default=5, gt=0, description="Health query interval of the LISTEN connection."
     )
+
+    # --- Operation limits and rate limits (issue #7 parts 1 and 4; docs/operations.md) ---
+    max_query_depth: int = Field(default=12, ge=1, description="Deepest selection nesting.")
+    max_aliases: int = Field(default=30, ge=0, description="Aliases per operation.")
+    max_query_tokens: int = Field(default=5000, ge=10, description="Lexical tokens per document.")
+    max_query_cost: int = Field(
+        default=1_000_000, ge=1, description="Estimated cost per operation (list sizes multiply)."
+    )
+    cost_default_list_size: int = Field(
+        default=10, ge=1, description="Items assumed for a list field without `first`/`limit`."
+    )
+    introspection: bool = Field(
+        default=True, description="Allow schema introspection; turn off in production."
+    )
+    field_suggestions: bool = Field(
+        default=False, description='"Did you mean" hints in validation errors.'
+    )
+    login_rate_window_seconds: int = Field(
+        default=300, ge=1, description="Sliding window of the login rate limits."
+    )
+    login_rate_per_email: int = Field(
+        default=10, ge=1, description="Login attempts per email address per window."
+    )
+    login_rate_per_address: int = Field(
+        default=100, ge=1, description="Login attempts per client address per window."
+    )
+    reveal_rate_per_address_per_minute: int = Field(
+        default=60, ge=1, description="Password reveals per client address per minute."
+    )
+
+    def operation_limits(self) -> OperationLimits:
+        """The operation limits for ``build_schema``."""
+        return OperationLimits(
+            max_depth=self.max_query_depth,
+            max_aliases=self.max_aliases,
+            max_tokens=self.max_query_tokens,
+            max_cost=self.max_query_cost,
+            # A size argument given by variable is bounded by the page cap at run time.
+            variable_list_size=self.max_page_size,
+            default_list_size=self.cost_default_list_size,
+            introspection=self.introspection,
+            field_suggestions=self.field_suggestions,
+        )
+
+    # --- end of operation and rate limits ---
 
     @field_validator("master_keys", mode="after")
     @classmethod

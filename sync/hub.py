@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -259,6 +260,9 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._recheck: asyncio.Task[None] | None = None
         self.reads = 0
+        # Seconds from the start of a read to the rows being queued on every socket; the
+        # server points this at its fan-out lag histogram.
+        self.observe_fanout: Callable[[float], None] = lambda _seconds: None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -334,6 +338,7 @@ class Hub:
                 tenant.again = False
                 assert tenant.last is not None
                 devices = list({s.device_id for s in tenant.subscribers if s.active})
+                started = time.perf_counter()
                 try:
                     batch = await self.source.read(org_id, tenant.last, devices)
                 except Exception:
@@ -343,6 +348,8 @@ class Hub:
                     continue
                 self.reads += 1
                 self._route(tenant, batch)
+                if batch.changes:
+                    self.observe_fanout(time.perf_counter() - started)
                 if not tenant.again:
                     return
         finally:
@@ -477,6 +484,9 @@ class Hub:
                     await self.recheck(org_id)
                 except Exception:
                     log.exception("user re-check failed")
+                # A safety net for lost notices (the LISTEN connection down or stuck after
+                # a database restart): a read finds nothing new at the cost of one query.
+                self.poke(org_id)
 
     async def recheck(self, org_id: UUID) -> None:
         """Apply deactivation, revocation and capability changes of a tenant's users."""

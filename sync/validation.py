@@ -103,6 +103,9 @@ def _check_strings(value: object, path: str, max_length: int, errors: dict[str, 
     if isinstance(value, str):
         if len(value) > max_length:
             errors.setdefault(path, f"is too long ({len(value)} characters, at most {max_length})")
+        elif "\x00" in value:
+            # PostgreSQL text and jsonb cannot hold NUL.
+            errors.setdefault(path, "must not contain NUL characters")
     elif isinstance(value, Mapping):
         for key, inner in value.items():
             _check_strings(inner, f"{path}.{camel(str(key))}", max_length, errors)

@@ -42,7 +42,7 @@ from db.errors import (
     RecordValidationError,
 )
 from db.queries import credentials as queries
-from db.queries import records
+from db.queries import rate_limits, records
 from db.write_path import RecordWrite, Row, lock_rows, write_records
 from sync.validation import validate_record
 
@@ -50,6 +50,7 @@ log = structlog.get_logger("fieldsync.credentials")
 
 MAX_PASSWORD_LENGTH = 1_024
 RATE_WINDOW_SECONDS = 60
+REVEAL_BY_ADDRESS = "reveal_address"
 PUBLIC_FIELDS = ("name", "username", "url", "notes", "is_public")
 
 ADMIN = "ADMIN"
@@ -217,6 +218,7 @@ async def reveal(
     client_address: str | None,
     device_id: UUID | None = None,
     rate_per_minute: int = 10,
+    address_rate_per_minute: int = 60,
 ) -> Revealed:
     """Decrypt one password for a permitted user and log it in the caller's transaction.
 
@@ -242,6 +244,20 @@ async def reveal(
     if count >= rate_per_minute:
         wait = RATE_WINDOW_SECONDS - (now - oldest).total_seconds() if oldest else 1
         raise RateLimitedError(rate_per_minute, max(1, int(wait) + 1))
+    if client_address is not None:
+        # Per address too: one client behind many accounts. Counted in this transaction, so
+        # a later refusal (or a failed commit) uncounts it with the access-log row.
+        taken = await rate_limits.take(
+            conn,
+            REVEAL_BY_ADDRESS,
+            client_address,
+            limit=address_rate_per_minute,
+            window_seconds=RATE_WINDOW_SECONDS,
+        )
+        if isinstance(taken, rate_limits.Refused):
+            raise RateLimitedError(
+                taken.limit, taken.retry_after_seconds, "password reveals per address per minute"
+            )
     if device_id is not None and not await queries.is_users_device(
         conn, org_id, user_id, device_id
     ):

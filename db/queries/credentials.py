@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import Select, bindparam, func, or_, select, update
+from sqlalchemy import Select, bindparam, false, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.crypto import SECRET_COLUMNS
 from db.queries.pages import Page, PageRequest, Row, fetch_page
-from db.queries.text import escape_like
+from db.queries.text import escape_like, holds_nul
 from db.tables import credential_access_log as access_log
 from db.tables import credentials, devices, users
 
@@ -108,7 +108,9 @@ async def credential_page(
         query = query.where(credentials.c.customer_id == customer_id)
     if contact_id is not None:
         query = query.where(credentials.c.contact_id == contact_id)
-    if search:
+    if search and holds_nul(search):
+        query = query.where(false())
+    elif search:
         needle = "%" + escape_like(search.strip().lower()) + "%"
         query = query.where(
             or_(*(func.lower(credentials.c[c]).like(needle, escape="\\") for c in SEARCH_COLUMNS))

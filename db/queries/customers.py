@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.entities import CUSTOMER
 from db.queries.pages import Page, PageRequest, fetch_page
 from db.queries.records import live
-from db.queries.text import escape_like
+from db.queries.text import escape_like, holds_nul
 from db.tables import customers
 
 
@@ -46,6 +46,8 @@ def customer_query(org_id: UUID, flt: CustomerFilter) -> Select[Any]:
         query = query.where(customers.c.archived.is_(flt.archived))
     if flt.only_id is not None:
         query = query.where(customers.c.id == flt.only_id)
+    if holds_nul(flt.email or "") or holds_nul(flt.search or ""):
+        return query.where(false())
     if flt.email is not None:
         query = query.where(func.lower(customers.c.email) == flt.email.lower())
     if flt.search:

@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import Select, exists, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.entities import EntitySpec
 from db.queries.pages import Page, PageRequest, Row, fetch_page
-from db.queries.text import escape_like
+from db.queries.text import escape_like, holds_nul
 
 ORDER_BY_PARENT = {"contact": "last_name", "facility": "name", "asset": "kind"}
 
@@ -88,7 +88,9 @@ async def child_page(
     for column, value in equals.items():
         query = query.where(table.c[column] == value)
     sort_column = table.c[ORDER_BY_PARENT[spec.type.value]]
-    if search:
+    if search and holds_nul(search):
+        query = query.where(false())
+    elif search:
         needle = "%" + escape_like(search.strip().lower()) + "%"
         query = query.where(
             or_(

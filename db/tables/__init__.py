@@ -7,6 +7,7 @@ from db.tables.custom_fields import custom_field_definitions
 from db.tables.customers import assets, contacts, customers, facilities
 from db.tables.devices import device_customers, devices, push_receipts, sync_conflicts
 from db.tables.orgs import org_seq, orgs
+from db.tables.rate_limits import rate_limit_events
 from db.tables.users import users
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "org_seq",
     "orgs",
     "push_receipts",
+    "rate_limit_events",
     "sync_conflicts",
     "users",
 ]

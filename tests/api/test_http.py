@@ -6,6 +6,9 @@ import pytest
 
 from tests.conftest import Api
 
+# What a spec-aware client sends: the new media type first, plain JSON as a fallback.
+ACCEPT_GRAPHQL_RESPONSE = {"Accept": "application/graphql-response+json, application/json;q=0.9"}
+
 
 class TestHealth:
     async def test_healthz(self, client):
@@ -47,6 +50,14 @@ class TestBadInput:
         body = (await tenant.admin.post("{ customers(first: 1) { passwordHash } }")).json()
         assert "Cannot query field" in body["errors"][0]["message"]
 
+    async def test_other_media_types_are_a_415(self, client):
+        """A POST body that is not application/json is refused as Unsupported Media Type."""
+        response = await client.post(
+            "/graphql", content=b"{ __typename }", headers={"content-type": "application/graphql"}
+        )
+        assert response.status_code == 415
+        assert response.json()["errors"][0]["message"]
+
     async def test_not_json_is_a_400(self, client):
         """A body that is not JSON is a 400 with a message."""
         response = await client.post(
@@ -87,7 +98,50 @@ class TestBadInput:
             params={"query": 'mutation { login(email: "a", password: "b") { __typename } }'},
             headers={"Authorization": f"Bearer {tenant.admin.token}"},
         )
-        assert response.status_code in (400, 405)
+        # The GraphQL-over-HTTP spec makes this a 405 naming the method that works.
+        assert response.status_code == 405
+        assert response.headers["allow"] == "POST"
+
+
+class TestGraphQLResponseMediaType:
+    """`Accept: application/graphql-response+json` gets the spec's status codes."""
+
+    async def test_request_errors_are_400_without_data(self, client):
+        """Parse and validation failures never executed: 400, no `data` entry."""
+        for query in ("{ customers(first: ", "{ noSuchField }"):
+            response = await client.post(
+                "/graphql", json={"query": query}, headers=ACCEPT_GRAPHQL_RESPONSE
+            )
+            assert response.status_code == 400, response.text
+            assert response.headers["content-type"].startswith("application/graphql-response+json")
+            assert "data" not in response.json()
+
+    async def test_execution_errors_stay_200_and_masked(self, client, monkeypatch, tenant):
+        """Once execution ran it is a 200, with the per-query error codes unchanged."""
+        from resolvers import users
+
+        async def boom(*args, **kwargs):
+            raise RuntimeError("secret internals")
+
+        monkeypatch.setattr(users.queries, "get_user", boom)
+        response = await client.post(
+            "/graphql",
+            json={"query": "{ me { email } }"},
+            headers={**ACCEPT_GRAPHQL_RESPONSE, "Authorization": f"Bearer {tenant.admin.token}"},
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert body["data"] is None
+        assert body["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+        assert "secret internals" not in response.text
+
+    async def test_plain_json_keeps_200(self, client):
+        """Clients that only accept application/json see the legacy 200 behaviour."""
+        response = await client.post(
+            "/graphql", json={"query": "{ noSuchField }"}, headers={"Accept": "application/json"}
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
 
 
 class TestAnonymousLogin:

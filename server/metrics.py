@@ -1,0 +1,132 @@
+"""Prometheus metrics (``GET /metrics``) and the operation name in the log context.
+
+Per process: each uvicorn worker has its own registry, so with ``--workers N`` a scrape
+sees one worker. Set ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory, before start) to
+aggregate every worker through prometheus-client's multiprocess mode instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from strawberry.extensions import SchemaExtension
+
+REQUESTS = Counter(
+    "fieldsync_graphql_requests_total",
+    "GraphQL operations executed, by operation name and type.",
+    ["operation", "type"],
+)
+REQUEST_SECONDS = Histogram(
+    "fieldsync_graphql_request_seconds",
+    "Time to execute a GraphQL operation (parse to result), by operation name.",
+    ["operation"],
+)
+PUSH_OUTCOMES = Counter(
+    "fieldsync_push_outcomes_total",
+    "Pushed changes by outcome (APPLIED, MERGED, CONFLICT, ...).",
+    ["outcome"],
+)
+SUBSCRIPTIONS_OPEN = Gauge(
+    "fieldsync_subscriptions_open",
+    "`changes` subscriptions served by this process.",
+    multiprocess_mode="livesum",
+)
+FANOUT_LAG = Histogram(
+    "fieldsync_fanout_lag_seconds",
+    "From the start of a hub read of new changes to their enqueueing on every socket.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+POOL_IN_USE = Gauge(
+    "fieldsync_db_pool_in_use",
+    "Pooled database connections checked out.",
+    multiprocess_mode="livesum",
+)
+POOL_SIZE = Gauge(
+    "fieldsync_db_pool_size",
+    "Database connections the pool holds open (in use or idle).",
+    multiprocess_mode="livesum",
+)
+
+# Operation names are chosen by clients: cap the label values so a client cannot blow
+# up the number of series (later names count as "other").
+MAX_OPERATION_NAMES = 200
+_NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,63}$")
+_known_names: set[str] = set()
+
+
+def operation_label(name: str | None) -> str:
+    """A bounded label value for an operation name."""
+    if not name:
+        return "anonymous"
+    if not _NAME.match(name):
+        return "other"
+    if name not in _known_names:
+        if len(_known_names) >= MAX_OPERATION_NAMES:
+            return "other"
+        _known_names.add(name)
+    return name
+
+
+def count_push_outcomes(outcomes: Iterator[str] | list[str]) -> None:
+    """Count each pushed change's outcome."""
+    for outcome in outcomes:
+        PUSH_OUTCOMES.labels(outcome).inc()
+
+
+class OperationMetrics(SchemaExtension):
+    """Count and time each operation; bind its name to the log context while it runs."""
+
+    def on_operation(self) -> Iterator[None]:
+        """Wrap the whole operation (parse, validate, execute)."""
+        started = time.perf_counter()
+        context = self.execution_context
+        structlog.contextvars.bind_contextvars(operation=context.operation_name or "anonymous")
+        try:
+            yield
+        finally:
+            name = operation_label(context.operation_name)
+            try:
+                kind = context.operation_type.value
+            except Exception:  # noqa: BLE001 - an unparsable document has no type
+                kind = "unknown"
+            REQUESTS.labels(name, kind).inc()
+            REQUEST_SECONDS.labels(name).observe(time.perf_counter() - started)
+            structlog.contextvars.unbind_contextvars("operation")
+
+    def on_execute(self) -> Iterator[None]:
+        """Rebind once parsed: a document's own operation name is known only now."""
+        structlog.contextvars.bind_contextvars(
+            operation=self.execution_context.operation_name or "anonymous"
+        )
+        yield
+
+
+def metrics_response_body(
+    subscriptions: Callable[[], int] | None, pool: Any | None
+) -> tuple[bytes, str]:
+    """The exposition text; gauges are read at scrape time (no bookkeeping per event)."""
+    if subscriptions is not None:
+        SUBSCRIPTIONS_OPEN.set(subscriptions())
+    if pool is not None:
+        POOL_IN_USE.set(pool.checkedout())
+        # QueuePool: idle connections plus checked-out ones (overflow included).
+        POOL_SIZE.set(pool.checkedin() + pool.checkedout())
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
