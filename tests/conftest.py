@@ -381,3 +381,24 @@ def server_pair(
     yield a, b
     stop_server(b)
     stop_server(a)
+
+
+JS_DIR = Path(__file__).parent / "js"
+
+
+@pytest.fixture(scope="session")
+def js_packages() -> Path:
+    """tests/js with its npm packages (graphql-ws, graphql-http) installed from the lock file."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node, "Node.js 20+ is needed for the JavaScript client tests"
+    assert npm, "npm is needed to install their packages"
+    wanted = ("graphql-ws", "graphql-http")
+    if not all((JS_DIR / "node_modules" / name).is_dir() for name in wanted):
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=JS_DIR,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    return JS_DIR

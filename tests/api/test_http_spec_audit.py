@@ -9,7 +9,6 @@ the ones about `application/graphql-response+json` status codes that clients rel
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -18,24 +17,11 @@ import pytest
 
 from tests.conftest import LiveServer
 
-JS = Path(__file__).parent.parent / "js"
-
 
 @pytest.fixture(scope="session")
-def audit_script() -> Path:
-    """tests/js with its npm dependencies installed (`npm ci` from the lock file)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    assert node, "Node.js 20+ is needed for the graphql-http audit"
-    assert npm, "npm is needed to install graphql-http"
-    if not (JS / "node_modules" / "graphql-http").is_dir():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    return JS / "audit.mjs"
+def audit_script(js_packages: Path) -> Path:
+    """The Node script this test runs (its packages installed)."""
+    return js_packages / "audit.mjs"
 
 
 def test_every_graphql_over_http_audit_is_ok(live_server: LiveServer, audit_script: Path) -> None:

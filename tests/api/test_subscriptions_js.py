@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -14,24 +12,11 @@ import pytest
 from tests.api.test_subscriptions import customers, phone
 from tests.conftest import new_tenant
 
-JS = Path(__file__).parent.parent / "js"
-
 
 @pytest.fixture(scope="session")
-def node_client() -> Path:
-    """tests/js with its npm dependencies installed (`npm ci` from the lock file)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    assert node, "Node.js 20+ is needed for the graphql-ws client test"
-    assert npm, "npm is needed to install the graphql-ws client"
-    if not (JS / "node_modules" / "graphql-ws").is_dir():
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    return JS / "subscribe.mjs"
+def node_client(js_packages: Path) -> Path:
+    """The Node script this test runs (its packages installed)."""
+    return js_packages / "subscribe.mjs"
 
 
 async def run_client(

@@ -113,9 +113,7 @@ class TestPull:
         assert device.customers() == {raw_id(b["customer"])}
         assert len(device.store) == 4
 
-    async def test_a_first_pull_evicts_nothing_and_a_switch_from_all_evicts_the_rest(
-        self, tenant
-    ):
+    async def test_a_first_pull_evicts_nothing_and_a_switch_from_all_evicts_the_rest(self, tenant):
         """A new device holds nothing to drop; one that synced everything and then selects
         one customer is told to drop the others."""
         a = await make_tree(tenant.admin, name="A")
