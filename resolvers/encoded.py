@@ -21,10 +21,18 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any, cast
 
 import orjson
-from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
+from graphql import FieldNode, FragmentDefinitionNode, GraphQLResolveInfo
+from strawberry.types.nodes import (
+    FragmentSpread,
+    InlineFragment,
+    SelectedField,
+    Selection,
+    convert_selections,
+)
 
 TYPENAME = "__typename"
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
@@ -92,6 +100,25 @@ def nested_shape(
     if len(shapes) != 1:
         return None
     return shapes.pop()
+
+
+def compile_shape(
+    spec: ObjectSpec,
+    fragments: dict[str, FragmentDefinitionNode],
+    variable_values: dict[str, Any],
+    field_nodes: Sequence[FieldNode],
+) -> Shape | None:
+    """The shape of ``field_nodes`` (fields returning ``spec``'s type, merged) outside a
+    resolver: for code that holds a parsed, validated document (the WebSocket endpoint).
+    strawberry's selection converter needs only these two attributes of an info."""
+    info = cast(
+        "GraphQLResolveInfo[Any]",
+        SimpleNamespace(fragments=fragments, variable_values=variable_values),
+    )
+    selections: list[Selection] = []
+    for selected in convert_selections(info, field_nodes):
+        selections.extend(cast("SelectedField", selected).selections)
+    return shape_of(spec, selections)
 
 
 def encode(spec: ObjectSpec, shape: Shape, values: Sequence[Any]) -> bytes:

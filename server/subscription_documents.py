@@ -2,9 +2,9 @@
 
 A device sends the same `changes` document for months; per subscribe the endpoint only
 looks the text up here, coerces the variables and reads the two arguments. The selection
-under `changes` is compiled to a :class:`BatchEncoder` (aliases, fragments, `__typename`,
-@skip/@include applied), whose ``key`` lets every subscriber with an equal selection share
-one encoded payload per batch.
+under `changes` is compiled to a :class:`BatchEncoder` (``resolvers.encoded``: aliases,
+fragments, `__typename`, @skip/@include applied), whose ``key`` lets every subscriber with
+an equal selection share one encoded payload per batch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     GraphQLError,
-    GraphQLObjectType,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
@@ -29,7 +28,9 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 
-from resolvers.change_json import ChangeSelection, UnsupportedSelectionError
+from resolvers import encoded
+from resolvers.change_json import CHANGE_BATCH
+from resolvers.encoded import Shape
 from server.field_collection import collect_fields
 from sync.hub import Batch
 
@@ -41,34 +42,17 @@ class BatchEncoder:
     """Writes the `next` payload of a batch for one compiled `ChangeBatch` selection."""
 
     root_key: str
-    # (response key, "changes" | "checkpoint" | "evicted" | "typename", changes selection)
-    entries: tuple[tuple[str, str, ChangeSelection | None], ...]
+    shape: Shape
 
     @property
     def key(self) -> Hashable:
         """Equal keys produce identical payloads for identical batches."""
-        return (
-            self.root_key,
-            tuple((k, kind, None if sel is None else sel.key) for k, kind, sel in self.entries),
-        )
+        return (self.root_key, self.shape)
 
     def encode(self, batch: Batch) -> str:
         """``{"data":{"<root>":{...}}}`` for ``batch`` (the part every subscriber shares)."""
-        parts = []
-        for key, kind, selection in self.entries:
-            if kind == "changes":
-                assert selection is not None
-                value = selection.encode(batch.changes)  # type: ignore[arg-type]
-            elif kind == "checkpoint":
-                value = orjson.dumps(batch.checkpoint)
-            elif kind == "evicted":
-                value = orjson.dumps([str(c) for c in batch.evicted])
-            else:
-                value = b'"ChangeBatch"'
-            parts.append(orjson.dumps(key) + b":" + value)
-        return (
-            b'{"data":{' + orjson.dumps(self.root_key) + b":{" + b",".join(parts) + b"}}}"
-        ).decode()
+        value = encoded.builder(CHANGE_BATCH, self.shape)(batch)
+        return orjson.dumps({"data": {self.root_key: value}}).decode()
 
 
 @dataclass(frozen=True)
@@ -169,26 +153,9 @@ class SubscriptionDocuments:
         fragments: dict[str, FragmentDefinitionNode],
         variables: dict[str, Any],
     ) -> BatchEncoder:
-        batch_type = self.schema.get_type("ChangeBatch")
-        assert isinstance(batch_type, GraphQLObjectType)
-        fields = collect_fields(
-            self.schema, fragments, variables, batch_type, (n.selection_set for n in nodes)
-        )
-        entries: list[tuple[str, str, ChangeSelection | None]] = []
-        for key, field_nodes in fields.items():
-            name = field_nodes[0].name.value
-            if name == "changes":
-                try:
-                    selection = ChangeSelection.compile(
-                        self.schema, fragments, variables, field_nodes
-                    )
-                except UnsupportedSelectionError as exc:
-                    raise DocumentError([GraphQLError(str(exc))]) from None
-                entries.append((key, "changes", selection))
-            elif name == "checkpoint":
-                entries.append((key, "checkpoint", None))
-            elif name == "evictedCustomerIds":
-                entries.append((key, "evicted", None))
-            else:
-                entries.append((key, "typename", None))
-        return BatchEncoder(root_key, tuple(entries))
+        shape = encoded.compile_shape(CHANGE_BATCH, fragments, variables, nodes)
+        if shape is None:
+            raise DocumentError(
+                [GraphQLError("the selection on ChangeBatch does not reduce to one shape")]
+            )
+        return BatchEncoder(root_key, shape)

@@ -6,19 +6,18 @@ import base64
 import uuid
 from types import SimpleNamespace
 
+import orjson
 import pytest
 from graphql import FieldNode, OperationDefinitionNode, parse
 from strawberry.types.nodes import convert_selections
 
 from db.entities import EntityType
 from db.pull import PulledChange
-from resolvers.change_json import (
-    ChangeSelection,
-    UnsupportedSelectionError,
-    encode_changes,
-    nested_change_shape,
-)
+from resolvers.change_json import CHANGE, encode_changes, nested_change_shape
+from resolvers.encoded import compile_shape
 from schema.build import build_schema
+from server.subscription_documents import ChangesSubscription, SubscriptionDocuments
+from sync.hub import Batch
 from tests.api.queries import CREATE_ASSET, UPDATE_CUSTOMER, make_tree
 from tests.api.sync_client import PUSH, Device
 
@@ -98,10 +97,10 @@ def test_a_selection_compiles_to_keys_in_document_order():
         "query($skip: Boolean!) { changes { a: id ...F op @skip(if: $skip) id } }"
         " fragment F on Change { entity a: id }"
     )
-    selection = ChangeSelection.compile(None, fragments, {"skip": True}, nodes)  # type: ignore[arg-type]
-    assert selection.key == (("a", "id", None), ("entity", "entity", None), ("id", "id", None))
+    shape = compile_shape(CHANGE, fragments, {"skip": True}, nodes)
+    assert shape == (("a", "id", None), ("entity", "entity", None), ("id", "id", None))
     change = PulledChange(EntityType.ASSET, uuid.UUID(int=1), uuid.UUID(int=2), True, {}, 7, None)
-    assert selection.encode([change]) == (
+    assert encode_changes(shape, [change]) == (
         b'[{"a":"00000000-0000-0000-0000-000000000001","entity":"ASSET",'
         b'"id":"00000000-0000-0000-0000-000000000001"}]'
     )
@@ -126,8 +125,7 @@ def test_merged_selections_under_one_key_give_one_shape():
 def test_an_unknown_directive_is_left_to_ordinary_execution():
     """A directive other than @skip/@include cannot be reduced to a fixed shape."""
     fragments, nodes = _changes_field("{ changes { id @deprecated } }")
-    with pytest.raises(UnsupportedSelectionError):
-        ChangeSelection.compile(None, fragments, {}, nodes)  # type: ignore[arg-type]
+    assert compile_shape(CHANGE, fragments, {}, nodes) is None
 
 
 def test_keys_that_are_not_graphql_names_are_refused():
@@ -185,3 +183,29 @@ def test_encoded_types_implement_no_interface():
         "PushResult",
     ):
         assert not schema.type_map[name].interfaces, name
+
+
+def test_a_subscription_batch_encodes_as_its_document_selects():
+    """The `changes` subscription's payload follows its selection: aliases, fragments,
+    `__typename` and @skip on the batch and on its changes."""
+    documents = SubscriptionDocuments(build_schema()._schema)
+    prepared = documents.prepare(
+        "subscription($d: ID!, $skip: Boolean!) { live: changes(deviceId: $d) {"
+        " __typename ...B cp: checkpoint evictedCustomerIds @skip(if: $skip) } }"
+        " fragment B on ChangeBatch { rows: changes { op id } }",
+        {"d": "00000000-0000-0000-0000-000000000009", "skip": True},
+        None,
+    )
+    assert isinstance(prepared, ChangesSubscription)
+    assert prepared.device_id == "00000000-0000-0000-0000-000000000009"
+    change = PulledChange(EntityType.ASSET, uuid.UUID(int=1), uuid.UUID(int=2), False, {}, 7, {})
+    batch = Batch([change], "v1.7", [uuid.UUID(int=3)])
+    assert orjson.loads(prepared.encoder.encode(batch)) == {
+        "data": {
+            "live": {
+                "__typename": "ChangeBatch",
+                "rows": [{"op": "UPSERT", "id": "00000000-0000-0000-0000-000000000001"}],
+                "cp": "v1.7",
+            }
+        }
+    }
