@@ -14,8 +14,8 @@ from uuid import UUID
 
 import asyncpg
 import orjson
-from sqlalchemy import URL, func, make_url, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import URL, event, func, make_url, select
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
@@ -27,7 +27,8 @@ def database_unavailable(exc: BaseException) -> bool:
     """The database could not be reached or dropped the connection (not a query's fault).
 
     A restart, ``pg_terminate_backend`` or a network cut: retrying later succeeds (the
-    pool pre-pings and reconnects), so callers report "unavailable, retry" rather than a bug.
+    pool drops closed connections and reconnects), so callers report "unavailable, retry"
+    rather than a bug.
     """
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
@@ -56,18 +57,35 @@ def to_async_url(url: str, *, username: str | None = None, password: str | None 
 
 
 def create_engine(url: URL, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine with orjson for JSONB and pre-ping so a restarted database heals."""
-    return create_async_engine(
+    """An asyncpg engine with orjson for JSONB that drops connections the server closed."""
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         # Errors (which get logged) never carry bound values: password hashes, tokens,
         # credential ciphertext and customer data stay out of the logs.
         hide_parameters=True,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
     )
+    event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Hand out no pooled connection whose socket the server closed (a restart,
+    ``pg_terminate_backend``): the pool discards it and checks out another.
+
+    Instead of SQLAlchemy's pre-ping, which for asyncpg costs three round trips (BEGIN, an
+    empty statement, ROLLBACK) on every checkout: a request that reads and signs in checked
+    out twice, so six of its round trips were pings. asyncpg notices the server's goodbye
+    when the event loop reads it, so the check is free; a connection that died silently
+    fails its first statement instead, is invalidated, and the request reports
+    ``DATABASE_UNAVAILABLE``.
+    """
+    driver = dbapi_connection.driver_connection
+    if driver is None or driver.is_closed():
+        raise DisconnectionError("connection closed by the server")
 
 
 class Database:
@@ -102,6 +120,15 @@ class Database:
         await self.engine.dispose()
 
 
-async def set_tenant(conn: AsyncConnection, org_id: UUID) -> None:
-    """Scope the current transaction to ``org_id`` (transaction-local setting)."""
-    await conn.execute(select(func.set_config("app.org_id", str(org_id), True)))
+async def set_tenant(conn: AsyncConnection, org_id: UUID, *, plan_each: bool = False) -> None:
+    """Scope the current transaction to ``org_id`` (transaction-local setting).
+
+    ``plan_each`` also plans every statement of the transaction for its values, in the
+    same round trip. Reads want that: asyncpg prepares statements, and after five runs
+    PostgreSQL may switch to a generic plan, for which ``LIKE $1`` cannot use the trigram
+    search indexes nor ``= ANY($1)`` know how many ids it has.
+    """
+    settings = [func.set_config("app.org_id", str(org_id), True)]
+    if plan_each:
+        settings.append(func.set_config("plan_cache_mode", "force_custom_plan", True))
+    await conn.execute(select(*settings))

@@ -12,7 +12,6 @@ from uuid import UUID
 
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection
 
@@ -90,6 +89,9 @@ class Context:
     db: Database
     settings: Settings
     token: str | None
+    # The operation is a query (set once it is parsed): the caller is then read in the
+    # request's read transaction instead of a transaction of its own.
+    reads_only: bool = False
     loaders: Loaders = field(init=False)
     _claims: TokenClaims | None = field(default=None, init=False)
     _user: CurrentUser | None = field(default=None, init=False)
@@ -108,6 +110,30 @@ class Context:
         """The signed-in, active user; raises UNAUTHENTICATED otherwise."""
         if self._user is not None:
             return self._user
+        claims = self._verified_claims()
+        if self.reads_only:
+            # A query reads the user in its own read transaction: one connection, one BEGIN.
+            async with self.read(claims.org_id) as conn:
+                return await self._load_user(conn, claims)
+        # A short transaction of its own: a mutation must not hold the request's read
+        # connection while it writes on another one (two connections per request would
+        # let a burst of mutations exhaust the pool).
+        async with self.db.tenant(claims.org_id) as conn:
+            return await self._load_user(conn, claims)
+
+    @asynccontextmanager
+    async def caller_write(self) -> AsyncIterator[tuple[AsyncConnection, CurrentUser]]:
+        """A read-write transaction for the caller's tenant that also reads the caller:
+        one transaction where ``user()`` then ``write()`` take two (a pull or a push)."""
+        if self._user is not None:
+            async with self.write() as conn:
+                yield conn, self._user
+            return
+        claims = self._verified_claims()
+        async with self.db.tenant(claims.org_id) as conn:
+            yield conn, await self._load_user(conn, claims)
+
+    def _verified_claims(self) -> TokenClaims:
         if self.token is None:
             raise unauthenticated()
         secret = self.settings.secret_key
@@ -117,11 +143,10 @@ class Context:
         except InvalidTokenError:
             raise unauthenticated("Invalid or expired token: sign in again") from None
         self._claims = claims
-        # A short transaction of its own: a mutation must not hold the request's read
-        # connection while it writes on another one (two connections per request would
-        # let a burst of mutations exhaust the pool).
-        async with self.db.tenant(claims.org_id) as conn:
-            row = await get_user(conn, claims.org_id, claims.user_id)
+        return claims
+
+    async def _load_user(self, conn: AsyncConnection, claims: TokenClaims) -> CurrentUser:
+        row = await get_user(conn, claims.org_id, claims.user_id)
         if row is None or not row["active"] or row["token_epoch"] != claims.epoch:
             raise unauthenticated("This token was revoked: sign in again")
         self._user = CurrentUser.from_row(row)
@@ -144,9 +169,10 @@ class Context:
                 assert org_id is not None
                 conn = await self.db.engine.connect()
                 try:
+                    # BEGIN READ ONLY in one round trip (asyncpg starts it that way).
+                    await conn.execution_options(postgresql_readonly=True)
                     await conn.begin()
-                    await conn.execute(text("SET TRANSACTION READ ONLY"))
-                    await set_tenant(conn, org_id)
+                    await set_tenant(conn, org_id, plan_each=True)
                 except BaseException:
                     await conn.close()
                     raise
@@ -161,7 +187,8 @@ class Context:
             yield conn
 
     async def close(self) -> None:
-        """End the read transaction and return its connection to the pool."""
+        """End the read transaction, return its connection to the pool, drop cached rows."""
+        self.loaders.release()
         conn, self._conn = self._conn, None
         if conn is not None:
             try:

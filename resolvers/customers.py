@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
+from uuid import UUID
 
 import strawberry
 
 from db.entities import CUSTOMER
 from db.queries import customers as queries
+from resolvers import record_json
 from resolvers.context import Info, Role
+from resolvers.encoded import encode, nested_shape, selected_shape
 from resolvers.lists import page_connection, page_request
 from resolvers.writes import decode_id, delete_record, save_record
 from schema.custom_fields import custom_fields_patch
@@ -25,6 +28,7 @@ from schema.customers import (
 )
 from schema.node import InvalidIdError
 from schema.pagination import Connection
+from schema.preencoded import PreEncoded
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -79,9 +83,22 @@ class CustomerQueries:
             page, query = await queries.customer_page(
                 conn, user.org_id, query_filter, sort, request
             )
-        return page_connection(
-            info, request, page, query, Customer.from_row, lambda r: (r[sort.value], r["id"])
-        )
+
+        def key(row: dict[str, Any]) -> tuple[Any, UUID]:
+            return row[sort.value], row["id"]
+
+        edge = record_json.CUSTOMER_EDGE
+        shape = nested_shape(edge, info.selected_fields, "CustomerConnection", "edges")
+        if shape is None:
+            return page_connection(info, request, page, query, Customer.from_row, key)
+        # The whole page in one pass (resolvers/record_json.py): no per-field completion.
+        for _, name, node_shape in shape:
+            if name == "node" and node_shape is not None:
+                await record_json.attach(info.context, record_json.CUSTOMER, node_shape, page.rows)
+        connection = page_connection(info, request, page, query, lambda row: row, key)
+        edges = encode(edge, shape, connection.edges)
+        connection.edges = cast("list[Any]", PreEncoded(edges))
+        return cast("Connection[Customer]", connection)
 
     @strawberry.field(description="One customer by global id; null if unknown.")
     async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
@@ -94,7 +111,14 @@ class CustomerQueries:
         if user.role is Role.PORTAL and customer_id != user.customer_id:
             return None
         row = await info.context.loaders.customer_by_id.load(customer_id)
-        return Customer.from_row(row) if row else None
+        if row is None:
+            return None
+        spec = record_json.CUSTOMER
+        shape = selected_shape(spec, info.selected_fields)
+        if shape is None:
+            return Customer.from_row(row)
+        await record_json.attach(info.context, spec, shape, [row])
+        return cast("Customer", PreEncoded(record_json.encode_one(spec, shape, row)))
 
 
 @strawberry.type

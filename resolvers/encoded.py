@@ -80,6 +80,17 @@ def shape_of(spec: ObjectSpec, selections: Iterable[Selection]) -> Shape | None:
     return tuple(shape)
 
 
+def selected_shape(spec: ObjectSpec, fields: Iterable[Selection]) -> Shape | None:
+    """The shape selected on a field returning ``spec``'s type (``info.selected_fields`` of
+    its resolver: the field's nodes, merged as execution merges them)."""
+    selections: list[Selection] = []
+    for selected in fields:
+        if not isinstance(selected, SelectedField):
+            return None
+        selections.extend(selected.selections)
+    return shape_of(spec, selections)
+
+
 def nested_shape(
     spec: ObjectSpec, fields: Iterable[Selection], parent: str, field_name: str
 ) -> Shape | None:

@@ -38,6 +38,15 @@ class Loaders:
         self.credentials_by_customer = self._credentials_by("customer_id")
         self.credentials_by_contact = self._credentials_by("contact_id")
 
+    def release(self) -> None:
+        """Drop every cached row. The loaders and the context refer to each other, so
+        what they hold would wait for the cycle collector; a list page's thousands of rows
+        made each collection pause the worker for hundreds of milliseconds."""
+        for loader in vars(self).values():
+            if isinstance(loader, DataLoader):
+                loader.clear_all()
+                loader.batch = None
+
     def _by_id(self, spec: EntitySpec) -> DataLoader[UUID, Row | None]:
         async def load(ids: Sequence[UUID]) -> list[Row | None]:
             org_id = await self._ctx.org_id()

@@ -294,7 +294,6 @@ class SyncQueries:
         self, info: Info, device_id: strawberry.ID, since: str | None = None, limit: int = 500
     ) -> PullResult:
         """Pull a page; call again with `checkpoint` while `hasMore`."""
-        user = await info.context.user()
         if not 1 <= limit <= MAX_PULL_LIMIT:
             raise PublicError(f"`limit` must be between 1 and {MAX_PULL_LIMIT}", "BAD_USER_INPUT")
         try:
@@ -303,7 +302,7 @@ class SyncQueries:
             raise PublicError(str(exc), "BAD_USER_INPUT") from None
         device_uuid = _device_id(device_id)
         try:
-            async with info.context.write() as conn:
+            async with info.context.caller_write() as (conn, user):
                 device = await commands.owned_device(
                     conn, user.org_id, user.id, device_uuid, lock=True
                 )

@@ -41,11 +41,10 @@ async def run_write(
 ) -> Row | UserError:
     """Run ``action`` in one tenant transaction; a domain error rolls it back and becomes
     its union member, so nothing is half-written."""
-    user = await info.context.user()
-    if not allowed(user):
-        return error_from(ForbiddenError("your role may not change this"))
     try:
-        async with info.context.write() as conn:
+        async with info.context.caller_write() as (conn, user):
+            if not allowed(user):
+                return error_from(ForbiddenError("your role may not change this"))
             return await action(conn, user)
     except DomainError as exc:
         return error_from(exc, client_id)

@@ -12,6 +12,7 @@ from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, Vali
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types.base import get_object_definition
+from strawberry.types.graphql import OperationType
 
 from db.engine import database_unavailable
 from resolvers.assets import AssetMutations, AssetQueries
@@ -20,6 +21,7 @@ from resolvers.context import PublicError
 from resolvers.credentials import CredentialMutations, CredentialQueries
 from resolvers.custom_fields import CustomFieldMutations, CustomFieldQueries
 from resolvers.customers import CustomerMutations, CustomerQueries
+from resolvers.external import ExternalSyncMutations, ExternalSyncQueries
 from resolvers.facilities import FacilityMutations, FacilityQueries
 from resolvers.nodes import NodeQueries
 from resolvers.subscriptions import SyncSubscriptions
@@ -44,6 +46,7 @@ Query = merge_types(
         CustomFieldQueries,
         CredentialQueries,
         SyncQueries,
+        ExternalSyncQueries,
     ),
 )
 Mutation = merge_types(
@@ -57,6 +60,7 @@ Mutation = merge_types(
         CustomFieldMutations,
         CredentialMutations,
         SyncMutations,
+        ExternalSyncMutations,
     ),
 )
 
@@ -75,6 +79,13 @@ get_object_definition(
 
 class CloseRequestResources(SchemaExtension):
     """Return the request's read connection to the pool when the operation ends."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        """Tell the context whether the operation only reads (known once it is parsed)."""
+        context = self.execution_context.context
+        if hasattr(context, "reads_only"):
+            context.reads_only = self.execution_context.operation_type is OperationType.QUERY
+        yield
 
     async def on_operation(self) -> AsyncIterator[None]:
         """Wrap the whole operation."""

@@ -37,10 +37,17 @@ from server.auth import bearer_token
 from server.graphiql import STATIC_DIR, graphiql_html
 from server.graphql_http import (
     CONTENT_TYPES,
+    CSRF_HEADERS,
     GRAPHQL_RESPONSE_JSON,
+    MULTIPART,
+    MULTIPART_OVERHEAD_BYTES,
+    UPLOAD_FIELDS,
     HTTPError,
+    bounded_receive,
+    has_csrf_header,
     is_request_error,
     response_media_type,
+    upload_operation_allowed,
 )
 from server.settings import Settings
 from server.websocket import SubscriptionServer
@@ -77,6 +84,10 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
             allow_queries_via_get=True,
             # WebSockets are served by server/websocket.py (shared encoding per batch).
             subscription_protocols=(),
+            # Multipart (GraphQL multipart request spec) is parsed only for the upload
+            # mutation, with a CSRF header and a bounded body: see ``__call__`` and
+            # ``parse_http_body``.
+            multipart_uploads_enabled=True,
         )
         self.state = state
         self.settings = settings
@@ -123,8 +134,15 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        multipart = _is_multipart(scope)
+        if multipart:
+            receive = bounded_receive(
+                receive, self.settings.max_import_bytes + MULTIPART_OVERHEAD_BYTES
+            )
         request = Request(scope=scope, receive=receive)
         try:
+            if multipart:
+                self._check_multipart(request)
             response = await self.run(request)
         except HTTPException as exc:
             media_type = response_media_type(request.headers.get("accept"))
@@ -134,7 +152,26 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
                 headers=exc.headers if isinstance(exc, HTTPError) else None,
                 media_type=CONTENT_TYPES[media_type],
             )
+        finally:
+            if multipart:
+                # Uploaded files are spooled to temporary files: close them now.
+                await request.close()
         await response(scope, receive, send)
+
+    def _check_multipart(self, request: Request) -> None:
+        """Refuse a multipart POST before reading it: without a CSRF header (a plain HTML
+        form could send it cross-site), or with a declared body over the upload limit."""
+        if not has_csrf_header(request.headers):
+            raise HTTPError(
+                400,
+                "Multipart requests need a non-empty "
+                + " or ".join(f"`{h}`" for h in CSRF_HEADERS)
+                + " header (CSRF protection)",
+            )
+        limit = self.settings.max_import_bytes + MULTIPART_OVERHEAD_BYTES
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, f"Request body too large: at most {limit} bytes")
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         """Remember the negotiated media type for ``create_response`` (it gets no request)."""
@@ -150,17 +187,35 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
         Strawberry answers 400 and matches the type by substring; the spec asks for 415
         Unsupported Media Type (also for a missing Content-Type). ``operationName`` must
         be a string or null, as strawberry already requires of the other parameters.
+        The one exception is ``multipart/form-data`` for the upload mutation
+        (``UPLOAD_FIELDS``), with a CSRF header; any other multipart operation is a 400.
         """
+        multipart = False
         if request.method == "POST":
             media_type, params = parse_content_type(request.content_type or "")
             charset = params.get("charset", "utf-8").lower()
-            if media_type.lower() != "application/json" or charset not in ("utf-8", "utf8"):
+            multipart = media_type.lower() == MULTIPART
+            if multipart and not has_csrf_header(request.headers):
+                # __call__ refuses these first; kept here so no other entry skips it.
+                raise HTTPError(400, "Multipart requests need a CSRF header")
+            if not multipart and (
+                media_type.lower() != "application/json" or charset not in ("utf-8", "utf8")
+            ):
                 raise HTTPError(
                     415,
                     "Unsupported Media Type: send application/json (utf-8)",
                     headers={"Accept-Post": "application/json"},
                 )
         data = await super().parse_http_body(request)
+        if multipart and (
+            isinstance(data, list) or not upload_operation_allowed(data.query, data.operation_name)
+        ):
+            raise HTTPError(
+                400,
+                "Multipart requests are accepted only for "
+                + ", ".join(sorted(UPLOAD_FIELDS))
+                + "; send other operations as application/json",
+            )
         # Strawberry type-checks query, variables and extensions but not operationName;
         # an object or array there must be refused as a bad request (400) before any
         # schema extension sees it, not reported as a GraphQL error.
@@ -227,6 +282,17 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
             ):
                 response.status_code = 400
         return response
+
+
+def _is_multipart(scope: Scope) -> bool:
+    """A POST whose Content-Type is multipart/form-data."""
+    if scope.get("method") != "POST":
+        return False
+    for name, value in scope.get("headers") or []:
+        if name == b"content-type":
+            media_type, _ = parse_content_type(value.decode("latin-1"))
+            return media_type.lower() == MULTIPART
+    return False
 
 
 class SubscriptionsFirst:

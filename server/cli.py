@@ -1,5 +1,5 @@
 """The ``fieldsync`` command line: serve, migrate, create-admin, seed, rotate-keys,
-export-schema."""
+import, export-schema."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from server.settings import Settings
 
 if TYPE_CHECKING:
+    from db.commands.external import ImportOutcome
     from db.engine import Database
 
 app = typer.Typer(
@@ -421,6 +422,131 @@ def compact(
                 )
 
     asyncio.run(run())
+
+
+def _print_import(outcome: ImportOutcome) -> int:
+    """Report an import's batch; the exit code (1 when refused)."""
+    batch = outcome.batch
+    if batch["status"] == "REFUSED":
+        console.print(
+            f"[red]Import refused (batch {batch['id']}): {batch['counts'].get('problems')}"
+            " problem(s); nothing was imported. Fix them and run again:[/]"
+        )
+        for error in batch["errors"]:
+            column = f" [{error['column']}]" if error.get("column") else ""
+            console.print(f"  line {error['line']}{column}: {error['reason']}")
+        return 1
+    if outcome.already_imported:
+        console.print(
+            f"[yellow]Same file as the last import (batch {batch['id']}): nothing changed.[/]"
+        )
+        return 0
+    counts = batch["counts"]
+    console.print(
+        f"[green]Imported batch {batch['id']}: {counts['rows']} rows, {counts['created']}"
+        f" new, {counts['updated']} updated, {counts['removed']} removed,"
+        f" {counts['matched']} matched by email, {counts['applied']} customer(s) updated.[/]"
+    )
+    console.print("Window: " + ", ".join(f"{k} {v}" for k, v in counts["categories"].items()))
+    return 0
+
+
+@app.command("import")
+def import_external(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV or JSON file to import.")
+    ],
+    source: Annotated[str, typer.Option(help="Name of the external source (any case).")],
+    org: Annotated[
+        str | None, typer.Option(help="Tenant id; default: the tenant of --admin-email.")
+    ] = None,
+    admin_email: Annotated[
+        str, typer.Option(help="Import into this admin's tenant (when --org is not given).")
+    ] = "admin@demo.fieldsync.dev",
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="CSV or JSON; default: from the file.")
+    ] = None,
+) -> None:
+    """Import an external system's customer list into its sync window (with progress).
+
+    Applied whole or refused whole: problems are listed with their line numbers and
+    nothing is imported. Importing the same file again changes nothing.
+    """
+    from uuid import UUID
+
+    from db.commands.external import Actor, import_file
+    from db.queries.external import source_by_name
+    from db.queries.users import login_lookup
+    from sync.external import ImportFormat
+
+    settings = Settings()
+    fmt = None
+    if file_format is not None:
+        try:
+            fmt = ImportFormat(file_format.upper())
+        except ValueError:
+            console.print("[red]--format is CSV or JSON.[/]")
+            raise typer.Exit(2) from None
+    size = file.stat().st_size
+    if size > settings.max_import_bytes:
+        console.print(
+            f"[red]{file} has {size} bytes; imports are at most {settings.max_import_bytes}"
+            " (FIELDSYNC_MAX_IMPORT_BYTES). Nothing was imported.[/]"
+        )
+        raise typer.Exit(1)
+    url = _prepared_url(settings)
+
+    async def run() -> int:
+        async with _app_database(settings, url, pool_size=2) as db:
+            if org is not None:
+                try:
+                    org_id = UUID(org)
+                except ValueError:
+                    console.print(f"[red]--org {org!r} is not a tenant id.[/]")
+                    return 2
+                actor = Actor(id=None, name="cli")
+            else:
+                async with db.unscoped() as conn:
+                    found = await login_lookup(conn, admin_email)
+                if found is None:
+                    console.print(f"[red]No user {admin_email}: give --org or --admin-email.[/]")
+                    return 1
+                org_id = found.org_id
+                actor = Actor(id=found.user_id, name=f"cli ({admin_email})")
+            async with db.tenant(org_id) as conn:
+                row = await source_by_name(conn, org_id, source)
+            if row is None:
+                console.print(f"[red]No external source named {source!r} in tenant {org_id}.[/]")
+                return 1
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                task = bar.add_task("reading", total=None)
+
+                def progress(phase: str, done: int, total: int) -> None:
+                    bar.update(task, description=phase, completed=done, total=total)
+
+                outcome = await import_file(
+                    db,
+                    org_id=org_id,
+                    source_id=row["id"],
+                    data=file.read_bytes(),
+                    file_name=file.name,
+                    file_format=fmt,
+                    actor=actor,
+                    max_bytes=settings.max_import_bytes,
+                    max_length=settings.max_string_length,
+                    progress=progress,
+                )
+        return _print_import(outcome)
+
+    code = asyncio.run(run())
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("export-schema")

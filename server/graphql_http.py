@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cross_web import HTTPException
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
+from starlette.types import Message, Receive
 from strawberry.types import ExecutionResult
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -76,3 +78,66 @@ def is_request_error(result: ExecutionResult) -> bool:
         and bool(result.errors)
         and all(error.path is None for error in result.errors or ())
     )
+
+
+# --- Multipart uploads (issue #6): only the external import takes a file. ---
+
+MULTIPART = "multipart/form-data"
+# A request carrying one of these headers cannot be sent by a plain HTML form or a simple
+# cross-site request: browsers preflight it, so a multipart POST with it is no CSRF.
+CSRF_HEADERS = ("x-fieldsync-csrf", "apollo-require-preflight")
+# Root mutation fields that accept an upload; every other multipart operation is refused.
+UPLOAD_FIELDS = frozenset({"importExternalRecords"})
+# Room for the multipart envelope (boundaries, `operations`, `map`) around the file.
+MULTIPART_OVERHEAD_BYTES = 256 * 1024
+
+
+def has_csrf_header(headers: Mapping[str, str]) -> bool:
+    """True when the request has a non-empty preflight-forcing header."""
+    return any(headers.get(name, "").strip() for name in CSRF_HEADERS)
+
+
+def upload_operation_allowed(query: object, operation_name: object) -> bool:
+    """True when the operation to run is a mutation selecting only upload fields.
+
+    Anything unparsable, ambiguous or selecting another field is refused: multipart stays
+    off for every other operation.
+    """
+    if not isinstance(query, str) or not isinstance(operation_name, str | None):
+        return False
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return False
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        operations = [o for o in operations if o.name and o.name.value == operation_name]
+    if len(operations) != 1 or operations[0].operation is not OperationType.MUTATION:
+        return False
+    selections = operations[0].selection_set.selections
+    return (
+        bool(selections)
+        and all(
+            isinstance(s, FieldNode)
+            and (s.name.value in UPLOAD_FIELDS or s.name.value == "__typename")
+            for s in selections
+        )
+        and any(isinstance(s, FieldNode) and s.name.value in UPLOAD_FIELDS for s in selections)
+    )
+
+
+def bounded_receive(receive: Receive, limit: int) -> Receive:
+    """``receive`` that refuses (413) a request body longer than ``limit`` bytes, whatever
+    its Content-Length says (chunked bodies have none)."""
+    seen = 0
+
+    async def bounded() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise HTTPError(413, f"Request body too large: at most {limit} bytes")
+        return message
+
+    return bounded

@@ -133,6 +133,14 @@ class Settings(BaseSettings):
 
     # --- end of operation and rate limits ---
 
+    # --- External sync window (issue #6; docs/external-sync.md) ---
+    max_import_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest external import file (CSV or JSON); larger ones are refused"
+        " before parsing.",
+    )
+
     @field_validator("master_keys", mode="after")
     @classmethod
     def _blank_keys_are_unset(cls, value: SecretStr | None) -> SecretStr | None:

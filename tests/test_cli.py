@@ -83,3 +83,48 @@ class TestLiveServer:
             token = data["login"]["token"]
             me = await Api(client, token)("{ me { email } }")
         assert me["me"]["email"] == live_server.admin_email
+
+
+class TestImport:
+    async def test_import_applies_a_file_then_changes_nothing_then_lists_bad_rows(
+        self, database_url, tmp_path, tenant
+    ):
+        """`fieldsync import FILE --source NAME` imports with progress, a second run of the
+        same file changes nothing, and a bad file is refused with its line numbers."""
+        created = await tenant.admin(
+            """mutation { createExternalSource(input: {name: "Accounting", mapping: [
+                 {column: "No", field: "externalId"}, {column: "Company", field: "businessName"},
+                 {column: "Mail", field: "email"}]}) { __typename } }"""
+        )
+        assert created["createExternalSource"]["__typename"] == "ExternalSource"
+        env = {**os.environ, "DATABASE_URL": database_url, "FIELDSYNC_DATA_DIR": str(tmp_path)}
+        good = tmp_path / "customers.csv"
+        good.write_text("No,Company,Mail\n1,Acme,a@acme.example\n2,Bolt,b@bolt.example\n")
+        args = ("import", str(good), "--source", "accounting", "--org", str(tenant.org_id))
+        first = run_cli(*args, env=env)
+        assert first.returncode == 0, first.stderr
+        assert "2 rows, 2 new" in first.stderr
+        assert "NEW_EXTERNAL 2" in first.stderr
+        again = run_cli(*args, env=env)
+        assert again.returncode == 0, again.stderr
+        assert "nothing changed" in again.stderr
+        bad = tmp_path / "bad.csv"
+        bad.write_text("No,Company,Mail\n1,Acme,a@acme.example\n1,Acme,not-an-email\n")
+        refused = run_cli(
+            "import", str(bad), "--source", "Accounting", "--org", str(tenant.org_id), env=env
+        )
+        assert refused.returncode == 1
+        assert "nothing was imported" in refused.stderr
+        assert "line 3" in refused.stderr
+        assert "duplicate external id '1'" in refused.stderr
+
+    def test_import_names_an_unknown_source(self, database_url, tmp_path, tenant):
+        """An unknown source name is an error, not an empty import."""
+        env = {**os.environ, "DATABASE_URL": database_url, "FIELDSYNC_DATA_DIR": str(tmp_path)}
+        file = tmp_path / "c.csv"
+        file.write_text("No\n1\n")
+        result = run_cli(
+            "import", str(file), "--source", "Nope", "--org", str(tenant.org_id), env=env
+        )
+        assert result.returncode == 1
+        assert "No external source named 'Nope'" in result.stderr

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Select, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, false, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.entities import CUSTOMER
@@ -15,6 +15,9 @@ from db.queries.pages import Page, PageRequest, fetch_page
 from db.queries.records import live
 from db.queries.text import escape_like, holds_nul
 from db.tables import customers
+
+# Shortest search term a trigram index can serve.
+TRIGRAM = 3
 
 
 class CustomerSort(enum.Enum):
@@ -39,7 +42,7 @@ class CustomerFilter:
 def customer_query(org_id: UUID, flt: CustomerFilter) -> Select[Any]:
     """Live customers of a tenant matching ``flt``.
 
-    Search matches a name prefix (index-served) or a substring of the name or email.
+    Search matches a substring of the name or email (``search_text``, trigram-indexed).
     """
     query = live(CUSTOMER, org_id)
     if flt.archived is not None:
@@ -52,13 +55,7 @@ def customer_query(org_id: UUID, flt: CustomerFilter) -> Select[Any]:
         query = query.where(func.lower(customers.c.email) == flt.email.lower())
     if flt.search:
         needle = escape_like(flt.search.strip().lower())
-        query = query.where(
-            or_(
-                customers.c.sort_name.like(f"{needle}%", escape="\\"),
-                customers.c.sort_name.like(f"%{needle}%", escape="\\"),
-                func.lower(customers.c.email).like(f"%{needle}%", escape="\\"),
-            )
-        )
+        query = query.where(customers.c.search_text.like(f"%{needle}%", escape="\\"))
     return query
 
 
@@ -90,7 +87,12 @@ async def customer_page(
 ) -> tuple[Page, Select[Any]]:
     """One keyset page of the filtered, ordered customer list, and the query (to count)."""
     query = customer_query(org_id, flt)
-    page = await fetch_page(
-        conn, query, sort=sort_column(sort), id_column=customers.c.id, request=request
-    )
+    order = sort_column(sort)
+    if sort is CustomerSort.NAME and flt.search and len(flt.search.strip()) >= TRIGRAM:
+        # Sort by an expression no index has: the planner then gathers the (trigram-found)
+        # matches and keeps the top of them, instead of walking the whole name index in
+        # order hoping to meet matches early (it assumes they are spread evenly; a term
+        # matching 5% of 10,000 customers read 3,500 rows that way, 40 ms instead of 2).
+        order = order.op("||")(literal(""))
+    page = await fetch_page(conn, query, sort=order, id_column=customers.c.id, request=request)
     return page, query

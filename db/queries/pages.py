@@ -49,7 +49,8 @@ async def fetch_page(
     else:
         query = query.order_by(sort.asc(), id_column.asc())
     result = await conn.execute(query.limit(request.first + 1))
-    rows = [dict(r) for r in result.mappings()]
+    keys = list(result.keys())
+    rows = [dict(zip(keys, row, strict=True)) for row in result]
     return Page(rows=rows[: request.first], has_next=len(rows) > request.first)
 
 

@@ -6,6 +6,12 @@ from db.tables.credentials import credential_access_log, credentials
 from db.tables.custom_fields import custom_field_definitions
 from db.tables.customers import assets, contacts, customers, facilities
 from db.tables.devices import device_customers, devices, push_receipts, sync_conflicts
+from db.tables.external import (
+    external_audit,
+    external_import_batches,
+    external_records,
+    external_sources,
+)
 from db.tables.orgs import org_seq, orgs
 from db.tables.rate_limits import rate_limit_events
 from db.tables.users import users
@@ -20,6 +26,10 @@ __all__ = [
     "customers",
     "device_customers",
     "devices",
+    "external_audit",
+    "external_import_batches",
+    "external_records",
+    "external_sources",
     "facilities",
     "metadata",
     "org_seq",

@@ -65,6 +65,18 @@ customers = Table(
             persisted=True,
         ),
     ),
+    # What search matches a substring of (migration 0007): the name, then the email on a
+    # line of its own so a term never spans both.
+    Column(
+        "search_text",
+        Text,
+        Computed(
+            "lower(coalesce(nullif(business_name, ''), "
+            "trim(coalesce(last_name, '') || ' ' || coalesce(first_name, ''))))"
+            " || E'\\n' || lower(coalesce(email, ''))",
+            persisted=True,
+        ),
+    ),
     *sync_columns(),
     PrimaryKeyConstraint("org_id", "id"),
     ForeignKeyConstraint(["org_id"], ["orgs.org_id"], ondelete="CASCADE"),
@@ -78,12 +90,12 @@ Index(
     postgresql_where=customers.c.restored_seq > 0,
 )
 Index("ix_customers_org_sort", customers.c.org_id, customers.c.sort_name, customers.c.id)
-# LIKE 'prefix%' search needs pattern ops under a non-C collation.
+# Search is a substring match of search_text: a trigram index (migration 0007).
 Index(
-    "ix_customers_org_sort_pattern",
-    customers.c.org_id,
-    customers.c.sort_name,
-    postgresql_ops={"sort_name": "text_pattern_ops"},
+    "ix_customers_search_trgm",
+    customers.c.search_text,
+    postgresql_using="gin",
+    postgresql_ops={"search_text": "gin_trgm_ops"},
 )
 # Unique primary email per tenant, case-insensitive, among live (non-deleted) customers.
 Index(

@@ -78,6 +78,9 @@ schemathesis.graphql.scalar(
     ).map(lambda d: nodes.Object([_field(k, nodes.Int(v)) for k, v in d.items()])),
 )
 
+# A file arrives only as a multipart part; in a JSON document an Upload can only be null.
+schemathesis.graphql.scalar("Upload", st.just(nodes.Null))
+
 SCHEMA = schemathesis.graphql.from_path(SCHEMA_PATH)
 
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 import resolvers.users
@@ -165,14 +166,89 @@ class TestTransport:
         assert refused.status_code == 405, refused.text
 
     async def test_multipart_is_refused(self, tenant) -> None:
-        """No field takes an upload: multipart requests are refused unparsed."""
-        response = await tenant.client.post(
-            "/graphql",
-            files={"operations": (None, '{"query": "{ __typename }"}'), "map": (None, "{}")},
-            headers={"Authorization": f"Bearer {tenant.admin.token}"},
+        """Only the import takes an upload: any other multipart operation is refused
+        unexecuted, with or without the CSRF header."""
+        for csrf in ({}, {"X-Fieldsync-CSRF": "1"}):
+            for query in (
+                "{ __typename }",
+                'mutation { login(email: "a@b.c", password: "x") { __typename } }',
+            ):
+                response = await tenant.client.post(
+                    "/graphql",
+                    files={
+                        "operations": (None, orjson.dumps({"query": query}).decode()),
+                        "map": (None, "{}"),
+                    },
+                    headers={"Authorization": f"Bearer {tenant.admin.token}", **csrf},
+                )
+                assert response.status_code in (400, 415), response.text
+                assert "__typename" not in response.text
+                assert "data" not in response.json()
+
+    async def test_the_import_upload_needs_the_csrf_header(self, tenant) -> None:
+        """The import mutation accepts a multipart upload with `X-Fieldsync-CSRF` or
+        `Apollo-Require-Preflight`, and refuses it unread without (a form could send it)."""
+        created = await tenant.admin(
+            """mutation { createExternalSource(input: {name: "Books", mapping: [
+                 {column: "id", field: "externalId"}, {column: "name", field: "businessName"}]})
+               { ... on ExternalSource { id } } }"""
         )
-        assert response.status_code in (400, 415), response.text
-        assert "__typename" not in response.text
+        source = created["createExternalSource"]["id"]
+        query = """mutation($s: ID!, $f: Upload) { importExternalRecords(sourceId: $s, file: $f) {
+                   __typename ... on ImportBatch { rows } } }"""
+        operations = orjson.dumps({"query": query, "variables": {"s": source, "f": None}})
+
+        async def upload(headers: dict[str, str], body: bytes) -> httpx.Response:
+            return await tenant.client.post(
+                "/graphql",
+                data={"operations": operations.decode(), "map": '{"0": ["variables.f"]}'},
+                files={"0": ("books.csv", body, "text/csv")},
+                headers={"Authorization": f"Bearer {tenant.admin.token}", **headers},
+            )
+
+        refused = await upload({}, b"id,name\n1,Acme\n")
+        assert refused.status_code == 400, refused.text
+        assert "CSRF" in refused.text
+        for header in ("X-Fieldsync-CSRF", "Apollo-Require-Preflight"):
+            body = f"id,name\n1,Acme {header}\n".encode()
+            accepted = await upload({header: "1"}, body)
+            assert accepted.status_code == 200, accepted.text
+            assert accepted.json()["data"]["importExternalRecords"] == {
+                "__typename": "ImportBatch",
+                "rows": 1,
+            }
+
+    async def test_a_multipart_body_past_the_limit_is_cut_off(self, settings, db, tenant) -> None:
+        """A chunked upload (no Content-Length) that grows past the limit gets 413."""
+        boundary = "fieldsync-test"
+        query = (
+            'mutation($f: Upload) { importExternalRecords(sourceId: "x", file: $f) { __typename } }'
+        )
+        operations = orjson.dumps({"query": query, "variables": {"f": None}}).decode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="operations"\r\n\r\n'
+            f'{operations}\r\n--{boundary}\r\nContent-Disposition: form-data; name="map"'
+            f'\r\n\r\n{{"0": ["variables.f"]}}\r\n--{boundary}\r\nContent-Disposition:'
+            f' form-data; name="0"; filename="a.csv"\r\nContent-Type: text/csv\r\n\r\n'
+        ).encode()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield head
+            for _ in range(40):  # 40 x 64 KB: past 1 KB + the 256 KB envelope allowance
+                yield b"x" * 65536
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        async with app_with(settings, db, max_import_bytes=1024) as api:
+            response = await api.client.post(
+                "/graphql",
+                content=body(),
+                headers={
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    "Authorization": f"Bearer {tenant.admin.token}",
+                    "X-Fieldsync-CSRF": "1",
+                },
+            )
+        assert response.status_code == 413, response.text
 
 
 INTROSPECT = "{ __schema { queryType { name } } }"

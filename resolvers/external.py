@@ -1,0 +1,545 @@
+"""The external-system sync window: admin-only queries and mutations (thin hand-offs)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncConnection
+from strawberry.file_uploads import Upload
+
+from db.commands import external as commands
+from db.errors import DomainError
+from db.queries import external as queries
+from db.queries.pages import Row
+from resolvers.context import CurrentUser, Info, PublicError
+from resolvers.writes import page_size, run_write
+from schema.errors import UserError, error_from, forbidden, invalid, not_found
+from schema.external import (
+    ConflictResolutionInput,
+    CreateExternalSourceInput,
+    ExternalSource,
+    ExternalSourceResult,
+    FieldMappingInput,
+    ImportBatch,
+    ImportFormat,
+    ImportRefused,
+    ImportResult,
+    PairInput,
+    SyncActionPayload,
+    SyncActionResult,
+    SyncCategory,
+    SyncItemRefusal,
+    SyncRefreshPayload,
+    SyncRefreshResult,
+    SyncWindow,
+    UpdateExternalSourceInput,
+    category_counts,
+    pair_from_row,
+)
+from schema.node import InvalidIdError, from_global_id, to_global_id
+from sync import external as rules
+
+ADMINS_ONLY = "only admins may use the external sync window"
+
+
+def _actor(user: CurrentUser) -> commands.Actor:
+    return commands.Actor(id=user.id, name=user.email)
+
+
+def _admin(user: CurrentUser) -> bool:
+    return user.is_admin
+
+
+async def _admin_user(info: Info) -> CurrentUser:
+    """The caller, who must be an admin (queries answer FORBIDDEN otherwise)."""
+    user = await info.context.user()
+    if not user.is_admin:
+        raise PublicError(ADMINS_ONLY, "FORBIDDEN")
+    return user
+
+
+def _source_id(global_id: str) -> UUID:
+    """The uuid of an ExternalSource id; raises InvalidIdError."""
+    return from_global_id(global_id, "ExternalSource")[1]
+
+
+def _mapping(items: Sequence[FieldMappingInput]) -> list[tuple[str, str]]:
+    return [(item.column, item.field) for item in items]
+
+
+def _encode_cursor(key: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode()
+
+
+def _decode_cursor(cursor: str) -> list[Any]:
+    try:
+        key = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError) as exc:
+        raise PublicError(f"invalid cursor {cursor!r}", "BAD_USER_INPUT") from exc
+    if not isinstance(key, list) or not key:
+        raise PublicError(f"invalid cursor {cursor!r}", "BAD_USER_INPUT")
+    return key
+
+
+async def _pairs(
+    conn: AsyncConnection,
+    org_id: UUID,
+    source: Row,
+    rows: Sequence[Row],
+    *,
+    category: rules.Category | None = None,
+) -> list[Any]:
+    """Window lines for rows, with their audit trails read in one query."""
+    fields = rules.mapped_fields(commands.source_mapping(source))
+    external_ids = [r["external_id"] for r in rows if r.get("external_id")]
+    customer_ids = [r["c_id"] for r in rows if not r.get("external_id") and r.get("c_id")]
+    audit = await queries.audit_entries(
+        conn, org_id, source["id"], external_ids=external_ids, customer_ids=customer_ids
+    )
+    out = []
+    for row in rows:
+        if row.get("external_id"):
+            trail = [a for a in audit if a["external_id"] == row["external_id"]]
+        else:
+            trail = [a for a in audit if a["customer_id"] == row["c_id"]]
+        out.append(pair_from_row(row, fields, trail, category=category))
+    return out
+
+
+async def _source_or_error(conn: AsyncConnection, org_id: UUID, global_id: str) -> Row | UserError:
+    try:
+        source_id = _source_id(global_id)
+    except InvalidIdError as exc:
+        return not_found(global_id, str(exc))
+    source = await queries.get_source(conn, org_id, source_id)
+    if source is None:
+        return not_found(global_id, f"external source {global_id} not found")
+    return source
+
+
+@strawberry.type
+class ExternalSyncQueries:
+    """Reads of the external sync window (admins only)."""
+
+    @strawberry.field(description="Connected external systems, by name (admins only).")
+    async def external_sources(self, info: Info) -> list[ExternalSource]:
+        """Every source of the tenant."""
+        user = await _admin_user(info)
+        async with info.context.read() as conn:
+            rows = await queries.list_sources(conn, user.org_id)
+        return [ExternalSource.from_row(r) for r in rows]
+
+    @strawberry.field(
+        description="The sync window of a source: every category's count and a page of one"
+        " category (admins only)."
+    )
+    async def sync_window(
+        self,
+        info: Info,
+        source_id: strawberry.ID,
+        category: SyncCategory,
+        first: int = 20,
+        after: str | None = None,
+    ) -> SyncWindow | None:
+        """A keyset page of one category; null for an unknown source."""
+        user = await _admin_user(info)
+        first = page_size(info, first)
+        wanted = rules.Category(category.name)
+        async with info.context.read() as conn:
+            source = await _source_or_error(conn, user.org_id, source_id)
+            if not isinstance(source, dict):
+                return None
+            counts = await queries.category_counts(conn, user.org_id, source["id"])
+            key = _decode_cursor(after) if after else None
+            if wanted is rules.Category.NEW_LOCAL:
+                bound = (str(key[0]), UUID(str(key[1]))) if key and len(key) == 2 else None
+                rows, has_next = await queries.new_local_page(
+                    conn, user.org_id, source["id"], after=bound, first=first
+                )
+                cursor = (
+                    _encode_cursor([rows[-1]["sort_name"], str(rows[-1]["c_id"])]) if rows else None
+                )
+            else:
+                rows, has_next = await queries.pair_page(
+                    conn,
+                    user.org_id,
+                    source["id"],
+                    wanted,
+                    after=str(key[0]) if key else None,
+                    first=first,
+                )
+                cursor = _encode_cursor([rows[-1]["external_id"]]) if rows else None
+            pairs = await _pairs(conn, user.org_id, source, rows, category=wanted)
+        return SyncWindow(
+            source=ExternalSource.from_row(source),
+            category=category,
+            counts=category_counts(counts),
+            pairs=pairs,
+            total_count=counts[wanted],
+            has_next_page=has_next,
+            end_cursor=cursor,
+        )
+
+    @strawberry.field(description="A source's imports, newest first (admins only).")
+    async def import_batches(
+        self, info: Info, source_id: strawberry.ID, first: int = 20
+    ) -> list[ImportBatch]:
+        """Recent batches; empty for an unknown source."""
+        user = await _admin_user(info)
+        async with info.context.read() as conn:
+            source = await _source_or_error(conn, user.org_id, source_id)
+            if not isinstance(source, dict):
+                return []
+            rows = await queries.batches(
+                conn, user.org_id, source["id"], limit=page_size(info, first)
+            )
+        return [ImportBatch.from_row(r) for r in rows]
+
+    @strawberry.field(
+        description="The local side of paired (sync on) and NEW_LOCAL customers as CSV, in the"
+        " source's columns, to load into the external system (admins only)."
+    )
+    async def export_local(self, info: Info, source_id: strawberry.ID) -> str:
+        """CSV text; NEW_LOCAL rows have an empty external id."""
+        user = await _admin_user(info)
+        async with info.context.read() as conn:
+            source = await _source_or_error(conn, user.org_id, source_id)
+            if not isinstance(source, dict):
+                raise PublicError(f"external source {source_id} not found", "NOT_FOUND")
+            rows = await queries.export_rows(conn, user.org_id, source["id"])
+        mapping = commands.source_mapping(source)
+        fields = rules.mapped_fields(mapping)
+        return rules.export_csv(
+            mapping, ((r["external_id"], rules.local_values(r, fields)) for r in rows)
+        )
+
+
+Command = Callable[[AsyncConnection, CurrentUser, UUID], Awaitable[commands.ActionOutcome]]
+
+
+async def _action(info: Info, source_id: str, command: Command) -> Any:
+    """Run one window action in a transaction and shape its result."""
+    user = await info.context.user()
+    if not user.is_admin:
+        return forbidden(ADMINS_ONLY)
+    try:
+        uuid = _source_id(source_id)
+    except InvalidIdError as exc:
+        return not_found(source_id, str(exc))
+    try:
+        async with info.context.write() as conn:
+            outcome = await command(conn, user, uuid)
+            source = await queries.get_source(conn, user.org_id, uuid)
+            assert source is not None
+            rows = await queries.pairs_by_external_id(conn, user.org_id, uuid, outcome.external_ids)
+            pairs = await _pairs(
+                conn, user.org_id, source, [rows[e] for e in outcome.external_ids if e in rows]
+            )
+    except DomainError as exc:
+        return error_from(exc, source_id)
+    return SyncActionResult(
+        pairs=pairs,
+        new_local_customer_ids=[to_global_id("Customer", c) for c in outcome.customer_ids],
+        refused=[
+            SyncItemRefusal(external_id=r.key, code=r.code, message=r.message)
+            for r in outcome.refused
+        ],
+    )
+
+
+def _customer_uuid(global_id: str) -> UUID | None:
+    try:
+        return from_global_id(global_id, "Customer")[1]
+    except InvalidIdError:
+        return None
+
+
+@strawberry.type
+class ExternalSyncMutations:
+    """Writes of the external sync window (admins only); each action works on one or many
+    records in one transaction and reports the items it refused."""
+
+    @strawberry.mutation(description="Register an external system with its field mapping.")
+    async def create_external_source(
+        self, info: Info, input: CreateExternalSourceInput
+    ) -> ExternalSourceResult:
+        """New source; a mapping to a field that does not exist is refused."""
+        result = await run_write(
+            info,
+            lambda conn, user: commands.create_source(
+                conn,
+                org_id=user.org_id,
+                name=input.name,
+                kind=input.kind,
+                direction=rules.Direction(input.direction.name),
+                mapping=_mapping(input.mapping),
+            ),
+            allowed=_admin,
+        )
+        return ExternalSource.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change a source's direction or mapping.")
+    async def update_external_source(
+        self, info: Info, id: strawberry.ID, input: UpdateExternalSourceInput
+    ) -> ExternalSourceResult:
+        """Source changes apply from the next import or refresh."""
+        try:
+            source_id = _source_id(id)
+        except InvalidIdError as exc:
+            return not_found(id, str(exc))
+        result = await run_write(
+            info,
+            lambda conn, user: commands.update_source(
+                conn,
+                org_id=user.org_id,
+                source_id=source_id,
+                direction=rules.Direction(input.direction.name) if input.direction else None,
+                mapping=_mapping(input.mapping) if input.mapping is not None else None,
+            ),
+            client_id=id,
+            allowed=_admin,
+        )
+        return ExternalSource.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Import a source's full customer list from a CSV or JSON file: as an"
+        " upload (`file`, a multipart request per the GraphQL multipart request spec, with"
+        " the header `X-Fieldsync-CSRF` or `Apollo-Require-Preflight`) or as text"
+        " (`content`). Applied whole or refused whole; the same file again changes nothing."
+    )
+    async def import_external_records(
+        self,
+        info: Info,
+        source_id: strawberry.ID,
+        file: Annotated[
+            Upload | None, strawberry.argument(description="The file, as a multipart upload.")
+        ] = None,
+        content: Annotated[
+            str | None, strawberry.argument(description="The file's text, instead of `file`.")
+        ] = None,
+        file_name: Annotated[
+            str | None, strawberry.argument(description="Name to record (default: the upload's).")
+        ] = None,
+        format: Annotated[
+            ImportFormat | None,
+            strawberry.argument(description="CSV or JSON; default: from the name or content."),
+        ] = None,
+    ) -> ImportResult:
+        """Hand the bytes to the import command."""
+        user = await info.context.user()
+        if not user.is_admin:
+            return forbidden(ADMINS_ONLY)
+        try:
+            uuid = _source_id(source_id)
+        except InvalidIdError as exc:
+            return not_found(source_id, str(exc))
+        if (file is None) == (content is None):
+            return invalid({"file": "give either `file` (an upload) or `content` (text)"})
+        limit = info.context.settings.max_import_bytes
+        if file is not None:
+            # Starlette's UploadFile: read at most one byte past the limit.
+            data: bytes = await file.read(limit + 1)  # type: ignore[attr-defined]
+            file_name = file_name or getattr(file, "filename", None)
+        else:
+            assert content is not None
+            data = content.encode()
+        try:
+            outcome = await commands.import_file(
+                info.context.db,
+                org_id=user.org_id,
+                source_id=uuid,
+                data=data,
+                file_name=file_name,
+                file_format=rules.ImportFormat(format.name) if format else None,
+                actor=_actor(user),
+                max_bytes=limit,
+                max_length=info.context.settings.max_string_length,
+            )
+        except DomainError as exc:
+            return error_from(exc, source_id)  # type: ignore[return-value]
+        batch = ImportBatch.from_row(outcome.batch, already_imported=outcome.already_imported)
+        if outcome.batch["status"] == "REFUSED":
+            return ImportRefused.from_batch(batch)
+        return batch
+
+    @strawberry.mutation(
+        description="Compare a source's pairs again against its last import (after local"
+        " edits), applying one-sided changes per its direction; no file needed."
+    )
+    async def refresh_sync_window(self, info: Info, source_id: strawberry.ID) -> SyncRefreshPayload:
+        """A sync run without a file."""
+        user = await info.context.user()
+        if not user.is_admin:
+            return forbidden(ADMINS_ONLY)
+        try:
+            uuid = _source_id(source_id)
+        except InvalidIdError as exc:
+            return not_found(source_id, str(exc))
+        try:
+            async with info.context.write() as conn:
+                run = await commands.refresh(
+                    conn, org_id=user.org_id, source_id=uuid, actor=_actor(user)
+                )
+        except DomainError as exc:
+            return error_from(exc, source_id)  # type: ignore[return-value]
+        return SyncRefreshResult(
+            applied_to_local=run.applied, counts=category_counts(run.categories)
+        )
+
+    @strawberry.mutation(description="Pair new external records with chosen customers.")
+    async def pair_external_records(
+        self, info: Info, source_id: strawberry.ID, pairs: list[PairInput]
+    ) -> SyncActionPayload:
+        """Pair; a fresh pair whose values differ shows as a conflict."""
+        refused: list[SyncItemRefusal] = []
+        items: list[tuple[str, UUID]] = []
+        for item in pairs:
+            customer_id = _customer_uuid(item.customer_id)
+            if customer_id is None:
+                refused.append(
+                    SyncItemRefusal(
+                        external_id=item.external_id,
+                        code="NOT_FOUND",
+                        message=f"{item.customer_id!r} is not a Customer id",
+                    )
+                )
+            else:
+                items.append((item.external_id, customer_id))
+        result = await _action(
+            info,
+            source_id,
+            lambda conn, user, uuid: commands.pair(
+                conn, org_id=user.org_id, source_id=uuid, items=items, actor=_actor(user)
+            ),
+        )
+        if isinstance(result, SyncActionResult):
+            result.refused = refused + result.refused
+        return result  # type: ignore[no-any-return]
+
+    @strawberry.mutation(description="Create customers from new external records and pair them.")
+    async def create_customers_from_external(
+        self, info: Info, source_id: strawberry.ID, external_ids: list[str]
+    ) -> SyncActionPayload:
+        """Create through the write path (devices receive them)."""
+        return await _action(  # type: ignore[no-any-return]
+            info,
+            source_id,
+            lambda conn, user, uuid: commands.create_customers(
+                conn,
+                org_id=user.org_id,
+                source_id=uuid,
+                external_ids=external_ids,
+                actor=_actor(user),
+                max_length=info.context.settings.max_string_length,
+            ),
+        )
+
+    @strawberry.mutation(
+        description="Settle conflicts: keep local or keep external, per pair or per field."
+        " Keeping external writes the customer (devices receive it)."
+    )
+    async def resolve_external_conflicts(
+        self, info: Info, source_id: strawberry.ID, resolutions: list[ConflictResolutionInput]
+    ) -> SyncActionPayload:
+        """Keep one side."""
+        items: list[commands.Resolution] = []
+        refused: list[SyncItemRefusal] = []
+        for r in resolutions:
+            unknown = [f for f in r.fields or [] if f not in rules.FIELDS]
+            if unknown:
+                refused.append(
+                    SyncItemRefusal(
+                        external_id=r.external_id,
+                        code="NOT_A_CONFLICT",
+                        message="not a synced field: " + ", ".join(unknown),
+                    )
+                )
+                continue
+            items.append(
+                commands.Resolution(
+                    external_id=r.external_id,
+                    keep=rules.Side(r.keep.name),
+                    fields=tuple(rules.FIELDS[f] for f in r.fields) if r.fields else None,
+                )
+            )
+        result = await _action(
+            info,
+            source_id,
+            lambda conn, user, uuid: commands.resolve_conflicts(
+                conn, org_id=user.org_id, source_id=uuid, resolutions=items, actor=_actor(user)
+            ),
+        )
+        if isinstance(result, SyncActionResult):
+            result.refused = refused + result.refused
+        return result  # type: ignore[no-any-return]
+
+    @strawberry.mutation(
+        description="Switch sync off (DEACTIVATED) or back on for pairs (`active: true`)."
+    )
+    async def set_external_sync_active(
+        self, info: Info, source_id: strawberry.ID, external_ids: list[str], active: bool
+    ) -> SyncActionPayload:
+        """Deactivate or reactivate."""
+        return await _action(  # type: ignore[no-any-return]
+            info,
+            source_id,
+            lambda conn, user, uuid: commands.set_sync_active(
+                conn,
+                org_id=user.org_id,
+                source_id=uuid,
+                external_ids=external_ids,
+                active=active,
+                actor=_actor(user),
+            ),
+        )
+
+    @strawberry.mutation(
+        description="Undo pairs: records become NEW_EXTERNAL and customers NEW_LOCAL; later"
+        " imports do not pair them again by email."
+    )
+    async def unlink_external_records(
+        self, info: Info, source_id: strawberry.ID, external_ids: list[str]
+    ) -> SyncActionPayload:
+        """Unlink."""
+        return await _action(  # type: ignore[no-any-return]
+            info,
+            source_id,
+            lambda conn, user, uuid: commands.unlink(
+                conn,
+                org_id=user.org_id,
+                source_id=uuid,
+                external_ids=external_ids,
+                actor=_actor(user),
+            ),
+        )
+
+    @strawberry.mutation(
+        description="Settle DELETED pairs: a record gone externally is removed (its customer"
+        " archived with `archiveLocal`); a record whose customer was deleted is unpaired."
+    )
+    async def remove_deleted_external_records(
+        self,
+        info: Info,
+        source_id: strawberry.ID,
+        external_ids: list[str],
+        archive_local: bool = False,
+    ) -> SyncActionPayload:
+        """Remove after deletion."""
+        return await _action(  # type: ignore[no-any-return]
+            info,
+            source_id,
+            lambda conn, user, uuid: commands.remove_deleted(
+                conn,
+                org_id=user.org_id,
+                source_id=uuid,
+                external_ids=external_ids,
+                archive_local=archive_local,
+                actor=_actor(user),
+            ),
+        )
