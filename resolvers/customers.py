@@ -11,7 +11,7 @@ from db.entities import CUSTOMER
 from db.queries import customers as queries
 from resolvers import record_json
 from resolvers.context import Info, Role
-from resolvers.encoded import encode, nested_shape, selected_shape
+from resolvers.encoded import cached_shape, encode, nested_shape, selected_shape
 from resolvers.lists import page_connection, page_request
 from resolvers.writes import decode_id, delete_record, save_record
 from schema.custom_fields import custom_fields_patch
@@ -88,7 +88,11 @@ class CustomerQueries:
             return row[sort.value], row["id"]
 
         edge = record_json.CUSTOMER_EDGE
-        shape = nested_shape(edge, info.selected_fields, "CustomerConnection", "edges")
+        shape = cached_shape(
+            info,
+            "customers.edges",
+            lambda: nested_shape(edge, info.selected_fields, "CustomerConnection", "edges"),
+        )
         if shape is None:
             return page_connection(info, request, page, query, Customer.from_row, key)
         # The whole page in one pass (resolvers/record_json.py): no per-field completion.
@@ -114,7 +118,7 @@ class CustomerQueries:
         if row is None:
             return None
         spec = record_json.CUSTOMER
-        shape = selected_shape(spec, info.selected_fields)
+        shape = cached_shape(info, "customer", lambda: selected_shape(spec, info.selected_fields))
         if shape is None:
             return Customer.from_row(row)
         await record_json.attach(info.context, spec, shape, [row])

@@ -25,7 +25,8 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import orjson
-from graphql import FieldNode, FragmentDefinitionNode, GraphQLResolveInfo
+import strawberry
+from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, GraphQLResolveInfo
 from strawberry.types.nodes import (
     FragmentSpread,
     InlineFragment,
@@ -167,6 +168,50 @@ def builder(spec: ObjectSpec, shape: Shape) -> Callable[[Any], dict[str, Any]]:
             items.append(f"{key!r}: {member}")
     source = "lambda v: {" + ", ".join(items) + "}"
     return cast("Callable[[Any], dict[str, Any]]", eval(source, names))  # noqa: S307
+
+
+# Shapes by the AST nodes of the field they were computed for. The parser cache hands out
+# the same document (so the same nodes) for the same query text, and converting a
+# selection to strawberry's objects each request cost as much as encoding a small answer.
+_SHAPES: dict[tuple[object, ...], tuple[tuple[FieldNode, ...], Shape | None]] = {}
+_SHAPES_MAX = 1024
+
+
+def cached_shape(
+    info: strawberry.Info[Any, Any], kind: str, compute: Callable[[], Shape | None]
+) -> Shape | None:
+    """``compute()``, remembered for this field of this document when the selection holds
+    no directives (``@skip``/``@include`` make it depend on the variables)."""
+    raw = info._raw_info  # the AST nodes strawberry's Info wraps
+    nodes = tuple(raw.field_nodes)
+    key = (kind, *map(id, nodes))
+    hit = _SHAPES.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], nodes, strict=True)):
+        return hit[1]
+    shape = compute()
+    if not any(_has_directives(node, raw.fragments, set()) for node in nodes):
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        # The nodes are kept with the shape, so their ids cannot be reused meanwhile.
+        _SHAPES[key] = (nodes, shape)
+    return shape
+
+
+def _has_directives(
+    node: Any, fragments: Mapping[str, FragmentDefinitionNode], seen: set[str]
+) -> bool:
+    if getattr(node, "directives", None):
+        return True
+    if isinstance(node, FragmentSpreadNode):
+        if node.name.value in seen:
+            return False
+        seen.add(node.name.value)
+        fragment = fragments.get(node.name.value)
+        return fragment is not None and _has_directives(fragment, fragments, seen)
+    selection_set = getattr(node, "selection_set", None)
+    if selection_set is None:
+        return False
+    return any(_has_directives(child, fragments, seen) for child in selection_set.selections)
 
 
 def _included(directives: Mapping[str, Mapping[str, Any]]) -> bool | None:

@@ -320,7 +320,11 @@ class SyncQueries:
             raise PublicError(str(exc), "BAD_USER_INPUT") from None
         # Encode the page once in the client's selection when it reduces to one shape; a
         # PreEncoded value skips graphql-core's per-field completion (schema/preencoded.py).
-        shape = nested_change_shape(info.selected_fields, "PullResult", "changes")
+        shape = encoded.cached_shape(
+            info,
+            "pull.changes",
+            lambda: nested_change_shape(info.selected_fields, "PullResult", "changes"),
+        )
         changes = (
             cast("list[Change]", PreEncoded(encode_changes(shape, page.changes)))
             if shape is not None
@@ -553,7 +557,13 @@ class SyncMutations:
         outcome = result["push"]
         count_push_outcomes([str(r.outcome) for r in outcome.results])
         # A thousand outcomes: encode them once in the client's selection (as for pull).
-        shape = encoded.nested_shape(CHANGE_RESULT, info.selected_fields, "PushResult", "results")
+        shape = encoded.cached_shape(
+            info,
+            "pushChanges.results",
+            lambda: encoded.nested_shape(
+                CHANGE_RESULT, info.selected_fields, "PushResult", "results"
+            ),
+        )
         results = (
             cast(
                 "list[ChangeResult]",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -59,8 +60,28 @@ def issue_token(
     return jwt.encode(payload, secret, algorithm=ALGORITHM), expires
 
 
+# Tokens whose signature this process verified, with their claims: verifying an HMAC
+# signature, decoding and validating the claims took more Python than the rest of reading
+# a customer's detail page. Expiry is checked at every use; revocation (token epoch,
+# deactivation) is checked against the user row on every request anyway.
+_VERIFIED: dict[tuple[str, str], TokenClaims] = {}
+_VERIFIED_MAX = 4096
+
+
 def read_token(secret: str, token: str) -> TokenClaims:
     """Verify signature and expiry; raise :class:`InvalidTokenError` otherwise."""
+    claims = _VERIFIED.get((secret, token))
+    if claims is None:
+        claims = _verify(secret, token)
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[(secret, token)] = claims
+    elif claims.expires_at.timestamp() <= time.time():
+        raise InvalidTokenError("Signature has expired")
+    return claims
+
+
+def _verify(secret: str, token: str) -> TokenClaims:
     try:
         payload = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "org"]}

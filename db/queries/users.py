@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db import raw
 from db.tables import users
 
 CAPABILITY_COLUMNS = (
@@ -75,11 +76,18 @@ async def create_user(
     return dict(result.mappings().one())
 
 
+_GET_USER = (
+    f"SELECT {', '.join(c.name for c in users.c)} FROM users WHERE org_id = $1 AND id = $2"
+)
+
+
 async def get_user(conn: AsyncConnection, org_id: UUID, user_id: UUID) -> dict[str, Any] | None:
-    """A user of the tenant, or None."""
-    query = select(users).where(users.c.org_id == org_id, users.c.id == user_id)
-    row = (await conn.execute(query)).mappings().first()
-    return dict(row) if row else None
+    """A user of the tenant, or None (in a begun, tenant-scoped transaction).
+
+    Read on every request: a fixed statement on asyncpg costs a fraction of SQLAlchemy's
+    building and compiling it each time."""
+    rows = await raw.fetch(conn, _GET_USER, org_id, user_id)
+    return dict(rows[0].items()) if rows else None
 
 
 async def email_in_use(conn: AsyncConnection, email: str) -> bool:

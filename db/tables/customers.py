@@ -96,6 +96,7 @@ Index(
     customers.c.search_text,
     postgresql_using="gin",
     postgresql_ops={"search_text": "gin_trgm_ops"},
+    postgresql_with={"fastupdate": "off"},
 )
 # Unique primary email per tenant, case-insensitive, among live (non-deleted) customers.
 Index(

@@ -151,6 +151,21 @@ class TestEncodedCustomerReads:
             }
             for name in ("Northgate", "Northwind")
         ]
+        # The same document again with the directive's variable flipped: a shape remembered
+        # for the first request must not answer the second.
+        edges = (await tenant.admin(query, {"skip": False}))["customers"]["edges"]
+        assert [f["name"] for f in edges[0]["node"]["facilities"]] == ["HQ", "Warehouse"]
+
+    async def test_a_repeated_document_keeps_answering_its_own_selection(self, tenant):
+        """Two documents differing only in their selection never share a remembered shape."""
+        await make_customer(tenant.admin, businessName="Solo", email="solo@example.com")
+        for _ in range(2):
+            for fields, keys in (("id", {"id"}), ("email displayName", {"email", "displayName"})):
+                query = "{ customers(first: 5) { edges { node { FIELDS } } } }".replace(
+                    "FIELDS", fields
+                )
+                node = (await tenant.admin(query))["customers"]["edges"][0]["node"]
+                assert set(node) == keys
 
     async def test_unknown_and_other_tenants_customers_read_as_null(self, tenant, other_tenant):
         """The encoded detail path keeps the tenant wall: another tenant's id reads as null."""
