@@ -76,9 +76,7 @@ async def create_user(
     return dict(result.mappings().one())
 
 
-_GET_USER = (
-    f"SELECT {', '.join(c.name for c in users.c)} FROM users WHERE org_id = $1 AND id = $2"
-)
+_GET_USER = f"SELECT {', '.join(c.name for c in users.c)} FROM users WHERE org_id = $1 AND id = $2"
 
 
 async def get_user(conn: AsyncConnection, org_id: UUID, user_id: UUID) -> dict[str, Any] | None:

@@ -96,7 +96,7 @@ Index(
     customers.c.search_text,
     postgresql_using="gin",
     postgresql_ops={"search_text": "gin_trgm_ops"},
-    postgresql_with={"fastupdate": "off"},
+    postgresql_with={"fastupdate": "on", "gin_pending_list_limit": "512"},
 )
 # Unique primary email per tenant, case-insensitive, among live (non-deleted) customers.
 Index(
