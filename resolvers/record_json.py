@@ -17,7 +17,7 @@ that asks for one is resolved the ordinary way.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,8 @@ from db.entities import EntitySpec
 from db.queries import records
 from resolvers import encoded
 from resolvers.encoded import Nested, ObjectSpec, Shape
+from schema.custom_fields import chosen_badges
+from schema.customers import display_name
 from schema.node import to_global_id
 
 if TYPE_CHECKING:
@@ -43,27 +45,6 @@ Row = dict[str, Any]
 DEFINITIONS = "_definitions"
 
 
-def display_name(business_name: str | None, first_name: str | None, last_name: str | None) -> str:
-    """``Customer.displayName``: the business name, else 'First Last'."""
-    if business_name:
-        return business_name
-    return " ".join(p for p in (first_name, last_name) if p)
-
-
-def badges(definitions: Sequence[Mapping[str, Any]], stored: Mapping[str, Any]) -> list[Row]:
-    """``badges``: dropdown values whose chosen option has an icon, in definition order."""
-    found = []
-    for d in definitions:
-        if d["field_type"] != "DROPDOWN":
-            continue
-        for option in d["options"]:
-            if option["value"] == stored.get(d["key"]) and option.get("badgeIcon"):
-                found.append(
-                    {"field_key": d["key"], "label": option["label"], "icon": option["badgeIcon"]}
-                )
-    return found
-
-
 def _optional(expression: str, conversion: str) -> str:
     return f"(None if ({expression}) is None else {conversion.format(expression)})"
 
@@ -71,7 +52,7 @@ def _optional(expression: str, conversion: str) -> str:
 _NAMES: dict[str, Any] = {
     "GID": to_global_id,
     "DISPLAY_NAME": display_name,
-    "BADGES": badges,
+    "BADGES": chosen_badges,
     "float": float,
     "bool": bool,
 }

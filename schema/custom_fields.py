@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import strawberry
@@ -161,16 +161,24 @@ async def values_of(info: Info, entity: str, stored: Mapping[str, Any]) -> list[
     ]
 
 
-async def badges_of(info: Info, entity: str, stored: Mapping[str, Any]) -> list[Badge]:
-    """Badges: chosen dropdown options that have an icon."""
-    definitions = await info.context.loaders.field_definitions_by_entity.load(entity)
-    badges = []
+def chosen_badges(
+    definitions: Sequence[Mapping[str, Any]], stored: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    """``{field_key, label, icon}`` of each dropdown whose chosen option has an icon, in
+    definition order (the typed field below and the encoded reads share it)."""
+    found = []
     for d in definitions:
         if d["field_type"] != "DROPDOWN":
             continue
         for option in d["options"]:
             if option["value"] == stored.get(d["key"]) and option.get("badgeIcon"):
-                badges.append(
-                    Badge(field_key=d["key"], label=option["label"], icon=option["badgeIcon"])
+                found.append(
+                    {"field_key": d["key"], "label": option["label"], "icon": option["badgeIcon"]}
                 )
-    return badges
+    return found
+
+
+async def badges_of(info: Info, entity: str, stored: Mapping[str, Any]) -> list[Badge]:
+    """Badges: chosen dropdown options that have an icon."""
+    definitions = await info.context.loaders.field_definitions_by_entity.load(entity)
+    return [Badge(**badge) for badge in chosen_badges(definitions, stored)]

@@ -115,6 +115,13 @@ class CustomerSettings:
         )
 
 
+def display_name(business_name: str | None, first_name: str | None, last_name: str | None) -> str:
+    """A customer's name as lists show it: the business name, else 'First Last'."""
+    if business_name:
+        return business_name
+    return " ".join(p for p in (first_name, last_name) if p)
+
+
 @strawberry.type(description="A customer of the dealer: a business or a person.")
 class Customer(Node, SyncedRecord):
     """A customer; contacts, facilities and assets hang off it."""
@@ -135,9 +142,7 @@ class Customer(Node, SyncedRecord):
     @strawberry.field(description="Business name, else 'First Last'.")
     def display_name(self) -> str:
         """What lists show."""
-        if self.business_name:
-            return self.business_name
-        return " ".join(p for p in (self.first_name, self.last_name) if p)
+        return display_name(self.business_name, self.first_name, self.last_name)
 
     @strawberry.field(description="Custom field values, in definition order.")
     async def custom_fields(self, info: Info) -> list[CustomFieldValue]:

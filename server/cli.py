@@ -11,12 +11,13 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from server.listeners import reserve, reuse_port_supported
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ def migrate() -> None:
     console.print("[green]Database is at the newest migration.[/]")
 
 
+APP = "server.asgi:create_app_from_env"
+
+
 @app.command()
 def serve(
     demo: Annotated[
@@ -157,22 +161,30 @@ def serve(
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets exit
     # handlers run, which stop the embedded PostgreSQL with the server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "server.asgi:create_app_from_env",
-        factory=True,
-        host=bind_host,
-        port=bind_port,
-        workers=workers or settings.workers,
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": bind_host,
+        "port": bind_port,
+        "workers": workers or settings.workers,
         # Sync batches are small JSON already compressed by TLS terminators when wanted;
         # deflate would cost CPU and ~60 KB of zlib state per socket.
-        ws_per_message_deflate=False,
+        "ws_per_message_deflate": False,
         # wsproto (sans-I/O) keeps no task per socket: an idle subscriber costs ~10 KB
         # less than with uvicorn's default websockets implementation.
-        ws="wsproto",
-        ws_max_size=settings.ws_max_message_bytes,
-        log_level=settings.log_level,
-        access_log=False,
-    )
+        "ws": "wsproto",
+        "ws_max_size": settings.ws_max_message_bytes,
+        "log_level": settings.log_level,
+        "access_log": False,
+    }
+    if options["workers"] > 1 and reuse_port_supported():
+        # uvicorn's supervisor, but each worker listens on a socket of its own
+        # (server/listeners.py): keep-alive connections spread over the workers.
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config(APP, **options)
+        Multiprocess(config, sockets=[reserve(bind_host, bind_port)]).run()
+    else:
+        uvicorn.run(APP, **options)
 
 
 async def _seed_demo(settings: Settings) -> None:

@@ -1,0 +1,75 @@
+"""Each worker listens on a socket of its own: connections spread over the workers."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import time
+
+import httpx
+import psutil  # type: ignore[import-untyped]
+import pytest
+
+from server.listeners import reserve, reuse_port_supported
+from tests.conftest import spawn_server, stop_server
+
+pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="needs SO_REUSEPORT")
+
+
+class TestReservedPort:
+    """The supervisor's socket holds the port; each unpickled copy is a worker's listener."""
+
+    def test_an_unpickled_reservation_is_a_listener_of_its_own(self) -> None:
+        """Pickled over to a worker, the reservation becomes a new socket listening there."""
+        reserved = reserve("127.0.0.1", 0)
+        port = reserved.getsockname()[1]
+        first = pickle.loads(pickle.dumps(reserved))  # noqa: S301 - our own socket
+        second = pickle.loads(pickle.dumps(reserved))  # noqa: S301 - our own socket
+        try:
+            assert first.fileno() != second.fileno() != reserved.fileno()
+            assert first.getsockname()[1] == second.getsockname()[1] == port
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass  # accepted by the kernel into one of the two listeners' queues
+        finally:
+            for sock in (first, second, reserved):
+                sock.close()
+
+    def test_a_taken_port_is_refused_at_once(self) -> None:
+        """A port another program listens on (without SO_REUSEPORT) cannot be reserved."""
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            with pytest.raises(OSError, match="in use"):
+                reserve("127.0.0.1", other.getsockname()[1])
+
+
+def test_keep_alive_connections_spread_over_the_workers(database_url, tmp_path) -> None:
+    """Twenty keep-alive clients of a two-worker server do not all land on one worker."""
+    server = spawn_server(database_url, tmp_path, {"FIELDSYNC_WORKERS": "2"})
+    clients = [httpx.Client(base_url=server.url, timeout=10) for _ in range(20)]
+    try:
+        for client in clients:
+            assert client.get("/healthz").status_code == 200
+        port = int(server.url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 10
+        while True:
+            workers = psutil.Process(server.process.pid).children(recursive=True)
+            per_worker = {
+                w.pid: sum(
+                    1
+                    for c in w.net_connections(kind="tcp")
+                    if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+                )
+                for w in workers
+            }
+            if sum(per_worker.values()) == len(clients) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        served = sorted(n for n in per_worker.values() if n)
+        # By hash, all twenty on one of two workers has a chance of 2 in 2**20.
+        assert sum(served) == len(clients), per_worker
+        assert len(served) == 2, per_worker
+    finally:
+        for client in clients:
+            client.close()
+        stop_server(server)
