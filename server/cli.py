@@ -181,8 +181,12 @@ def serve(
         # (server/listeners.py): keep-alive connections spread over the workers.
         from uvicorn.supervisors import Multiprocess
 
-        config = uvicorn.Config(APP, **options)
-        Multiprocess(config, sockets=[reserve(bind_host, bind_port)]).run()
+        try:
+            reserved = reserve(bind_host, bind_port)
+        except OSError as exc:
+            console.print(f"[red]Cannot listen on {bind_host}:{bind_port}: {exc.strerror}[/]")
+            raise typer.Exit(1) from None
+        Multiprocess(uvicorn.Config(APP, **options), sockets=[reserved]).run()
     else:
         uvicorn.run(APP, **options)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -11,7 +13,7 @@ import psutil  # type: ignore[import-untyped]
 import pytest
 
 from server.listeners import reserve, reuse_port_supported
-from tests.conftest import spawn_server, stop_server
+from tests.conftest import server_env, spawn_server, stop_server
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="needs SO_REUSEPORT")
 
@@ -73,3 +75,22 @@ def test_keep_alive_connections_spread_over_the_workers(database_url, tmp_path) 
         for client in clients:
             client.close()
         stop_server(server)
+
+
+def test_a_taken_port_stops_the_server_with_a_clear_message(database_url, tmp_path) -> None:
+    """`serve --workers 2` on a port in use exits 1 and says which address it could not take."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        command = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1"]
+        result = subprocess.run(
+            [*command, "--port", str(port), "--workers", "2"],
+            env=server_env(database_url, tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"Cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
