@@ -88,6 +88,8 @@ MULTIPART = "multipart/form-data"
 CSRF_HEADERS = ("x-fieldsync-csrf", "apollo-require-preflight")
 # Root mutation fields that accept an upload; every other multipart operation is refused.
 UPLOAD_FIELDS = frozenset({"importExternalRecords"})
+# The import mutation's document is a few dozen tokens; far more is not an import.
+UPLOAD_DOCUMENT_MAX_TOKENS = 1000
 # Room for the multipart envelope (boundaries, `operations`, `map`) around the file.
 MULTIPART_OVERHEAD_BYTES = 256 * 1024
 
@@ -106,7 +108,9 @@ def upload_operation_allowed(query: object, operation_name: object) -> bool:
     if not isinstance(query, str) or not isinstance(operation_name, str | None):
         return False
     try:
-        document = parse(query)
+        # Bounded like every other document (schema/limits.py): this parse runs before the
+        # operation's own, on a body that may be 20 MB.
+        document = parse(query, max_tokens=UPLOAD_DOCUMENT_MAX_TOKENS)
     except GraphQLError:
         return False
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
