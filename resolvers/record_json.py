@@ -1,11 +1,12 @@
 """Customers, contacts, facilities and assets as encoder specs: reads answered in one pass.
 
 A frontend's customer list (50 customers with their contacts, facilities and assets) is
-about 2,000 objects; graphql-core would complete each of their fields in Python, one
-resolver call and one type check at a time. When the client's selection reduces to a shape
-(``resolvers.encoded``), the resolver instead loads every level the shape reaches with one
-statement per level (the same DataLoaders the typed fields use), attaches the children to
-their parents' rows, and encodes the whole tree with generated functions.
+1,300 records, about 1,650 JSON objects; graphql-core would complete each of their fields
+in Python, one resolver call and one type check at a time. When the client's selection
+reduces to a shape (``resolvers.encoded``), the resolver instead loads every level the
+shape reaches with one statement per level and list field (reading only the columns the
+selection uses), attaches the children to their parents' rows, and encodes the whole tree
+with generated functions.
 
 The expressions below are the conversions the typed ``from_row`` classmethods and field
 resolvers apply (``schema/customers.py`` and its siblings); ``tests/api/test_encoded_reads.py``
