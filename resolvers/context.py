@@ -95,6 +95,7 @@ class Context:
     loaders: Loaders = field(init=False)
     _claims: TokenClaims | None = field(default=None, init=False)
     _user: CurrentUser | None = field(default=None, init=False)
+    _user_row: dict[str, Any] | None = field(default=None, init=False)
     _conn: AsyncConnection | None = field(default=None, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
@@ -150,7 +151,14 @@ class Context:
         if row is None or not row["active"] or row["token_epoch"] != claims.epoch:
             raise unauthenticated("This token was revoked: sign in again")
         self._user = CurrentUser.from_row(row)
+        self._user_row = row
         return self._user
+
+    async def user_row(self) -> dict[str, Any]:
+        """The caller's ``users`` row as this request read it (``me`` shows it whole)."""
+        await self.user()
+        assert self._user_row is not None
+        return self._user_row
 
     async def org_id(self) -> UUID:
         """The caller's tenant."""

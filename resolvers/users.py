@@ -47,11 +47,7 @@ class UserQueries:
     @strawberry.field(description="The signed-in user.")
     async def me(self, info: Info) -> User:
         """Current user."""
-        user = await info.context.user()
-        async with info.context.read() as conn:
-            row = await queries.get_user(conn, user.org_id, user.id)
-        assert row is not None
-        return User.from_row(row)
+        return User.from_row(await info.context.user_row())
 
     @strawberry.field(description="Every user of the account (admins only).")
     async def users(self, info: Info) -> list[User]:

@@ -30,6 +30,17 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _progress() -> Progress:
+    """The commands' progress bar: description, bar, done of total, time elapsed."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 def _database_url(settings: Settings) -> str:
     """The owner URL: DATABASE_URL, else the embedded server (started on demand)."""
     if settings.database_url:
@@ -309,13 +320,7 @@ def seed(
                 raise typer.Exit(1)
             async with db.tenant(found.org_id) as conn:
                 await ensure_demo_fields(conn, found.org_id)
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            ) as bar:
+            with _progress() as bar:
                 task = bar.add_task("customers", total=customers)
                 counts = await seed_records(
                     db,
@@ -369,13 +374,7 @@ def rotate_keys(
             except RotationError as exc:
                 console.print(f"[red]{exc}[/]")
                 return 2
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            ) as bar:
+            with _progress() as bar:
                 task = bar.add_task(f"re-wrapping with {to}", total=pending)
                 report = await rotate(
                     engine,
@@ -534,13 +533,7 @@ def import_external(
             if row is None:
                 console.print(f"[red]No external source named {source!r} in tenant {org_id}.[/]")
                 return 1
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            ) as bar:
+            with _progress() as bar:
                 task = bar.add_task("reading", total=None)
 
                 def progress(phase: str, done: int, total: int) -> None:

@@ -33,15 +33,11 @@ def live(spec: EntitySpec, org_id: UUID) -> Select[Any]:
     return select(*columns).where(table.c.org_id == org_id, table.c.deleted.is_(False))
 
 
-def _select_live(
-    spec: EntitySpec, where: str, order: str, columns: Sequence[str] | None = None
+@cache
+def _live_statement(
+    table: Table, where: str, order: str, columns: tuple[str, ...] | None = None
 ) -> str:
     """The fixed text of a live-rows statement (asyncpg prepares it once per connection)."""
-    return _live_statement(spec.table, where, order, None if columns is None else tuple(columns))
-
-
-@cache
-def _live_statement(table: Table, where: str, order: str, columns: tuple[str, ...] | None) -> str:
     if columns is None:
         columns = tuple(c.name for c in table.c if c.name not in UNREAD_COLUMNS)
     unknown = set(columns) - set(table.c.keys())
@@ -68,7 +64,7 @@ async def by_ids(
     On asyncpg with the ids as one array: through SQLAlchemy an IN list became one
     parameter per id, so every new count of ids was a new statement to prepare.
     """
-    sql = _select_live(spec, "id = ANY($2::uuid[])", "id")
+    sql = _live_statement(spec.table, "id = ANY($2::uuid[])", "id")
     return _dicts(await raw.fetch(conn, sql, org_id, list(ids)))
 
 
@@ -87,8 +83,11 @@ async def by_parent(
     order = ORDER_BY_PARENT.get(spec.type.value, "id")
     if parent_column not in spec.table.c:
         raise ValueError(f"{spec.table.name} has no column {parent_column!r}")
-    sql = _select_live(
-        spec, f"{parent_column} = ANY($2::uuid[])", f"{parent_column}, {order}, id", columns
+    sql = _live_statement(
+        spec.table,
+        f"{parent_column} = ANY($2::uuid[])",
+        f"{parent_column}, {order}, id",
+        None if columns is None else tuple(columns),
     )
     grouped: dict[UUID, list[Row]] = defaultdict(list)
     for row in _dicts(await raw.fetch(conn, sql, org_id, list(parent_ids))):
