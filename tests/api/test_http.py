@@ -83,9 +83,9 @@ class TestBadInput:
         async def boom(*args, **kwargs):
             raise RuntimeError("secret internals")
 
-        monkeypatch.setattr(users.queries, "get_user", boom)
-        # `me` loads through the patched function after auth (which uses the context's copy)
-        body = (await tenant.admin.post("{ me { email } }")).json()
+        monkeypatch.setattr(users.queries, "list_users", boom)
+        # `users` loads through the patched function after auth
+        body = (await tenant.admin.post("{ users { email } }")).json()
         error = body["errors"][0]
         assert error["message"] == "Internal server error"
         assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
@@ -123,10 +123,10 @@ class TestGraphQLResponseMediaType:
         async def boom(*args, **kwargs):
             raise RuntimeError("secret internals")
 
-        monkeypatch.setattr(users.queries, "get_user", boom)
+        monkeypatch.setattr(users.queries, "list_users", boom)
         response = await client.post(
             "/graphql",
-            json={"query": "{ me { email } }"},
+            json={"query": "{ users { email } }"},
             headers={**ACCEPT_GRAPHQL_RESPONSE, "Authorization": f"Bearer {tenant.admin.token}"},
         )
         assert response.status_code == 200

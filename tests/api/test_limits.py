@@ -284,8 +284,8 @@ class TestMasking:
         async def broken(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("secret detail: connection string postgres://x")
 
-        monkeypatch.setattr(resolvers.users.queries, "get_user", broken)
-        response = await tenant.admin.post("{ me { id } }")
+        monkeypatch.setattr(resolvers.users.queries, "list_users", broken)
+        response = await tenant.admin.post("{ users { id } }")
         body = response.json()
         assert codes(body) == ["INTERNAL_SERVER_ERROR"]
         assert body["errors"][0]["message"] == "Internal server error"
