@@ -189,7 +189,7 @@ def cached_shape(
     if hit is not None and all(a is b for a, b in zip(hit[0], nodes, strict=True)):
         return hit[1]
     shape = compute()
-    if not any(_has_directives(node, raw.fragments, set()) for node in nodes):
+    if not any(has_directives(node, raw.fragments, set()) for node in nodes):
         if len(_SHAPES) >= _SHAPES_MAX:
             _SHAPES.clear()
         # The nodes are kept with the shape, so their ids cannot be reused meanwhile.
@@ -197,9 +197,10 @@ def cached_shape(
     return shape
 
 
-def _has_directives(
+def has_directives(
     node: Any, fragments: Mapping[str, FragmentDefinitionNode], seen: set[str]
 ) -> bool:
+    """Whether ``node`` or anything below it (fragments followed once) has a directive."""
     if getattr(node, "directives", None):
         return True
     if isinstance(node, FragmentSpreadNode):
@@ -207,11 +208,11 @@ def _has_directives(
             return False
         seen.add(node.name.value)
         fragment = fragments.get(node.name.value)
-        return fragment is not None and _has_directives(fragment, fragments, seen)
+        return fragment is not None and has_directives(fragment, fragments, seen)
     selection_set = getattr(node, "selection_set", None)
     if selection_set is None:
         return False
-    return any(_has_directives(child, fragments, seen) for child in selection_set.selections)
+    return any(has_directives(child, fragments, seen) for child in selection_set.selections)
 
 
 def _included(directives: Mapping[str, Mapping[str, Any]]) -> bool | None:

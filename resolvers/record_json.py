@@ -28,7 +28,7 @@ from db.entities import ASSET as ASSET_ENTITY
 from db.entities import CONTACT as CONTACT_ENTITY
 from db.entities import FACILITY as FACILITY_ENTITY
 from db.entities import EntitySpec
-from db.queries import records
+from db.queries import record_tree, records
 from resolvers import encoded
 from resolvers.encoded import Nested, ObjectSpec, Shape
 from schema.custom_fields import chosen_badges
@@ -257,3 +257,34 @@ async def attach(ctx: Context, spec: ObjectSpec, shape: Shape, rows: Sequence[Ro
 def encode_one(spec: ObjectSpec, shape: Shape, value: Any) -> bytes:
     """One object as JSON in ``shape``."""
     return orjson.dumps(encoded.builder(spec, shape)(value))
+
+
+def tree_level(spec: ObjectSpec, shape: Shape) -> record_tree.Level | None:
+    """What ``shape`` reads of ``spec``'s rows as a ``db.queries.record_tree`` level (the
+    columns its builder uses, children attached under the keys ``attach`` uses); None
+    when it needs more than rows (custom field definitions)."""
+    columns = row_columns(spec, [shape])
+    children: list[record_tree.Children] = []
+    for _key, name, nested in shape:
+        if name in ("customFields", "badges"):
+            return None
+        children_of = CHILDREN.get((spec.name, name))
+        if nested is None or children_of is None:
+            continue
+        member = spec.fields[name]
+        assert isinstance(member, Nested)
+        level = tree_level(member.spec, nested)
+        if level is None:
+            return None
+        if any(c.key == children_of.key for c in children):
+            return None  # the same list under two response keys: one attachment serves both
+        children.append(
+            record_tree.Children(
+                key=children_of.key,
+                table=children_of.entity.table,
+                entity=children_of.entity.type.value,
+                parent_column=children_of.parent_column,
+                level=level,
+            )
+        )
+    return record_tree.Level(tuple(sorted(columns)), tuple(children))

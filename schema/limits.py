@@ -282,15 +282,14 @@ class OperationLimits:
     field_suggestions: bool = False
 
 
-def limit_extensions(limits: OperationLimits) -> list[Any]:
-    """The schema extensions enforcing ``limits`` (depth, aliases, tokens, cost, ...)."""
+def limit_rules(limits: OperationLimits) -> list[type[ASTValidationRule]]:
+    """The validation rules enforcing ``limits`` (depth, aliases, cost, introspection);
+    the token limit applies to the parse."""
     cost = CostLimits(
         max_cost=limits.max_cost,
         variable_list_size=limits.variable_list_size,
         default_list_size=limits.default_list_size,
     )
-    # The rule classes are built once: ValidationCache keys on them, and a new class per
-    # request (what the stock extensions' constructors do) would never hit the cache.
     rules: list[type[ASTValidationRule]] = [
         create_depth_validator(limits.max_depth, None, None),
         create_aliases_validator(limits.max_aliases),
@@ -298,6 +297,14 @@ def limit_extensions(limits: OperationLimits) -> list[Any]:
     ]
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
+    return rules
+
+
+def limit_extensions(limits: OperationLimits) -> list[Any]:
+    """The schema extensions enforcing ``limits`` (depth, aliases, tokens, cost, ...)."""
+    # The rule classes are built once: ValidationCache keys on them, and a new class per
+    # request (what the stock extensions' constructors do) would never hit the cache.
+    rules = limit_rules(limits)
     return [
         lambda: LimitErrorCodes(hide_suggestions=not limits.field_suggestions),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),

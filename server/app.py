@@ -34,6 +34,7 @@ from resolvers.context import Context
 from schema.build import build_schema
 from server import metrics
 from server.auth import bearer_token
+from server.compiled_reads import CompiledReads
 from server.graphiql import STATIC_DIR, graphiql_html
 from server.graphql_http import (
     CONTENT_TYPES,
@@ -78,8 +79,9 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context and locally served GraphiQL."""
 
     def __init__(self, state: AppState, settings: Settings) -> None:
+        schema = build_schema(limits=settings.operation_limits())
         super().__init__(
-            build_schema(limits=settings.operation_limits()),
+            schema,
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=True,
             # WebSockets are served by server/websocket.py (shared encoding per batch).
@@ -91,6 +93,11 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
         )
         self.state = state
         self.settings = settings
+        self.compiled_reads = (
+            CompiledReads(schema._schema, settings.operation_limits())
+            if settings.compiled_reads
+            else None
+        )
 
     async def get_context(self, request: Any, response: Any) -> Context:
         """A fresh typed context per request."""
@@ -135,6 +142,18 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         multipart = _is_multipart(scope)
+        if self.compiled_reads is not None and scope["method"] == "POST" and not multipart:
+            assert self.settings.secret_key is not None  # create_app refuses to start without
+            fallback = await self.compiled_reads.serve(
+                scope,
+                receive,
+                send,
+                self.state.database,
+                self.settings.secret_key,
+            )
+            if fallback is None:
+                return
+            receive = fallback
         if multipart:
             receive = bounded_receive(
                 receive, self.settings.max_import_bytes + MULTIPART_OVERHEAD_BYTES

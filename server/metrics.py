@@ -35,6 +35,11 @@ REQUEST_SECONDS = Histogram(
     "Time to execute a GraphQL operation (parse to result), by operation name.",
     ["operation"],
 )
+COMPILED_READS = Counter(
+    "fieldsync_compiled_reads_total",
+    "Queries answered by a compiled document without the GraphQL executor"
+    " (server/compiled_reads.py); they count in the request metrics too.",
+)
 PUSH_OUTCOMES = Counter(
     "fieldsync_push_outcomes_total",
     "Pushed changes by outcome (APPLIED, MERGED, CONFLICT, ...).",

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=100, ge=1, description="Cap on `first` of every connection.")
     max_string_length: int = Field(default=10_000, ge=1, description="Cap on any text field.")
     graphiql: bool = Field(default=True, description="Serve GraphiQL on GET /graphql.")
+    compiled_reads: bool = Field(
+        default=True,
+        description="Answer `customer(id:)` detail documents from compiled SQL and encoders"
+        " instead of the GraphQL executor (same data; off only to compare or diagnose).",
+    )
     master_keys: SecretStr | None = Field(
         default=None,
         description="Key ring wrapping credential data keys: `id1:base64key,id2:base64key`"

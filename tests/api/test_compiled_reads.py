@@ -1,0 +1,307 @@
+"""Compiled reads (server/compiled_reads.py): the executor's answer, byte for byte.
+
+Every request goes to two apps on the same database: the normal one, where a compiled
+document answers `customer(id:)` without the executor, and one with compiled reads
+switched off. Status, content type and body must be identical; the compiled-reads counter
+says which requests the compiled path answered and which it handed to the executor.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from db.queries import record_tree
+from server import metrics
+from server.app import create_app
+from tests.api.credential_queries import add_portal_user
+from tests.api.queries import CREATE_ASSET, CREATE_CONTACT, CREATE_FACILITY, make_customer
+from tests.api.test_encoded_reads import define_fields, make_rich_customer
+
+SITE = "line1 line2 city region postalCode country"
+# The frontend bench's detail page (bench/frontend/queries.py, query b).
+DETAIL = f"""query CustomerDetail($id: ID!) {{
+  customer(id: $id) {{
+    id displayName businessName firstName lastName email phones {{ type number }}
+    archived createdAt updatedAt version
+    addresses {{ type {SITE} }}
+    notificationEmails invoiceCcEmails
+    settings {{ taxFree taxRate smsEnabled billingEmails marketingEmails reportEmails noEmail }}
+    contacts {{ id firstName lastName title email phones {{ type number }} notes version
+      createdAt updatedAt }}
+    facilities {{ id name address {{ {SITE} }} notes version createdAt updatedAt
+      assets {{ id kind manufacturer model serialNumber installDate location notes version
+        createdAt updatedAt }} }}
+  }}
+}}"""
+SHAPED = """query Shaped($id: ID!) {
+  one: customer(id: $id) { __typename ...Names
+    people: contacts { first: firstName __typename }
+    facilities { name assets { kind } } facilities { id } } }
+  fragment Names on Customer { name: displayName ... on Customer { email } }"""
+
+
+def compiled_count() -> float:
+    return metrics.COMPILED_READS._value.get()  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture
+async def executor(settings, db) -> AsyncIterator[httpx.AsyncClient]:
+    """The same app with compiled reads off: every request through the executor."""
+    app = create_app(settings.model_copy(update={"compiled_reads": False}), database=db)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fieldsync.test") as c:
+        yield c
+
+
+class Compare:
+    """Sends one request to both apps and checks they answer alike."""
+
+    def __init__(self, client: httpx.AsyncClient, executor: httpx.AsyncClient) -> None:
+        self.client = client
+        self.executor = executor
+
+    async def __call__(
+        self,
+        token: str | None,
+        body: Any,
+        *,
+        compiled: bool,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Both answers equal; ``compiled`` says whether the compiled path answered."""
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        before = compiled_count()
+        ours = await self.client.post("/graphql", json=body, headers=sent)
+        answered = compiled_count() - before
+        theirs = await self.executor.post("/graphql", json=body, headers=sent)
+        assert answered == (1 if compiled else 0), ours.content
+        assert ours.status_code == theirs.status_code
+        assert ours.headers["content-type"] == theirs.headers["content-type"]
+        assert ours.content == theirs.content
+        return ours
+
+
+@pytest.fixture
+def compare(client, executor) -> Compare:
+    return Compare(client, executor)
+
+
+async def delete(api, mutation: str, global_id: str) -> None:
+    doc = f"mutation($id: ID!) {{ {mutation}(id: $id) {{ __typename }} }}"
+    assert (await api(doc, {"id": global_id}))[mutation]["__typename"] == "DeletedRecord"
+
+
+class TestCompiledCustomerDetail:
+    async def test_the_detail_page_is_answered_compiled_as_the_executor_answers(
+        self, tenant, compare
+    ):
+        """The bench's detail document: every field of the customer and its tree."""
+        await define_fields(tenant.admin)  # defined fields exist but are not selected
+        customer_id = await make_rich_customer(tenant.admin, "Detail")
+        response = await compare(
+            tenant.admin.token, {"query": DETAIL, "variables": {"id": customer_id}}, compiled=True
+        )
+        customer = response.json()["data"]["customer"]
+        assert customer["displayName"] == "Detail"
+        assert [c["firstName"] for c in customer["contacts"]] == ["Ann", "Zed"]
+        assert [f["name"] for f in customer["facilities"]] == ["HQ", "Warehouse"]
+        assert [a["kind"] for a in customer["facilities"][0]["assets"]] == ["Fire door", "Shutter"]
+        assert customer["facilities"][0]["assets"][0]["installDate"] == "2024-02-29"
+        assert customer["settings"]["taxRate"] == 25.0
+        # The second request finds the compiled document in the cache.
+        await compare(
+            tenant.admin.token, {"query": DETAIL, "variables": {"id": customer_id}}, compiled=True
+        )
+
+    async def test_aliases_fragments_and_typename_shape_the_answer(self, tenant, compare):
+        """Aliased root and lists, fragments, inline fragments, a list selected twice."""
+        await define_fields(tenant.admin)
+        customer_id = await make_rich_customer(tenant.admin, "Shaped")
+        body = {"query": SHAPED, "variables": {"id": customer_id}}
+        one = (await compare(tenant.admin.token, body, compiled=True)).json()["data"]["one"]
+        # `facilities` twice under one key: the selections merge.
+        assert one["facilities"][0] == {
+            "name": "HQ",
+            "assets": [{"kind": "Fire door"}, {"kind": "Shutter"}],
+            "id": one["facilities"][0]["id"],
+        }
+        # The same list under two keys is left to the executor.
+        twice = SHAPED.replace(" facilities { id }", " sites: facilities { id }")
+        await compare(
+            tenant.admin.token, {"query": twice, "variables": {"id": customer_id}}, compiled=False
+        )
+        assert one["__typename"] == "Customer"
+        assert one["name"] == "Shaped"
+        assert one["email"] == "shaped@example.com"
+        assert one["people"] == [
+            {"first": "Ann", "__typename": "Contact"},
+            {"first": "Zed", "__typename": "Contact"},
+        ]
+
+    async def test_deleted_children_archived_and_missing_customers(self, tenant, compare):
+        """Deleted contacts and assets are left out; archived customers read; unknown,
+        deleted and other tenants' customers read as null."""
+        customer = await make_customer(tenant.admin, businessName="Pruned")
+        kept = await tenant.admin(
+            CREATE_CONTACT, {"input": {"customerId": customer["id"], "firstName": "Kept"}}
+        )
+        gone = await tenant.admin(
+            CREATE_CONTACT, {"input": {"customerId": customer["id"], "firstName": "Gone"}}
+        )
+        facility = await tenant.admin(
+            CREATE_FACILITY, {"input": {"customerId": customer["id"], "name": "Depot"}}
+        )
+        asset = await tenant.admin(
+            CREATE_ASSET,
+            {"input": {"facilityId": facility["createFacility"]["id"], "kind": "Gate"}},
+        )
+        await delete(tenant.admin, "deleteContact", gone["createContact"]["id"])
+        await delete(tenant.admin, "deleteAsset", asset["createAsset"]["id"])
+        await tenant.admin(
+            "mutation($id: ID!) { archiveCustomer(id: $id) { __typename } }", {"id": customer["id"]}
+        )
+        data = (
+            await compare(
+                tenant.admin.token,
+                {"query": DETAIL, "variables": {"id": customer["id"]}},
+                compiled=True,
+            )
+        ).json()["data"]["customer"]
+        assert data["archived"] is True
+        assert [c["id"] for c in data["contacts"]] == [kept["createContact"]["id"]]
+        assert data["facilities"][0]["assets"] == []
+
+        empty = await make_customer(tenant.admin, businessName="Empty")
+        await delete(tenant.admin, "deleteCustomer", empty["id"])
+        unknown = f"Customer:{uuid.uuid4()}"
+        import base64
+
+        for global_id in (empty["id"], base64.b64encode(unknown.encode()).decode()):
+            response = await compare(
+                tenant.admin.token,
+                {"query": DETAIL, "variables": {"id": global_id}},
+                compiled=True,
+            )
+            assert response.json() == {"data": {"customer": None}}
+
+    async def test_another_tenants_customer_reads_as_null(self, tenant, other_tenant, compare):
+        """Row-level security scopes the one statement as it scopes the executor's."""
+        await define_fields(other_tenant.admin)
+        theirs = await make_rich_customer(other_tenant.admin, "Theirs")
+        response = await compare(
+            tenant.admin.token, {"query": DETAIL, "variables": {"id": theirs}}, compiled=True
+        )
+        assert response.json() == {"data": {"customer": None}}
+
+    async def test_portal_users_read_only_their_own_customer(self, tenant, compare):
+        """A portal user's own customer reads; any other reads as null."""
+        own = await make_customer(tenant.admin, businessName="Own")
+        other = await make_customer(tenant.admin, businessName="Other")
+        portal = await add_portal_user(tenant, own["id"])
+        for customer, expected in ((own, "Own"), (other, None)):
+            response = await compare(
+                portal.token,
+                {"query": DETAIL, "variables": {"id": customer["id"]}},
+                compiled=True,
+            )
+            found = response.json()["data"]["customer"]
+            assert (found and found["displayName"]) == expected
+
+    async def test_the_negotiated_media_type_is_kept(self, tenant, compare):
+        """`Accept: application/graphql-response+json` gets that content type."""
+        customer = await make_customer(tenant.admin, businessName="Typed")
+        response = await compare(
+            tenant.admin.token,
+            {"query": DETAIL, "variables": {"id": customer["id"]}},
+            compiled=True,
+            headers={"Accept": "application/graphql-response+json"},
+        )
+        assert response.headers["content-type"].startswith("application/graphql-response+json")
+
+    async def test_the_operation_named_in_the_request_is_the_one_compiled(self, tenant, compare):
+        """Two operations in one document: `operationName` picks; without it, the executor's
+        error."""
+        customer = await make_customer(tenant.admin, businessName="Named", email="n@example.com")
+        document = (
+            "query A($id: ID!) { customer(id: $id) { email } }"
+            " query B($id: ID!) { customer(id: $id) { displayName } }"
+        )
+        variables = {"id": customer["id"]}
+        response = await compare(
+            tenant.admin.token,
+            {"query": document, "variables": variables, "operationName": "B"},
+            compiled=True,
+        )
+        assert response.json() == {"data": {"customer": {"displayName": "Named"}}}
+        await compare(
+            tenant.admin.token, {"query": document, "variables": variables}, compiled=False
+        )
+
+
+class TestHandedToTheExecutor:
+    """What the compiled path leaves to the executor, answered exactly as before."""
+
+    async def test_caller_problems(self, tenant, compare):
+        """No token, a forged one, a revoked user: the executor's UNAUTHENTICATED."""
+        customer = await make_customer(tenant.admin, businessName="Guarded")
+        body = {"query": DETAIL, "variables": {"id": customer["id"]}}
+        tech = await tenant.add_user("TECHNICIAN")
+        await compare(tech.token, body, compiled=True)
+        me = await tech("{ me { id } }")
+        await tenant.admin(
+            "mutation($id: ID!) { setUserActive(userId: $id, active: false) { __typename } }",
+            {"id": me["me"]["id"]},
+        )
+        for token in (None, "not-a-token", tech.token):
+            response = await compare(token, body, compiled=False)
+            assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+    async def test_documents_it_does_not_compile(self, tenant, compare):
+        """Directives, custom fields, arguments below the root, two root fields, mutations,
+        invalid documents, documents over the limits, bad variables and ids."""
+        await define_fields(tenant.admin)
+        customer_id = await make_rich_customer(tenant.admin, "Plain")
+        token = tenant.admin.token
+        variables = {"id": customer_id}
+        documents = [
+            "query($id: ID!, $c: Boolean!) { customer(id: $id) { id contacts @include(if: $c)"
+            " { id } } }",
+            "query($id: ID!) { customer(id: $id) { badges { label } customFields { key } } }",
+            "query($id: ID!) { customer(id: $id) { credentials { id } } }",
+            "query($id: ID!) { customer(id: $id) { id } me { email } }",
+            "query($id: ID!) { customer(id: $id) { id } __typename }",
+            "query($id: ID!) { customer(id: $id) { nope } }",
+            "query($id: ID!) { customer(id: $id) { id }",
+            "query($id: ID!) { customer(id: $id) { " + "a: id " * 40 + "} }",
+            "mutation($id: ID!) { archiveCustomer(id: $id) { __typename } }",
+        ]
+        for document in documents:
+            body = {"query": document, "variables": {**variables, "c": True}}
+            await compare(token, body, compiled=False)
+        for bad in ({"id": 5}, {}, {"id": "garbage"}, {"id": variables["id"][:-2]}):
+            await compare(token, {"query": DETAIL, "variables": bad}, compiled=False)
+        # A literal id instead of a variable compiles.
+        literal = DETAIL.replace("($id: ID!)", "").replace("$id", f'"{customer_id}"')
+        await compare(token, {"query": literal}, compiled=True)
+
+    async def test_a_database_error_is_answered_by_the_executor(self, tenant, compare, monkeypatch):
+        """If the compiled statement fails, the executor answers (here: successfully)."""
+        customer = await make_customer(tenant.admin, businessName="Fallback")
+
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionResetError("connection lost")
+
+        monkeypatch.setattr(record_tree, "read_scoped", broken)
+        response = await compare(
+            tenant.admin.token,
+            {"query": DETAIL, "variables": {"id": customer["id"]}},
+            compiled=False,
+        )
+        assert response.json()["data"]["customer"]["displayName"] == "Fallback"
