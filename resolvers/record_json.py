@@ -288,3 +288,25 @@ def tree_level(spec: ObjectSpec, shape: Shape) -> record_tree.Level | None:
             )
         )
     return record_tree.Level(tuple(sorted(columns)), tuple(children))
+
+
+PAGE_INFO = ObjectSpec(
+    name="PageInfo",
+    fields={
+        "hasNextPage": "v.has_next_page",
+        "hasPreviousPage": "v.has_previous_page",
+        "startCursor": "v.start_cursor",
+        "endCursor": "v.end_cursor",
+    },
+)
+# `customers` answered whole (server/compiled_reads.py): the value holds ``edges``
+# (``schema.pagination.Edge`` objects of rows), ``page_info`` and the ``total`` the page's
+# statement counted.
+CUSTOMER_CONNECTION = ObjectSpec(
+    name="CustomerConnection",
+    fields={
+        "totalCount": "v.total",
+        "pageInfo": Nested("v.page_info", PAGE_INFO, many=False),
+        "edges": Nested("v.edges", CUSTOMER_EDGE),
+    },
+)

@@ -94,7 +94,11 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
         self.state = state
         self.settings = settings
         self.compiled_reads = (
-            CompiledReads(schema._schema, settings.operation_limits())
+            CompiledReads(
+                schema._schema,
+                settings.operation_limits(),
+                max_page_size=settings.max_page_size,
+            )
             if settings.compiled_reads
             else None
         )

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
@@ -41,36 +42,118 @@ from graphql import (
     validate,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
-from sqlalchemy import Table
 from starlette.types import Message, Receive, Scope, Send
 
 from db.engine import Database
 from db.entities import CUSTOMER
-from db.queries import record_tree
+from db.queries import customer_list, record_tree
+from db.queries.record_tree import Row
 from resolvers import encoded, record_json
-from resolvers.encoded import ObjectSpec
+from resolvers.customers import SORTS
+from resolvers.encoded import ObjectSpec, Shape
+from schema.customers import CustomerOrderField, OrderDirection
 from schema.limits import OperationLimits, limit_rules
 from schema.node import InvalidIdError, from_global_id
+from schema.pagination import (
+    Edge,
+    InvalidCursorError,
+    PageInfo,
+    build_connection,
+    decode_cursor,
+)
 from server import metrics
-from server.auth import InvalidTokenError, bearer_token, read_token
+from server.auth import InvalidTokenError, TokenClaims, bearer_token, read_token
 from server.field_collection import collect_fields
 from server.graphql_http import CONTENT_TYPES, response_media_type
 
 log = structlog.get_logger("fieldsync.compiled_reads")
+# Keys a GraphQL-over-HTTP JSON body may carry; anything else goes to the executor.
+BODY_KEYS = frozenset({"query", "variables", "operationName", "extensions"})
 
 
 @dataclass(frozen=True)
-class Root:
-    """A root field this path answers: the record type's spec, table and id type name."""
+class Detail:
+    """``customer(id:)``: the record's tree and the caller in one statement."""
 
-    spec: ObjectSpec
-    table: Table
-    type_name: str
+    level: record_tree.Level
+
+    async def value(
+        self, db: Database, claims: TokenClaims, arguments: dict[str, Any], max_page_size: int
+    ) -> Answer:
+        """The root field's value (None for a null customer), or FALLBACK."""
+        try:
+            record_id = from_global_id(arguments["id"], "Customer")[1]
+        except InvalidIdError:
+            return FALLBACK
+        async with db.engine.connect() as conn:
+            result = await record_tree.read_scoped(
+                conn,
+                CUSTOMER.table,
+                self.level,
+                org_id=claims.org_id,
+                user_id=claims.user_id,
+                record_id=record_id,
+            )
+        if not _signed_in(result.user, claims):
+            return FALLBACK  # the executor's UNAUTHENTICATED error
+        assert result.user is not None
+        if result.user["role"] == "PORTAL" and record_id != result.user["customer_id"]:
+            return None  # a portal user reads only their own customer
+        return result.record
 
 
-ROOTS = {"customer": Root(record_json.CUSTOMER, CUSTOMER.table, "Customer")}
-# Keys a GraphQL-over-HTTP JSON body may carry; anything else goes to the executor.
-BODY_KEYS = frozenset({"query", "variables", "operationName", "extensions"})
+@dataclass(frozen=True)
+class CountedConnection:
+    """A page of customers as the connection spec reads it."""
+
+    edges: list[Edge[Row]]
+    page_info: PageInfo
+    total: int | None
+
+
+@dataclass(frozen=True)
+class CustomerList:
+    """``customers(first, after, filter, orderBy)``: the page with its customers' trees,
+    the total if selected, and the caller, in one statement."""
+
+    level: record_tree.Level
+    count: bool
+
+    async def value(
+        self, db: Database, claims: TokenClaims, arguments: dict[str, Any], max_page_size: int
+    ) -> Answer:
+        """The connection's value, or FALLBACK."""
+        request = _list_request(arguments)
+        if request is None or not request.usable() or not 1 <= request.first <= max_page_size:
+            return FALLBACK  # the executor's BAD_USER_INPUT (or its NUL-byte rule)
+        form = customer_list.form_of(
+            request, _with_column(self.level, request.sort.value), count=self.count
+        )
+        async with (
+            db.engine.connect() as conn,
+            record_tree.scoped(conn, claims.org_id, plan_each=True) as driver,
+        ):
+            result = await customer_list.read(
+                driver, request, form, org_id=claims.org_id, user_id=claims.user_id
+            )
+        if not _signed_in(result.user, claims):
+            return FALLBACK
+        sort = request.sort.value
+        rows = result.page.rows
+        connection = build_connection(
+            rows,
+            [(row[sort], row["id"]) for row in rows],
+            has_next=result.page.has_next,
+            has_previous=request.after is not None,
+            counter=_no_counter,
+        )
+        return CountedConnection(connection.edges, connection.page_info, result.total)
+
+
+Root = Detail | CustomerList
+# A root field's value, or FALLBACK: let the executor answer the request.
+FALLBACK = object()
+Answer = Any
 
 
 @dataclass(frozen=True)
@@ -83,7 +166,6 @@ class CompiledRead:
     node: FieldNode
     response_key: str
     root: Root
-    level: record_tree.Level
     build: Callable[[Any], dict[str, Any]]
 
 
@@ -91,11 +173,17 @@ class CompiledReads:
     """Compiled documents by text (LRU; documents that don't compile are remembered too)."""
 
     def __init__(
-        self, schema: GraphQLSchema, limits: OperationLimits, *, maxsize: int = 256
+        self,
+        schema: GraphQLSchema,
+        limits: OperationLimits,
+        *,
+        max_page_size: int,
+        maxsize: int = 256,
     ) -> None:
         self.schema = schema
         self.max_tokens = limits.max_tokens
         self.rules = [*specified_rules, *limit_rules(limits)]
+        self.max_page_size = max_page_size
         self.maxsize = maxsize
         self._cache: OrderedDict[tuple[str, str | None], CompiledRead | None] = OrderedDict()
 
@@ -141,25 +229,25 @@ class CompiledReads:
         if len(fields) != 1:
             return None
         [(response_key, nodes)] = fields.items()
-        root = ROOTS.get(nodes[0].name.value)
-        if root is None or any(node.arguments != nodes[0].arguments for node in nodes):
+        name = nodes[0].name.value
+        if name not in ROOT_FIELDS or any(node.arguments != nodes[0].arguments for node in nodes):
             return None
-        shape = encoded.compile_shape(root.spec, fragments, {}, nodes)
+        spec = ROOT_FIELDS[name]
+        shape = encoded.compile_shape(spec, fragments, {}, nodes)
         if shape is None:
             return None
-        level = record_json.tree_level(root.spec, shape)
-        if level is None:
+        root = _root(name, shape)
+        if root is None:
             return None
-        name = operation.name.value if operation.name else None
+        operation_name = operation.name.value if operation.name else None
         return CompiledRead(
-            operation_label=metrics.operation_label(name),
+            operation_label=metrics.operation_label(operation_name),
             variable_definitions=tuple(operation.variable_definitions or ()),
-            field=query_type.fields[nodes[0].name.value],
+            field=query_type.fields[name],
             node=nodes[0],
             response_key=response_key,
             root=root,
-            level=level,
-            build=encoded.builder(root.spec, shape),
+            build=encoded.builder(spec, shape),
         )
 
     async def serve(
@@ -243,30 +331,77 @@ class CompiledReads:
             return None
         arguments = get_argument_values(compiled.field, compiled.node, coerced)
         try:
-            record_id = from_global_id(arguments["id"], compiled.root.type_name)[1]
-        except InvalidIdError:
-            return None
-        try:
-            async with db.engine.connect() as conn:
-                result = await record_tree.read_scoped(
-                    conn,
-                    compiled.root.table,
-                    compiled.level,
-                    org_id=claims.org_id,
-                    user_id=claims.user_id,
-                    record_id=record_id,
-                )
+            value = await compiled.root.value(db, claims, arguments, self.max_page_size)
         except Exception as exc:  # noqa: BLE001 - the executor reports it as it always does
             log.info("compiled read fell back to the executor", error=repr(exc))
             return None
-        user = result.user
-        if user is None or not user["active"] or user["token_epoch"] != claims.epoch:
-            return None  # the executor's UNAUTHENTICATED error
-        record = result.record
-        if user["role"] == "PORTAL" and record_id != user["customer_id"]:
-            record = None  # a portal user reads only their own customer
-        value = None if record is None else compiled.build(record)
-        return compiled, orjson.dumps({"data": {compiled.response_key: value}})
+        if value is FALLBACK:
+            return None
+        built = None if value is None else compiled.build(value)
+        return compiled, orjson.dumps({"data": {compiled.response_key: built}})
+
+
+ROOT_FIELDS: dict[str, ObjectSpec] = {
+    "customer": record_json.CUSTOMER,
+    "customers": record_json.CUSTOMER_CONNECTION,
+}
+
+
+def _root(name: str, shape: Shape) -> Root | None:
+    """What answers root field ``name`` selected as ``shape``; None if nothing can."""
+    if name == "customer":
+        level = record_json.tree_level(record_json.CUSTOMER, shape)
+        return None if level is None else Detail(level)
+    node_shapes = {
+        node_shape
+        for _, field, edge_shape in shape
+        if field == "edges" and edge_shape is not None
+        for _, edge_field, node_shape in edge_shape
+        if edge_field == "node" and node_shape is not None
+    }
+    if len(node_shapes) > 1:
+        return None
+    node_shape = node_shapes.pop() if node_shapes else ()
+    level = record_json.tree_level(record_json.CUSTOMER, node_shape)
+    if level is None:
+        return None
+    return CustomerList(level, count=any(field == "totalCount" for _, field, _ in shape))
+
+
+@cache
+def _with_column(level: record_tree.Level, column: str) -> record_tree.Level:
+    """``level`` also reading ``column`` (a list's sort column, for the cursors)."""
+    return record_tree.Level(tuple(sorted({*level.columns, column})), level.children)
+
+
+def _list_request(arguments: dict[str, Any]) -> customer_list.ListRequest | None:
+    """The list request of ``customers``' coerced arguments; None for a bad cursor."""
+    after = arguments.get("after")
+    try:
+        cursor = decode_cursor(after) if after else None
+    except InvalidCursorError:
+        return None
+    flt = arguments.get("filter") or {"archived": False}
+    order = arguments.get("orderBy") or {}
+    sort = SORTS[order.get("field", CustomerOrderField.NAME)]
+    return customer_list.ListRequest(
+        first=arguments["first"],
+        after=cursor,
+        descending=order.get("direction", OrderDirection.ASC) is OrderDirection.DESC,
+        sort=sort,
+        archived=flt.get("archived"),
+        email=flt.get("email"),
+        search=flt.get("search"),
+    )
+
+
+def _signed_in(user: Mapping[str, Any] | None, claims: TokenClaims) -> bool:
+    """The checks ``Context.user()`` makes of the caller's row."""
+    return user is not None and bool(user["active"]) and user["token_epoch"] == claims.epoch
+
+
+async def _no_counter() -> int:
+    raise AssertionError("compiled lists count in their statement")
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -14,7 +14,8 @@ text codec undecoded: such columns travel as text and are decoded with orjson he
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -65,11 +66,15 @@ def _is_json(table: Table, column: str) -> bool:
     return isinstance(table.c[column].type, JSONB)
 
 
-def _row(table: Table, level: Level, alias: str, depth: int) -> str:
-    """``ROW(...)`` of one child row: jsonb as text, then each grandchild list."""
+def row_expression(
+    table: Table, level: Level, alias: str, depth: int = 0, extra: Sequence[str] = ()
+) -> str:
+    """``ROW(...)`` of one row of ``table`` aliased ``alias``: its columns (jsonb as text),
+    each child list (subqueries aliased ``t<depth + 1>`` and deeper), then ``extra``."""
     _check(table, level.columns)
     items = [f"{alias}.{c}::text" if _is_json(table, c) else f"{alias}.{c}" for c in level.columns]
     items += [_array(child, alias, depth + 1) for child in level.children]
+    items += extra
     return f"ROW({', '.join(items)})"
 
 
@@ -79,7 +84,7 @@ def _array(child: Children, parent_alias: str, depth: int) -> str:
         raise ValueError(f"{child.table.name} has no column {child.parent_column!r}")
     order = ORDER_BY_PARENT.get(child.entity, "id")
     return (
-        f"ARRAY(SELECT {_row(child.table, child.level, alias, depth)}"
+        f"ARRAY(SELECT {row_expression(child.table, child.level, alias, depth)}"
         f" FROM {child.table.name} {alias}"
         f" WHERE {alias}.org_id = $1 AND {alias}.{child.parent_column} = {parent_alias}.id"
         f" AND NOT {alias}.deleted ORDER BY {alias}.{order}, {alias}.id)"
@@ -116,15 +121,37 @@ class TreeRead:
     record: Row | None
 
 
-def _begin(org_id: UUID) -> str:
+def _begin(org_id: UUID, *, plan_each: bool) -> str:
     """BEGIN and the tenant as one script: one round trip. The tenant is a formatted UUID,
-    never client text.
+    never client text. ``plan_each`` adds the executor's read settings
+    (``db.engine.PLAN_EACH``): plans for each execution's values, random reads priced as
+    cached ones."""
+    script = f"BEGIN READ ONLY; SELECT set_config('app.org_id', '{UUID(str(org_id))}', true)"
+    if plan_each:
+        script += (
+            ", set_config('plan_cache_mode', 'force_custom_plan', true),"
+            " set_config('random_page_cost', '1.1', true)"
+        )
+    return script
 
-    Unlike the executor's reads (``db.engine.PLAN_EACH``), the statement keeps the plan
-    PostgreSQL caches for it: it finds every row by key, so a generic plan serves every id,
-    and planning the nested subqueries anew for each request cost more than running them.
-    """
-    return f"BEGIN READ ONLY; SELECT set_config('app.org_id', '{UUID(str(org_id))}', true)"
+
+@asynccontextmanager
+async def scoped(
+    conn: AsyncConnection, org_id: UUID, *, plan_each: bool = False
+) -> AsyncIterator[asyncpg.Connection]:
+    """The asyncpg connection under ``conn`` (a pooled connection outside any transaction)
+    in a read-only transaction scoped to ``org_id``, rolled back on exit: with one
+    statement inside, three round trips in all."""
+    driver = await raw.driver(conn)
+    try:
+        await driver.execute(_begin(org_id, plan_each=plan_each))
+        yield driver
+        await driver.execute("ROLLBACK")
+    except BaseException:
+        # The transaction may still be open (a cancelled request, a broken connection):
+        # the pool must not hand this connection out again.
+        await conn.invalidate()
+        raise
 
 
 async def read_scoped(
@@ -136,22 +163,14 @@ async def read_scoped(
     user_id: UUID,
     record_id: UUID,
 ) -> TreeRead:
-    """:func:`read` in a read-only transaction of its own scoped to ``org_id``: three round
-    trips in all (BEGIN with the tenant, the statement, ROLLBACK) on ``conn``, a pooled
-    connection outside any transaction."""
-    driver = await raw.driver(conn)
-    try:
-        await driver.execute(_begin(org_id))
-        result = await read(
-            driver, table, level, org_id=org_id, user_id=user_id, record_id=record_id
-        )
-        await driver.execute("ROLLBACK")
-    except BaseException:
-        # The transaction may still be open (a cancelled request, a broken connection):
-        # the pool must not hand this connection out again.
-        await conn.invalidate()
-        raise
-    return result
+    """:func:`read` in a transaction of its own (:func:`scoped`).
+
+    The statement keeps the plan PostgreSQL caches for it (no ``plan_each``): it finds
+    every row by key, so a generic plan serves every id, and planning the nested subqueries
+    anew for each request cost more than running them.
+    """
+    async with scoped(conn, org_id) as driver:
+        return await read(driver, table, level, org_id=org_id, user_id=user_id, record_id=record_id)
 
 
 async def read(
@@ -175,13 +194,14 @@ async def read(
     record: Row = dict(zip(level.columns, row[offset : offset + len(level.columns)], strict=True))
     offset += len(level.columns)
     for i, child in enumerate(level.children):
-        record[child.key] = _rows(child, row[offset + i])
+        record[child.key] = decode_rows(child.table, child.level, row[offset + i])
     return TreeRead(user, record)
 
 
-def _rows(child: Children, values: Sequence[tuple[Any, ...]]) -> list[Row]:
-    level = child.level
-    json_columns = _json_positions(child.table, level.columns)
+def decode_rows(table: Table, level: Level, values: Sequence[tuple[Any, ...]]) -> list[Row]:
+    """Rows of ``table`` as dicts from ``ROW(...)`` values of :func:`row_expression`, with
+    their children attached under the children's keys."""
+    json_columns = _json_positions(table, level.columns)
     count = len(level.columns)
     rows: list[Row] = []
     for value in values:
@@ -189,8 +209,8 @@ def _rows(child: Children, values: Sequence[tuple[Any, ...]]) -> list[Row]:
         for column in json_columns:
             if row[column] is not None:
                 row[column] = orjson.loads(row[column])
-        for i, grandchild in enumerate(level.children):
-            row[grandchild.key] = _rows(grandchild, value[count + i])
+        for i, child in enumerate(level.children):
+            row[child.key] = decode_rows(child.table, child.level, value[count + i])
         rows.append(row)
     return rows
 
