@@ -1,19 +1,20 @@
-"""Compiled reads: a customer's detail answered without the GraphQL executor.
+"""Compiled reads: a customer's detail and the customer list without the GraphQL executor.
 
 A frontend sends the same few documents all day. For a query document whose only root
-field is ``customer(id:)`` and whose selection reduces to one shape (``resolvers.encoded``:
-aliases, fragments, ``__typename``; no directives, no custom fields), the document is
-parsed and validated once, with the same rules and limits as every other operation, and
-compiled: the selection becomes one SQL statement (``db.queries.record_tree``: the record,
-its children, the caller's user row) and one generated encoder. A request with that
-document then costs a cache lookup, the variables' coercion, three round trips and one
-``orjson.dumps``; the executor's per-request work (the extension hooks, the resolver
-calls, DataLoaders and eight statements) was most of the time of such a read.
+field is ``customer(id:)`` or ``customers(...)`` and whose selection reduces to one shape
+(``resolvers.encoded``: aliases, fragments, ``__typename``; no directives, no custom
+fields), the document is parsed and validated once, with the same rules and limits as every
+other operation, and compiled: the selection becomes one SQL statement
+(``db.queries.record_tree`` for the detail, ``db.queries.customer_list`` for the list: the
+records, their children, the caller's user row) and one generated encoder. A request with
+that document then costs a cache lookup, the arguments' coercion, three round trips and
+one ``orjson.dumps``; the executor's per-request work (the extension hooks, the resolver
+calls, DataLoaders and five to nine statements) was most of the time of such a read.
 
 Anything this path does not answer exactly as the executor would (another document, a
-token that does not verify, a revoked user, an id that does not decode, variables that do
-not coerce, a database error) falls through to the executor with the request as it came:
-the compiled path only ever answers what the ordinary one answers with data.
+token that does not verify, a revoked user, an id or cursor that does not decode, variables
+that do not coerce, a database error) falls through to the executor with the request as it
+came: the compiled path only ever answers what the ordinary one answers with data.
 ``tests/api/test_compiled_reads.py`` compares the two byte for byte.
 """
 

@@ -46,8 +46,9 @@ class Settings(BaseSettings):
     graphiql: bool = Field(default=True, description="Serve GraphiQL on GET /graphql.")
     compiled_reads: bool = Field(
         default=True,
-        description="Answer `customer(id:)` detail documents from compiled SQL and encoders"
-        " instead of the GraphQL executor (same data; off only to compare or diagnose).",
+        description="Answer `customer(id:)` and `customers(...)` documents from compiled SQL"
+        " and encoders instead of the GraphQL executor (same data; off only to compare or"
+        " diagnose).",
     )
     master_keys: SecretStr | None = Field(
         default=None,
