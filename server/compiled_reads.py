@@ -86,9 +86,9 @@ class Detail:
             record_id = from_global_id(arguments["id"], "Customer")[1]
         except InvalidIdError:
             return FALLBACK
-        async with db.engine.connect() as conn:
-            result = await record_tree.read_scoped(
-                conn,
+        async with db.engine.connect() as conn, record_tree.scoped(conn, claims.org_id) as driver:
+            result = await record_tree.read(
+                driver,
                 CUSTOMER.table,
                 self.level,
                 org_id=claims.org_id,

@@ -154,25 +154,6 @@ async def scoped(
         raise
 
 
-async def read_scoped(
-    conn: AsyncConnection,
-    table: Table,
-    level: Level,
-    *,
-    org_id: UUID,
-    user_id: UUID,
-    record_id: UUID,
-) -> TreeRead:
-    """:func:`read` in a transaction of its own (:func:`scoped`).
-
-    The statement keeps the plan PostgreSQL caches for it (no ``plan_each``): it finds
-    every row by key, so a generic plan serves every id, and planning the nested subqueries
-    anew for each request cost more than running them.
-    """
-    async with scoped(conn, org_id) as driver:
-        return await read(driver, table, level, org_id=org_id, user_id=user_id, record_id=record_id)
-
-
 async def read(
     conn: asyncpg.Connection,
     table: Table,
@@ -182,7 +163,12 @@ async def read(
     user_id: UUID,
     record_id: UUID,
 ) -> TreeRead:
-    """Run the statement on ``conn`` (in a transaction scoped to ``org_id``)."""
+    """Run the statement on ``conn`` (in a transaction scoped to ``org_id``: :func:`scoped`).
+
+    Use ``scoped`` without ``plan_each``: the statement keeps the plan PostgreSQL caches for
+    it, since it finds every row by key and a generic plan serves every id (planning the
+    nested subqueries anew for each request cost more than running them).
+    """
     rows = await conn.fetch(statement(table, level), org_id, user_id, record_id)
     if not rows:
         return TreeRead(None, None)

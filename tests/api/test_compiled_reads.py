@@ -298,7 +298,7 @@ class TestHandedToTheExecutor:
         async def broken(*args: Any, **kwargs: Any) -> None:
             raise ConnectionResetError("connection lost")
 
-        monkeypatch.setattr(record_tree, "read_scoped", broken)
+        monkeypatch.setattr(record_tree, "read", broken)
         response = await compare(
             tenant.admin.token,
             {"query": DETAIL, "variables": {"id": customer["id"]}},
