@@ -70,6 +70,8 @@ from server.graphql_http import CONTENT_TYPES, response_media_type
 log = structlog.get_logger("fieldsync.compiled_reads")
 # Keys a GraphQL-over-HTTP JSON body may carry; anything else goes to the executor.
 BODY_KEYS = frozenset({"query", "variables", "operationName", "extensions"})
+# Frontend documents are a few hundred characters; the cache keeps at most 256 texts.
+MAX_DOCUMENT_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,8 @@ class CompiledReads:
 
     def lookup(self, query: str, operation_name: str | None) -> CompiledRead | None:
         """The compiled document, or None when this path does not answer it."""
+        if len(query) > MAX_DOCUMENT_CHARS:
+            return None  # not worth keeping as a cache key; the executor answers it
         key = (query, operation_name)
         try:
             compiled = self._cache[key]
@@ -330,16 +334,16 @@ class CompiledReads:
         coerced = get_variable_values(self.schema, compiled.variable_definitions, variables or {})
         if isinstance(coerced, list):
             return None
-        arguments = get_argument_values(compiled.field, compiled.node, coerced)
         try:
+            arguments = get_argument_values(compiled.field, compiled.node, coerced)
             value = await compiled.root.value(db, claims, arguments, self.max_page_size)
+            if value is FALLBACK:
+                return None
+            built = None if value is None else compiled.build(value)
+            return compiled, orjson.dumps({"data": {compiled.response_key: built}})
         except Exception as exc:  # noqa: BLE001 - the executor reports it as it always does
             log.info("compiled read fell back to the executor", error=repr(exc))
             return None
-        if value is FALLBACK:
-            return None
-        built = None if value is None else compiled.build(value)
-        return compiled, orjson.dumps({"data": {compiled.response_key: built}})
 
 
 ROOT_FIELDS: dict[str, ObjectSpec] = {

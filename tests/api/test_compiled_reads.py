@@ -287,6 +287,9 @@ class TestHandedToTheExecutor:
             await compare(token, body, compiled=False)
         for bad in ({"id": 5}, {}, {"id": "garbage"}, {"id": variables["id"][:-2]}):
             await compare(token, {"query": DETAIL, "variables": bad}, compiled=False)
+        # A document too long to keep as a cache key.
+        padded = DETAIL + "\n# " + "x" * 20_000
+        await compare(token, {"query": padded, "variables": variables}, compiled=False)
         # A literal id instead of a variable compiles.
         literal = DETAIL.replace("($id: ID!)", "").replace("$id", f'"{customer_id}"')
         await compare(token, {"query": literal}, compiled=True)
