@@ -44,6 +44,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from starlette.types import Message, Receive, Scope, Send
+from strawberry.http.parse_content_type import parse_content_type
 
 from db.engine import Database
 from db.entities import CUSTOMER
@@ -271,10 +272,8 @@ class CompiledReads:
                 authorization = value
             elif name == b"accept":
                 accept = value
-        if content_type is None or content_type.split(b";")[0].strip().lower() != (
-            b"application/json"
-        ):
-            return receive
+        if not _is_utf8_json(content_type):
+            return receive  # the executor's 415 (or its multipart handling)
         body = await _read_body(receive)
         replay = _replaying(body, receive)
         started = time.perf_counter()
@@ -407,6 +406,15 @@ def _signed_in(user: Mapping[str, Any] | None, claims: TokenClaims) -> bool:
 
 async def _no_counter() -> int:
     raise AssertionError("compiled lists count in their statement")
+
+
+def _is_utf8_json(content_type: bytes | None) -> bool:
+    """``application/json`` in utf-8 (the only JSON body ``parse_http_body`` accepts)."""
+    if content_type is None:
+        return False
+    media_type, params = parse_content_type(content_type.decode("latin-1"))
+    charset = params.get("charset", "utf-8").lower()
+    return media_type.lower() == "application/json" and charset in ("utf-8", "utf8")
 
 
 async def _read_body(receive: Receive) -> bytes:

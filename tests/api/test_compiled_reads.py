@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from db.queries import record_tree
@@ -213,6 +214,29 @@ class TestCompiledCustomerDetail:
             )
             found = response.json()["data"]["customer"]
             assert (found and found["displayName"]) == expected
+
+    async def test_a_body_in_another_charset_is_the_executors_415(self, tenant, client, executor):
+        """Only utf-8 JSON is answered; `charset=latin-1` gets the executor's 415."""
+        customer = await make_customer(tenant.admin, businessName="Charset")
+        body = orjson.dumps({"query": DETAIL, "variables": {"id": customer["id"]}})
+        headers = {"Authorization": f"Bearer {tenant.admin.token}"}
+        before = compiled_count()
+        statuses = set()
+        for content_type in ("application/json; charset=latin-1", "text/plain"):
+            for app in (client, executor):
+                response = await app.post(
+                    "/graphql", content=body, headers={**headers, "Content-Type": content_type}
+                )
+                statuses.add(response.status_code)
+        assert statuses == {415}
+        assert compiled_count() == before
+        response = await client.post(
+            "/graphql",
+            content=body,
+            headers={**headers, "Content-Type": "Application/JSON; Charset=UTF-8"},
+        )
+        assert response.json()["data"]["customer"]["displayName"] == "Charset"
+        assert compiled_count() == before + 1
 
     async def test_the_negotiated_media_type_is_kept(self, tenant, compare):
         """`Accept: application/graphql-response+json` gets that content type."""
