@@ -18,7 +18,7 @@ from starlette.requests import HTTPConnection
 from db.engine import Database, set_tenant
 from db.queries.users import get_user
 from resolvers.loaders import Loaders
-from server.auth import InvalidTokenError, TokenClaims, read_token
+from server.auth import InvalidTokenError, TokenClaims, read_token, still_valid
 from server.settings import Settings
 
 
@@ -148,7 +148,7 @@ class Context:
 
     async def _load_user(self, conn: AsyncConnection, claims: TokenClaims) -> CurrentUser:
         row = await get_user(conn, claims.org_id, claims.user_id)
-        if row is None or not row["active"] or row["token_epoch"] != claims.epoch:
+        if row is None or not still_valid(row, claims):
             raise unauthenticated("This token was revoked: sign in again")
         self._user = CurrentUser.from_row(row)
         self._user_row = row

@@ -220,11 +220,21 @@ class ExternalSyncQueries:
         )
 
 
-Command = Callable[[AsyncConnection, CurrentUser, UUID], Awaitable[commands.ActionOutcome]]
+# A window action of ``db.commands.external``: called with the connection and ``org_id``,
+# ``source_id`` and ``actor`` by keyword, plus the action's own arguments.
+Command = Callable[..., Awaitable[commands.ActionOutcome]]
 
 
-async def _action(info: Info, source_id: str, command: Command) -> Any:
-    """Run one window action in a transaction and shape its result."""
+async def _action(
+    info: Info,
+    source_id: str,
+    command: Command,
+    *,
+    refused: Sequence[SyncItemRefusal] = (),
+    **arguments: Any,
+) -> Any:
+    """Run one window action in a transaction and shape its result; ``refused`` lists the
+    items the resolver turned away before the action ran."""
     user = await info.context.user()
     if not user.is_admin:
         return forbidden(ADMINS_ONLY)
@@ -234,7 +244,9 @@ async def _action(info: Info, source_id: str, command: Command) -> Any:
         return not_found(source_id, str(exc))
     try:
         async with info.context.write() as conn:
-            outcome = await command(conn, user, uuid)
+            outcome = await command(
+                conn, org_id=user.org_id, source_id=uuid, actor=_actor(user), **arguments
+            )
             source = await queries.get_source(conn, user.org_id, uuid)
             assert source is not None
             rows = await queries.pairs_by_external_id(conn, user.org_id, uuid, outcome.external_ids)
@@ -247,8 +259,11 @@ async def _action(info: Info, source_id: str, command: Command) -> Any:
         pairs=pairs,
         new_local_customer_ids=[to_global_id("Customer", c) for c in outcome.customer_ids],
         refused=[
-            SyncItemRefusal(external_id=r.key, code=r.code, message=r.message)
-            for r in outcome.refused
+            *refused,
+            *(
+                SyncItemRefusal(external_id=r.key, code=r.code, message=r.message)
+                for r in outcome.refused
+            ),
         ],
     )
 
@@ -411,16 +426,9 @@ class ExternalSyncMutations:
                 )
             else:
                 items.append((item.external_id, customer_id))
-        result = await _action(
-            info,
-            source_id,
-            lambda conn, user, uuid: commands.pair(
-                conn, org_id=user.org_id, source_id=uuid, items=items, actor=_actor(user)
-            ),
+        return await _action(  # type: ignore[no-any-return]
+            info, source_id, commands.pair, refused=refused, items=items
         )
-        if isinstance(result, SyncActionResult):
-            result.refused = refused + result.refused
-        return result  # type: ignore[no-any-return]
 
     @strawberry.mutation(description="Create customers from new external records and pair them.")
     async def create_customers_from_external(
@@ -430,14 +438,9 @@ class ExternalSyncMutations:
         return await _action(  # type: ignore[no-any-return]
             info,
             source_id,
-            lambda conn, user, uuid: commands.create_customers(
-                conn,
-                org_id=user.org_id,
-                source_id=uuid,
-                external_ids=external_ids,
-                actor=_actor(user),
-                max_length=info.context.settings.max_string_length,
-            ),
+            commands.create_customers,
+            external_ids=external_ids,
+            max_length=info.context.settings.max_string_length,
         )
 
     @strawberry.mutation(
@@ -468,16 +471,9 @@ class ExternalSyncMutations:
                     fields=tuple(rules.FIELDS[f] for f in r.fields) if r.fields else None,
                 )
             )
-        result = await _action(
-            info,
-            source_id,
-            lambda conn, user, uuid: commands.resolve_conflicts(
-                conn, org_id=user.org_id, source_id=uuid, resolutions=items, actor=_actor(user)
-            ),
+        return await _action(  # type: ignore[no-any-return]
+            info, source_id, commands.resolve_conflicts, refused=refused, resolutions=items
         )
-        if isinstance(result, SyncActionResult):
-            result.refused = refused + result.refused
-        return result  # type: ignore[no-any-return]
 
     @strawberry.mutation(
         description="Switch sync off (DEACTIVATED) or back on for pairs (`active: true`)."
@@ -487,16 +483,7 @@ class ExternalSyncMutations:
     ) -> SyncActionPayload:
         """Deactivate or reactivate."""
         return await _action(  # type: ignore[no-any-return]
-            info,
-            source_id,
-            lambda conn, user, uuid: commands.set_sync_active(
-                conn,
-                org_id=user.org_id,
-                source_id=uuid,
-                external_ids=external_ids,
-                active=active,
-                actor=_actor(user),
-            ),
+            info, source_id, commands.set_sync_active, external_ids=external_ids, active=active
         )
 
     @strawberry.mutation(
@@ -508,15 +495,7 @@ class ExternalSyncMutations:
     ) -> SyncActionPayload:
         """Unlink."""
         return await _action(  # type: ignore[no-any-return]
-            info,
-            source_id,
-            lambda conn, user, uuid: commands.unlink(
-                conn,
-                org_id=user.org_id,
-                source_id=uuid,
-                external_ids=external_ids,
-                actor=_actor(user),
-            ),
+            info, source_id, commands.unlink, external_ids=external_ids
         )
 
     @strawberry.mutation(
@@ -534,12 +513,7 @@ class ExternalSyncMutations:
         return await _action(  # type: ignore[no-any-return]
             info,
             source_id,
-            lambda conn, user, uuid: commands.remove_deleted(
-                conn,
-                org_id=user.org_id,
-                source_id=uuid,
-                external_ids=external_ids,
-                archive_local=archive_local,
-                actor=_actor(user),
-            ),
+            commands.remove_deleted,
+            external_ids=external_ids,
+            archive_local=archive_local,
         )

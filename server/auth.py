@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import jwt
@@ -94,6 +96,12 @@ def _verify(secret: str, token: str) -> TokenClaims:
         )
     except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
         raise InvalidTokenError(str(exc)) from exc
+
+
+def still_valid(user: Mapping[str, Any] | None, claims: TokenClaims) -> bool:
+    """Whether the ``users`` row read for a verified token still honours it: the user
+    exists, is active and has not revoked the token's epoch (checked on every request)."""
+    return user is not None and bool(user["active"]) and user["token_epoch"] == claims.epoch
 
 
 def bearer_token(authorization: str | None) -> str | None:

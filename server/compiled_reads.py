@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -53,7 +53,7 @@ from db.queries.record_tree import Row
 from resolvers import encoded, record_json
 from resolvers.customers import SORTS
 from resolvers.encoded import ObjectSpec, Shape
-from schema.customers import CustomerOrderField, OrderDirection
+from schema.customers import CustomerFilter, CustomerOrder, OrderDirection
 from schema.limits import OperationLimits, limit_rules
 from schema.node import InvalidIdError, from_global_id
 from schema.pagination import (
@@ -64,7 +64,7 @@ from schema.pagination import (
     decode_cursor,
 )
 from server import metrics
-from server.auth import InvalidTokenError, TokenClaims, bearer_token, read_token
+from server.auth import InvalidTokenError, TokenClaims, bearer_token, read_token, still_valid
 from server.field_collection import collect_fields
 from server.graphql_http import CONTENT_TYPES, response_media_type
 
@@ -98,7 +98,7 @@ class Detail:
                 user_id=claims.user_id,
                 record_id=record_id,
             )
-        if not _signed_in(result.user, claims):
+        if not still_valid(result.user, claims):
             return FALLBACK  # the executor's UNAUTHENTICATED error
         assert result.user is not None
         if result.user["role"] == "PORTAL" and record_id != result.user["customer_id"]:
@@ -140,7 +140,7 @@ class CustomerList:
             result = await customer_list.read(
                 driver, request, form, org_id=claims.org_id, user_id=claims.user_id
             )
-        if not _signed_in(result.user, claims):
+        if not still_valid(result.user, claims):
             return FALLBACK
         sort = request.sort.value
         rows = result.page.rows
@@ -385,23 +385,18 @@ def _list_request(arguments: dict[str, Any]) -> customer_list.ListRequest | None
         cursor = decode_cursor(after) if after else None
     except InvalidCursorError:
         return None
-    flt = arguments.get("filter") or {"archived": False}
-    order = arguments.get("orderBy") or {}
-    sort = SORTS[order.get("field", CustomerOrderField.NAME)]
+    # The input types' own defaults, as the resolver gets them.
+    flt = CustomerFilter(**arguments["filter"]) if arguments.get("filter") else CustomerFilter()
+    order = CustomerOrder(**arguments["orderBy"]) if arguments.get("orderBy") else CustomerOrder()
     return customer_list.ListRequest(
         first=arguments["first"],
         after=cursor,
-        descending=order.get("direction", OrderDirection.ASC) is OrderDirection.DESC,
-        sort=sort,
-        archived=flt.get("archived"),
-        email=flt.get("email"),
-        search=flt.get("search"),
+        descending=order.direction is OrderDirection.DESC,
+        sort=SORTS[order.field],
+        archived=flt.archived,
+        email=flt.email,
+        search=flt.search,
     )
-
-
-def _signed_in(user: Mapping[str, Any] | None, claims: TokenClaims) -> bool:
-    """The checks ``Context.user()`` makes of the caller's row."""
-    return user is not None and bool(user["active"]) and user["token_epoch"] == claims.epoch
 
 
 async def _no_counter() -> int:

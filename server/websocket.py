@@ -33,7 +33,7 @@ from db.engine import Database
 from db.queries.users import get_user
 from resolvers.context import Context
 from resolvers.sync import record_uuid
-from server.auth import InvalidTokenError, TokenClaims, bearer_token, read_token
+from server.auth import InvalidTokenError, TokenClaims, bearer_token, read_token, still_valid
 from server.settings import Settings
 from server.subscription_documents import (
     BatchEncoder,
@@ -351,7 +351,7 @@ class Connection:
             return
         async with self.server.db.tenant(claims.org_id) as conn:
             row = await get_user(conn, claims.org_id, claims.user_id)
-        if row is None or not row["active"] or row["token_epoch"] != claims.epoch:
+        if not still_valid(row, claims):
             self.close(CloseCode.FORBIDDEN, "Forbidden: this token was revoked")
             return
         if self.closing:

@@ -778,6 +778,12 @@ class _Action:
                 )
         return found
 
+    async def rows(self, external_ids: Sequence[str]) -> list[Row]:
+        """The locked pairs of ``external_ids`` that exist, in first-mention order (each
+        once); the others are refused as NOT_FOUND."""
+        found = await self.pairs(external_ids)
+        return [found[e] for e in dict.fromkeys(external_ids) if e in found]
+
     def resort(self, row: Row) -> None:
         """Store the pair's new category (nothing applied automatically)."""
         evaluation = _evaluate(row, self.fields, self.direction, auto_apply=False)
@@ -891,15 +897,12 @@ async def create_customers(
     """Create a customer from each unpaired external record (validated like any new
     customer, through the write path) and pair them as synchronized."""
     action = await _Action.start(conn, org_id, source_id, actor)
-    found = await action.pairs(external_ids)
     definitions = await field_definitions(conn, org_id, EntityType.CUSTOMER)
     writes: list[RecordWrite] = []
     made: list[tuple[Row, UUID]] = []
     emails: set[str] = set()
-    for external_id in dict.fromkeys(external_ids):
-        row = found.get(external_id)
-        if row is None:
-            continue
+    for row in await action.rows(external_ids):
+        external_id = row["external_id"]
         if row["customer_id"] is not None or row["deleted"]:
             action.outcome.refuse(
                 external_id, "NOT_PAIRABLE", "only new or inactive external records can be created"
@@ -1036,11 +1039,8 @@ async def set_sync_active(
 ) -> ActionOutcome:
     """Switch sync off (DEACTIVATED) or back on for paired records."""
     action = await _Action.start(conn, org_id, source_id, actor)
-    found = await action.pairs(external_ids)
-    for external_id in dict.fromkeys(external_ids):
-        row = found.get(external_id)
-        if row is None:
-            continue
+    for row in await action.rows(external_ids):
+        external_id = row["external_id"]
         if row["customer_id"] is None:
             action.outcome.refuse(external_id, "NOT_LINKED", "only paired records have a sync")
             continue
@@ -1072,11 +1072,8 @@ async def unlink(
     """Undo pairs: the record shows as new external, the customer as new local, and later
     imports do not pair them again by email."""
     action = await _Action.start(conn, org_id, source_id, actor)
-    found = await action.pairs(external_ids)
-    for external_id in dict.fromkeys(external_ids):
-        row = found.get(external_id)
-        if row is None:
-            continue
+    for row in await action.rows(external_ids):
+        external_id = row["external_id"]
         customer_id = row["customer_id"]
         if customer_id is None:
             action.outcome.refuse(external_id, "NOT_LINKED", "this record is not paired")
@@ -1102,12 +1099,9 @@ async def remove_deleted(
     with ``archive_local``, through the write path); a customer gone locally leaves its
     record unpaired (new external)."""
     action = await _Action.start(conn, org_id, source_id, actor)
-    found = await action.pairs(external_ids)
     archive: list[RecordWrite] = []
-    for external_id in dict.fromkeys(external_ids):
-        row = found.get(external_id)
-        if row is None:
-            continue
+    for row in await action.rows(external_ids):
+        external_id = row["external_id"]
         if row["category"] != Category.DELETED.value:
             action.outcome.refuse(external_id, "NOT_DELETED", "this pair is not deleted on a side")
             continue

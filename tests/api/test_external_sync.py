@@ -263,6 +263,34 @@ class TestActions:
         who = tenant.admin_email
 
         # Pair N-6 with the local-only customer: values differ, so both are shown.
+        # Items the resolvers turn away are reported first, with the action's own refusals.
+        turned = (
+            await api(
+                PAIR,
+                {
+                    "s": source,
+                    "pairs": [
+                        {"externalId": "N-6", "customerId": "nope"},
+                        {"externalId": "zzz", "customerId": ids["L"]},
+                    ],
+                },
+            )
+        )["pairExternalRecords"]
+        assert turned["pairs"] == []
+        first, second = turned["refused"]
+        assert (first["externalId"], first["code"]) == ("N-6", "NOT_FOUND")
+        assert "'nope' is not a Customer id" in first["message"]
+        assert second["externalId"] == "zzz"
+        unknown = (
+            await api(
+                RESOLVE,
+                {"s": source, "r": [{"externalId": "N-6", "keep": "LOCAL", "fields": ["nope"]}]},
+            )
+        )["resolveExternalConflicts"]
+        assert unknown["pairs"] == []
+        assert unknown["refused"] == [
+            {"externalId": "N-6", "code": "NOT_A_CONFLICT", "message": "not a synced field: nope"}
+        ]
         paired = (
             await api(PAIR, {"s": source, "pairs": [{"externalId": "N-6", "customerId": ids["L"]}]})
         )["pairExternalRecords"]
