@@ -19,7 +19,7 @@ from db.queries import external as queries
 from db.queries.pages import Row
 from resolvers.context import CurrentUser, Info, PublicError
 from resolvers.writes import page_size, run_write
-from schema.errors import UserError, error_from, forbidden, invalid, not_found
+from schema.errors import Forbidden, NotFound, UserError, error_from, forbidden, invalid, not_found
 from schema.external import (
     ConflictResolutionInput,
     CreateExternalSourceInput,
@@ -67,6 +67,19 @@ async def _admin_user(info: Info) -> CurrentUser:
 def _source_id(global_id: str) -> UUID:
     """The uuid of an ExternalSource id; raises InvalidIdError."""
     return from_global_id(global_id, "ExternalSource")[1]
+
+
+async def _admin_and_source(
+    info: Info, source_id: str
+) -> tuple[CurrentUser, UUID] | Forbidden | NotFound:
+    """The caller, who must be an admin, and the source's uuid; or the error to return."""
+    user = await info.context.user()
+    if not user.is_admin:
+        return forbidden(ADMINS_ONLY)
+    try:
+        return user, _source_id(source_id)
+    except InvalidIdError as exc:
+        return not_found(source_id, str(exc))
 
 
 def _mapping(items: Sequence[FieldMappingInput]) -> list[tuple[str, str]]:
@@ -235,13 +248,10 @@ async def _action(
 ) -> Any:
     """Run one window action in a transaction and shape its result; ``refused`` lists the
     items the resolver turned away before the action ran."""
-    user = await info.context.user()
-    if not user.is_admin:
-        return forbidden(ADMINS_ONLY)
-    try:
-        uuid = _source_id(source_id)
-    except InvalidIdError as exc:
-        return not_found(source_id, str(exc))
+    caller = await _admin_and_source(info, source_id)
+    if isinstance(caller, Forbidden | NotFound):
+        return caller
+    user, uuid = caller
     try:
         async with info.context.write() as conn:
             outcome = await command(
@@ -347,13 +357,10 @@ class ExternalSyncMutations:
         ] = None,
     ) -> ImportResult:
         """Hand the bytes to the import command."""
-        user = await info.context.user()
-        if not user.is_admin:
-            return forbidden(ADMINS_ONLY)
-        try:
-            uuid = _source_id(source_id)
-        except InvalidIdError as exc:
-            return not_found(source_id, str(exc))
+        caller = await _admin_and_source(info, source_id)
+        if isinstance(caller, Forbidden | NotFound):
+            return caller
+        user, uuid = caller
         if (file is None) == (content is None):
             return invalid({"file": "give either `file` (an upload) or `content` (text)"})
         limit = info.context.settings.max_import_bytes
@@ -389,13 +396,10 @@ class ExternalSyncMutations:
     )
     async def refresh_sync_window(self, info: Info, source_id: strawberry.ID) -> SyncRefreshPayload:
         """A sync run without a file."""
-        user = await info.context.user()
-        if not user.is_admin:
-            return forbidden(ADMINS_ONLY)
-        try:
-            uuid = _source_id(source_id)
-        except InvalidIdError as exc:
-            return not_found(source_id, str(exc))
+        caller = await _admin_and_source(info, source_id)
+        if isinstance(caller, Forbidden | NotFound):
+            return caller
+        user, uuid = caller
         try:
             async with info.context.write() as conn:
                 run = await commands.refresh(
