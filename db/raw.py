@@ -12,11 +12,16 @@ jsonb goes in as text (``$n::text[]`` cast to jsonb in SQL, encoded with orjson)
 back decoded by the codec SQLAlchemy registers on every pooled connection
 (``db.engine``: orjson). Errors come back as SQLAlchemy's, so callers keep one exception
 vocabulary (a unique violation is an ``IntegrityError`` whose ``orig`` names the index).
+
+Errors name no value: they get logged (with their traceback) and the values here are
+emails, password hashes, credential ciphertext and tokens. The bound parameters are left
+out of the error, and so are PostgreSQL's ``DETAIL`` (``Key (email)=(...) already
+exists``) and the quoted value of a data error (``invalid input syntax for type uuid:
+"..."``, or asyncpg's ``invalid input for query argument $2: [...]``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -32,10 +37,33 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
     return driver_connection
 
 
-def _translated(sql: str, args: Sequence[Any], exc: asyncpg.PostgresError) -> DBAPIError:
+# Fields of a PostgreSQL error that can quote a row's or a parameter's value.
+_VALUE_FIELDS = frozenset({"detail", "context", "internal_query"})
+# SQLSTATE class 22 (data exception): the message ends with the offending value.
+_DATA_EXCEPTION = "22"
+
+
+def without_values(exc: asyncpg.PostgresError) -> asyncpg.PostgresError:
+    """A copy of ``exc`` (same class, SQLSTATE, constraint and table names) whose message
+    and fields quote no value."""
+    message = str(exc.args[0]) if exc.args else ""
+    if (exc.sqlstate or "").startswith(_DATA_EXCEPTION):
+        head, colon, _value = message.partition(": ")
+        if colon:
+            message = f"{head}: (value hidden)"
+    copy = type(exc)(message)
+    fields = {k: v for k, v in exc.as_dict().items() if k not in _VALUE_FIELDS}
+    fields["message"] = message
+    copy.__dict__.update(fields)
+    return copy
+
+
+def _translated(sql: str, exc: asyncpg.PostgresError) -> DBAPIError:
+    # No parameters at all: a DBAPIError keeps the ones it is given in ``params``.
+    orig = without_values(exc)
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        return IntegrityError(sql, args, exc)
-    return DBAPIError(sql, args, exc)
+        return IntegrityError(sql, None, orig, hide_parameters=True)
+    return DBAPIError(sql, None, orig, hide_parameters=True)
 
 
 async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -44,7 +72,9 @@ async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[asyncpg.Rec
     try:
         return await connection.fetch(sql, *args)
     except asyncpg.PostgresError as exc:
-        raise _translated(sql, args, exc) from exc
+        # "from None": a traceback would print the original, values and all (it stays
+        # reachable as ``__context__``, where database_unavailable() looks).
+        raise _translated(sql, exc) from None
 
 
 async def execute(conn: AsyncConnection, sql: str, *args: Any) -> str:
@@ -53,4 +83,6 @@ async def execute(conn: AsyncConnection, sql: str, *args: Any) -> str:
     try:
         return await connection.execute(sql, *args)
     except asyncpg.PostgresError as exc:
-        raise _translated(sql, args, exc) from exc
+        # "from None": a traceback would print the original, values and all (it stays
+        # reachable as ``__context__``, where database_unavailable() looks).
+        raise _translated(sql, exc) from None

@@ -140,6 +140,34 @@ def migrate() -> None:
 APP = "server.asgi:create_app_from_env"
 
 
+def uvicorn_options(
+    settings: Settings, *, host: str, port: int, workers: int | None = None
+) -> dict[str, Any]:
+    """The keyword arguments `serve` gives ``uvicorn.run`` / ``uvicorn.Config``."""
+    proxies = settings.trusted_proxy_networks()
+    return {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers or settings.workers,
+        # Sync batches are small JSON already compressed by TLS terminators when wanted;
+        # deflate would cost CPU and ~60 KB of zlib state per socket.
+        "ws_per_message_deflate": False,
+        # wsproto (sans-I/O) keeps no task per socket: an idle subscriber costs ~10 KB
+        # less than with uvicorn's default websockets implementation.
+        "ws": "wsproto",
+        "ws_max_size": settings.ws_max_message_bytes,
+        "log_level": settings.log_level,
+        "access_log": False,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 (or FORWARDED_ALLOW_IPS) unless
+        # told otherwise: then anyone on the host, or a proxy that passes the header
+        # through, picks the address the access log records and the per-address limits
+        # count. Only the configured proxies are believed; by default nobody is.
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies,
+    }
+
+
 @app.command()
 def serve(
     demo: Annotated[
@@ -172,21 +200,12 @@ def serve(
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets exit
     # handlers run, which stop the embedded PostgreSQL with the server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    options: dict[str, Any] = {
-        "factory": True,
-        "host": bind_host,
-        "port": bind_port,
-        "workers": workers or settings.workers,
-        # Sync batches are small JSON already compressed by TLS terminators when wanted;
-        # deflate would cost CPU and ~60 KB of zlib state per socket.
-        "ws_per_message_deflate": False,
-        # wsproto (sans-I/O) keeps no task per socket: an idle subscriber costs ~10 KB
-        # less than with uvicorn's default websockets implementation.
-        "ws": "wsproto",
-        "ws_max_size": settings.ws_max_message_bytes,
-        "log_level": settings.log_level,
-        "access_log": False,
-    }
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        console.print(
+            "[yellow]FORWARDED_ALLOW_IPS is ignored: name the reverse proxies in"
+            " FIELDSYNC_TRUSTED_PROXIES.[/]"
+        )
+    options = uvicorn_options(settings, host=bind_host, port=bind_port, workers=workers)
     if options["workers"] > 1 and reuse_port_supported():
         # uvicorn's supervisor, but each worker listens on a socket of its own
         # (server/listeners.py): keep-alive connections spread over the workers.

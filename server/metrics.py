@@ -8,12 +8,19 @@ aggregate every worker through prometheus-client's multiprocess mode instead.
 from __future__ import annotations
 
 import os
-import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import structlog
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -24,15 +31,16 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 REQUESTS = Counter(
     "fieldsync_graphql_requests_total",
-    "GraphQL operations executed, by operation name and type.",
+    "GraphQL operations executed, by root field and type.",
     ["operation", "type"],
 )
 REQUEST_SECONDS = Histogram(
     "fieldsync_graphql_request_seconds",
-    "Time to execute a GraphQL operation (parse to result), by operation name.",
+    "Time to execute a GraphQL operation (parse to result), by root field.",
     ["operation"],
 )
 COMPILED_READS = Counter(
@@ -66,24 +74,64 @@ POOL_SIZE = Gauge(
     multiprocess_mode="livesum",
 )
 
-# Operation names are chosen by clients: cap the label values so a client cannot blow
-# up the number of series (later names count as "other").
-MAX_OPERATION_NAMES = 200
-_NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,63}$")
-_known_names: set[str] = set()
+# The ``operation`` label names the root field an operation ran (``pushChanges``,
+# ``customers``), not the operation name the client chose: that one is a caller's free
+# text, and any cap on distinct names lets a stranger fill it with fresh names and push the
+# real ones into "other". Root fields are bounded by the schema.
+MULTIPLE = "multiple"  # several distinct root fields in one operation
+INVALID = "invalid"  # did not parse or validate (nothing ran)
+_META_FIELDS = frozenset({"__typename", "__schema", "__type"})
 
 
-def operation_label(name: str | None) -> str:
-    """A bounded label value for an operation name."""
-    if not name:
-        return "anonymous"
-    if not _NAME.match(name):
-        return "other"
-    if name not in _known_names:
-        if len(_known_names) >= MAX_OPERATION_NAMES:
-            return "other"
-        _known_names.add(name)
-    return name
+def root_field_label(names: Sequence[str]) -> str:
+    """The label of an operation that selected the root fields ``names`` (already checked
+    against the schema)."""
+    distinct = set(names)
+    if len(distinct) == 1:
+        return names[0]
+    return MULTIPLE if distinct else INVALID
+
+
+def _root_field_names(
+    selection_set: SelectionSetNode,
+    fragments: dict[str, FragmentDefinitionNode],
+    seen: set[str],
+) -> Iterator[str]:
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            yield selection.name.value
+        elif isinstance(selection, InlineFragmentNode):
+            yield from _root_field_names(selection.selection_set, fragments, seen)
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            if name in fragments and name not in seen:
+                seen.add(name)
+                yield from _root_field_names(fragments[name].selection_set, fragments, seen)
+
+
+def operation_root_fields(context: ExecutionContext) -> list[str] | None:
+    """The root fields the operation selects (``@skip``/``@include`` aside), or None when
+    the document did not parse and validate or names a field the schema lacks."""
+    document = context.graphql_document
+    if document is None or context.pre_execution_errors:
+        return None
+    wanted = context.operation_name
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if wanted is not None:
+        operations = [o for o in operations if o.name is not None and o.name.value == wanted]
+    if len(operations) != 1:
+        return None
+    operation = operations[0]
+    root_type = context.schema._schema.get_root_type(operation.operation)
+    if root_type is None:
+        return None
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    names = list(_root_field_names(operation.selection_set, fragments, set()))
+    if any(n not in root_type.fields and n not in _META_FIELDS for n in names):
+        return None
+    return names
 
 
 def count_push_outcomes(outcomes: Iterator[str] | list[str]) -> None:
@@ -103,7 +151,8 @@ class OperationMetrics(SchemaExtension):
         try:
             yield
         finally:
-            name = operation_label(context.operation_name)
+            names = operation_root_fields(context)
+            name = INVALID if names is None else root_field_label(names)
             try:
                 kind = context.operation_type.value
             except Exception:  # noqa: BLE001 - an unparsable document has no type

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,6 +37,12 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, description="Token signing key (HS256).")
     token_ttl_seconds: int = Field(default=12 * 3600, ge=60)
     host: str = "127.0.0.1"
+    trusted_proxies: str = Field(
+        default="",
+        description="Addresses or networks (comma-separated IPs/CIDRs) of the reverse proxies"
+        " whose X-Forwarded-For / X-Forwarded-Proto are believed; empty: none, the peer"
+        " address is the client.",
+    )
     port: int = 8000
     workers: int = Field(default=1, ge=1)
     pool_size: int = Field(default=10, ge=1)
@@ -110,6 +117,24 @@ class Settings(BaseSettings):
     field_suggestions: bool = Field(
         default=False, description='"Did you mean" hints in validation errors.'
     )
+    max_query_chars: int = Field(
+        default=100_000,
+        ge=100,
+        description="Characters per document (comments and strings are not tokens).",
+    )
+    max_validation_ms: int = Field(
+        default=100, ge=1, description="CPU-time budget of one document's validation (ms)."
+    )
+    max_request_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON request body (uploads have FIELDSYNC_MAX_IMPORT_BYTES).",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="After SIGTERM, how long a graceful shutdown may take before exit.",
+    )
     login_rate_window_seconds: int = Field(
         default=300, ge=1, description="Sliding window of the login rate limits."
     )
@@ -135,6 +160,8 @@ class Settings(BaseSettings):
             default_list_size=self.cost_default_list_size,
             introspection=self.introspection,
             field_suggestions=self.field_suggestions,
+            max_chars=self.max_query_chars,
+            max_validation_ms=self.max_validation_ms,
         )
 
     # --- end of operation and rate limits ---
@@ -146,6 +173,27 @@ class Settings(BaseSettings):
         description="Largest external import file (CSV or JSON); larger ones are refused"
         " before parsing.",
     )
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _proxies_are_networks(cls, value: str) -> str:
+        # Normalised and checked at start-up: a typo must not silently trust nobody (or,
+        # worse, be read by uvicorn as a host name pattern).
+        networks = []
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"FIELDSYNC_TRUSTED_PROXIES: {item!r} is not an IP address or network"
+                ) from None
+        return ",".join(networks)
+
+    def trusted_proxy_networks(self) -> list[str]:
+        """The proxies whose forwarding headers are believed (CIDR strings; maybe none)."""
+        return self.trusted_proxies.split(",") if self.trusted_proxies else []
 
     @field_validator("master_keys", mode="after")
     @classmethod

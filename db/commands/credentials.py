@@ -246,11 +246,13 @@ async def reveal(
         raise RateLimitedError(rate_per_minute, max(1, int(wait) + 1))
     if client_address is not None:
         # Per address too: one client behind many accounts. Counted in this transaction, so
-        # a later refusal (or a failed commit) uncounts it with the access-log row.
+        # a later refusal (or a failed commit) uncounts it with the access-log row. Per
+        # tenant as well: one tenant's reveals (or a stranger's, from a shared office or
+        # carrier NAT) never use up another tenant's window.
         taken = await rate_limits.take(
             conn,
             REVEAL_BY_ADDRESS,
-            client_address,
+            f"{org_id}:{client_address}",
             limit=address_rate_per_minute,
             window_seconds=RATE_WINDOW_SECONDS,
         )

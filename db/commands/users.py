@@ -16,6 +16,10 @@ from sync.validation import is_valid_email
 
 ROLES = ("ADMIN", "TECHNICIAN", "PORTAL")
 MIN_PASSWORD_LENGTH = 10
+EMAIL_UNAVAILABLE = "this email address cannot be used for a new user: choose another"
+CUSTOMER_CLOSED = (
+    "the customer is archived or deleted: a portal user needs a live customer (re-enable it first)"
+)
 
 
 async def create_user(
@@ -46,8 +50,16 @@ async def create_user(
         raise RecordValidationError(errors)
     if customer_id is not None and not await records.by_ids(conn, CUSTOMER, org_id, [customer_id]):
         raise NotFoundError("customer", customer_id)
+    if (
+        role == "PORTAL"
+        and customer_id is not None
+        and not await users.customer_open_to_portal(conn, org_id, customer_id)
+    ):
+        raise RecordValidationError({"customerId": CUSTOMER_CLOSED})
+    # Sign-in emails are unique across tenants, so "taken" may mean "by another tenant":
+    # the answer says no more than that this address cannot be used (docs/security.md).
     if await users.email_in_use(conn, email):
-        raise DuplicateError(f"a user with email {email} already exists")
+        raise DuplicateError(EMAIL_UNAVAILABLE)
     try:
         return await users.create_user(
             conn,
@@ -60,13 +72,26 @@ async def create_user(
             customer_id=customer_id,
         )
     except IntegrityError as exc:
-        raise DuplicateError(f"a user with email {email} already exists") from exc
+        raise DuplicateError(EMAIL_UNAVAILABLE) from exc
 
 
 async def update_user(
     conn: AsyncConnection, org_id: UUID, user_id: UUID, values: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Set capabilities or activation of a user of the tenant."""
+    """Set capabilities or activation of a user of the tenant.
+
+    A portal user is activated only while their customer is live and not archived: the
+    trigger of migration 0008 deactivated them when it closed.
+    """
+    if values.get("active") is True:
+        current = await users.get_user(conn, org_id, user_id)
+        if current is None:
+            raise NotFoundError("user", user_id)
+        if current["role"] == "PORTAL" and (
+            current["customer_id"] is None
+            or not await users.customer_open_to_portal(conn, org_id, current["customer_id"])
+        ):
+            raise RecordValidationError({"active": CUSTOMER_CLOSED})
     row = await users.update_user(conn, org_id, user_id, values)
     if row is None:
         raise NotFoundError("user", user_id)

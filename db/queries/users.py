@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import raw
-from db.tables import users
+from db.tables import customers, users
 
 CAPABILITY_COLUMNS = (
     "can_sync_by_customer",
@@ -119,3 +119,20 @@ async def update_user(
 async def count_users(conn: AsyncConnection) -> int:
     """Users visible to this transaction (all tenants only for the owner role)."""
     return int((await conn.execute(select(func.count()).select_from(users))).scalar_one())
+
+
+async def customer_open_to_portal(conn: AsyncConnection, org_id: UUID, customer_id: UUID) -> bool:
+    """Whether the customer exists, is live and not archived, read with a share lock: an
+    archive or delete committing meanwhile waits for this transaction, so its trigger
+    (migration 0008) sees the portal user this transaction adds or re-activates."""
+    query = (
+        select(customers.c.id)
+        .where(
+            customers.c.org_id == org_id,
+            customers.c.id == customer_id,
+            customers.c.deleted.is_(False),
+            customers.c.archived.is_(False),
+        )
+        .with_for_update(read=True)
+    )
+    return (await conn.execute(query)).first() is not None
