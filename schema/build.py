@@ -8,7 +8,7 @@ from typing import Any
 import strawberry
 import structlog
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension, ValidationCache
+from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types.base import get_object_definition
@@ -149,9 +149,9 @@ def build_schema(
             # Operation limits (depth, aliases, tokens, cost, introspection): schema/limits.py.
             # Before the caches: their hooks must wrap the parse, whose errors they code.
             *limit_extensions(limits or OperationLimits()),
-            # Devices send the same few documents all day: parse and validate each once.
+            # Devices send the same few documents all day: parse each once (validation
+            # results are remembered by the limit extensions' validator).
             lambda: ParserCache(maxsize=256),
-            lambda: ValidationCache(maxsize=256),
             *(extra_extensions or []),
         ],
         config=StrawberryConfig(scalar_map=SCALAR_MAP),

@@ -1,233 +1,97 @@
-"""Limits on abusive operations: a cost rule, and stable codes on limit errors.
+"""Limits on abusive operations, as schema extensions, and stable codes on limit errors.
 
-Strawberry ships depth, alias and token limits but no cost limit, and its limit errors carry
-no code; both are added here (see docs/operations-limits.md).
+The depth, alias and cost limits are one linear-time rule (schema/limit_rules.py: strawberry's
+own depth and alias limiters expand fragment spreads and take exponential time); the token
+limit bounds the parse. See docs/operations.md, "Operation limits".
 """
 
 from __future__ import annotations
 
+import gc
 import re
-from collections.abc import Iterator
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from graphql import (
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    GraphQLError,
-    GraphQLField,
-    GraphQLNamedType,
-    GraphQLObjectType,
-    InlineFragmentNode,
-    IntValueNode,
-    OperationDefinitionNode,
-    OperationType,
-    SelectionSetNode,
-    ValidationContext,
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, ValidationContext, parse
+from graphql.validation import (
+    ASTValidationRule,
+    NoSchemaIntrospectionCustomRule,
     ValidationRule,
-    VariableNode,
-    get_named_type,
-    get_nullable_type,
-    is_composite_type,
-    is_list_type,
-    parse,
 )
-from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
+from graphql.validation.rules import overlapping_fields_can_be_merged
+from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
-from strawberry.extensions.max_aliases import create_validator as create_aliases_validator
-from strawberry.extensions.query_depth_limiter import create_validator as create_depth_validator
+from strawberry.schema.schema import validate_document
 
-# Arguments that set how many items a field returns (connections: `first`; pull: `limit`).
-SIZE_ARGUMENTS = ("first", "limit")
-
-# Codes in `extensions.code` of limit errors; documented in docs/operations-limits.md.
-QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
-QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
-TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
-QUERY_TOO_LARGE = "QUERY_TOO_LARGE"
-
-# Messages of strawberry's and graphql-core's limit errors, which have no code of their own.
-_CODED_MESSAGES = (
-    (re.compile(r"exceeds maximum operation depth of \d+"), QUERY_TOO_DEEP),
-    (re.compile(r"^\d+ aliases found\. Allowed: \d+"), TOO_MANY_ALIASES),
-    (re.compile(r"Document contains more than \d+ tokens"), QUERY_TOO_LARGE),
+from schema.limit_rules import (
+    QUERY_TOO_COMPLEX,
+    QUERY_TOO_COSTLY,
+    QUERY_TOO_DEEP,
+    TOO_MANY_ALIASES,
+    RuleLimits,
+    operation_limit_errors,
 )
+
+# Codes in `extensions.code` of limit errors; documented in docs/operations.md. The depth,
+# alias and cost errors carry theirs from schema/limit_rules.py.
+QUERY_TOO_LARGE = "QUERY_TOO_LARGE"
+__all__ = [
+    "QUERY_TOO_COMPLEX",
+    "QUERY_TOO_COSTLY",
+    "QUERY_TOO_DEEP",
+    "QUERY_TOO_LARGE",
+    "TOO_MANY_ALIASES",
+    "BoundedValidation",
+    "DocumentValidator",
+    "LimitErrorCodes",
+    "OperationLimits",
+    "limit_extensions",
+    "limit_rules",
+]
+
+# Messages of graphql-core's limit errors, which have no code of their own: the token limit,
+# the field-merging rule's work budget, and the error-count limit.
+_CODED_MESSAGES = (
+    (re.compile(r"Document contains more than \d+ tokens"), QUERY_TOO_LARGE),
+    (re.compile(r"^Validation aborted\.$"), QUERY_TOO_COMPLEX),
+    (re.compile(r"^Too many validation errors, error limit reached"), QUERY_TOO_COMPLEX),
+)
+# graphql-core's field-merging rule compares same-named fields pairwise (quadratic): 1,200
+# copies of `me { id }` spent its default budget of 500,000 comparisons in 1.8 s. Documents
+# of real clients spend none of it (GraphiQL's introspection query and the frontend bench's
+# reads included); 20,000 is about 70 ms of this machine, within the validation budget.
+FIELD_MERGE_BUDGET = 20_000
+overlapping_fields_can_be_merged.MAX_COMPLEXITY_BUDGET = FIELD_MERGE_BUDGET
 # Documents are parsed before ParserCache's hook runs (see LimitErrorCodes.on_parse).
 _cached_parse = lru_cache(maxsize=256)(parse)
 # graphql-core's "Did you mean ...?" hints leak schema names even with introspection off.
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 
-@dataclass(frozen=True)
-class CostLimits:
-    """Parameters of the cost rule."""
-
-    max_cost: int
-    # Items assumed for a size argument given as a variable (the page cap), and for list
-    # fields without a size argument.
-    variable_list_size: int
-    default_list_size: int
-
-
-def cost_limit_rule(limits: CostLimits) -> type[ValidationRule]:
-    """A validation rule refusing operations whose estimated cost exceeds ``limits.max_cost``.
-
-    The cost of a field is 1 plus the cost of its selection; a field with a size argument
-    (`first`, `limit`) multiplies the cost of its list-typed children by that size (the
-    literal, a variable's default, or ``variable_list_size``; absent: the argument's
-    default), and a list of objects without one counts ``default_list_size`` items.
-    """
-
-    class CostLimitRule(ValidationRule):
-        """Estimate each operation's cost before anything executes."""
-
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            """Cost of one operation; reports an error when over the limit."""
-            estimator = _CostEstimator(self.context, node, limits)
-            root = estimator.root_type()
-            if root is None:
-                return
-            cost = estimator.selection_cost(node.selection_set, root, pending=None)
-            if cost > limits.max_cost:
-                name = node.name.value if node.name else "anonymous"
-                self.report_error(
-                    GraphQLError(
-                        f"Operation '{name}' is too costly: estimated cost {cost} exceeds the"
-                        f" limit of {limits.max_cost}. Request fewer items (`first`) or fewer"
-                        " nested lists.",
-                        node,
-                        extensions={"code": QUERY_TOO_COSTLY, "cost": cost},
-                    )
-                )
-
-    return CostLimitRule
-
-
-class _CostEstimator:
-    def __init__(
-        self, context: ValidationContext, operation: OperationDefinitionNode, limits: CostLimits
-    ) -> None:
-        self.context = context
-        self.operation = operation
-        self.limits = limits
-        self.fragments: dict[str, FragmentDefinitionNode] = {
-            f.name.value: f
-            for f in context.document.definitions
-            if isinstance(f, FragmentDefinitionNode)
-        }
-        self.variable_defaults: dict[str, int] = {}
-        for definition in operation.variable_definitions or ():
-            if isinstance(definition.default_value, IntValueNode):
-                self.variable_defaults[definition.variable.name.value] = int(
-                    definition.default_value.value
-                )
-
-    def root_type(self) -> GraphQLObjectType | None:
-        schema = self.context.schema
-        return {
-            OperationType.QUERY: schema.query_type,
-            OperationType.MUTATION: schema.mutation_type,
-            OperationType.SUBSCRIPTION: schema.subscription_type,
-        }[self.operation.operation]
-
-    def selection_cost(
-        self,
-        selection_set: SelectionSetNode | None,
-        parent: GraphQLNamedType,
-        pending: int | None,
-        seen: frozenset[str] = frozenset(),
-    ) -> int:
-        """Cost of a selection on ``parent``; ``pending`` is a size for list children."""
-        if selection_set is None:
-            return 0
-        total = 0
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                total += self.field_cost(selection, parent, pending, seen)
-            elif isinstance(selection, InlineFragmentNode):
-                target = (
-                    self._type(selection.type_condition.name.value)
-                    if selection.type_condition
-                    else parent
-                )
-                total += self.selection_cost(
-                    selection.selection_set, target or parent, pending, seen
-                )
-            elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                fragment = self.fragments.get(name)
-                # Cycles are another rule's error; count each spread once per path.
-                if fragment is None or name in seen:
-                    continue
-                target = self._type(fragment.type_condition.name.value) or parent
-                total += self.selection_cost(fragment.selection_set, target, pending, seen | {name})
-        return total
-
-    def field_cost(
-        self, node: FieldNode, parent: GraphQLNamedType, pending: int | None, seen: frozenset[str]
-    ) -> int:
-        """1 + children, times the list size when the field is a list of objects."""
-        fields = getattr(parent, "fields", None)
-        definition: GraphQLField | None = fields.get(node.name.value) if fields else None
-        if definition is None:
-            # __typename, introspection, or an unknown field (reported by another rule).
-            return 1
-        field_type = definition.type
-        named = get_named_type(field_type)
-        size = self._size_argument(node, definition)
-        multiplier = 1
-        child_pending = None
-        if is_list_type(get_nullable_type(field_type)) and is_composite_type(named):
-            if size is not None:
-                multiplier = size
-            elif pending is not None:
-                multiplier = pending
-            else:
-                multiplier = self.limits.default_list_size
-        elif size is not None:
-            # A connection or page: its list-typed children (edges, changes) hold the items.
-            child_pending = size
-        return multiplier * (
-            1 + self.selection_cost(node.selection_set, named, child_pending, seen)
-        )
-
-    def _size_argument(self, node: FieldNode, definition: GraphQLField) -> int | None:
-        for name in SIZE_ARGUMENTS:
-            if name not in definition.args:
-                continue
-            given = next((a for a in node.arguments or () if a.name.value == name), None)
-            if given is None:
-                default = definition.args[name].default_value
-                return default if isinstance(default, int) else self.limits.variable_list_size
-            if isinstance(given.value, IntValueNode):
-                return max(0, int(given.value.value))
-            if isinstance(given.value, VariableNode):
-                return self.variable_defaults.get(
-                    given.value.name.value, self.limits.variable_list_size
-                )
-            return self.limits.variable_list_size
-        return None
-
-    def _type(self, name: str) -> GraphQLNamedType | None:
-        return self.context.schema.get_type(name)
-
-
 class LimitErrorCodes(SchemaExtension):
     """Give limit errors a stable `extensions.code`, and drop "Did you mean" hints."""
 
-    def __init__(self, *, hide_suggestions: bool = True) -> None:
+    def __init__(self, *, hide_suggestions: bool = True, max_chars: int | None = None) -> None:
         self.hide_suggestions = hide_suggestions
+        self.max_chars = max_chars
 
     def on_parse(self) -> Iterator[None]:
-        """Parse first, to code a parse error (too many tokens).
+        """Parse first, to code a parse error (too many tokens), after a length check.
 
         An error raised by ParserCache's hook escapes every later hook of the operation, so
         this hook (listed before it) parses, through a cache of its own, and raises the
         coded error itself; ParserCache then finds the document in its cache too.
         """
         context = self.execution_context
+        if self.max_chars is not None and context.query and len(context.query) > self.max_chars:
+            raise GraphQLError(
+                f"Document is longer than {self.max_chars} characters.",
+                extensions={"code": QUERY_TOO_LARGE},
+            )
         if context.graphql_document is None and context.query:
             try:
                 context.graphql_document = _cached_parse(context.query, **context.parse_options)
@@ -280,33 +144,144 @@ class OperationLimits:
     default_list_size: int = 10
     introspection: bool = True
     field_suggestions: bool = False
+    # Comments, white space and strings are not tokens: a document of a few tokens could
+    # still be megabytes for the lexer to walk.
+    max_chars: int = 100_000
+    # CPU budget of one document's validation (every rule), in milliseconds.
+    max_validation_ms: int = 100
+
+    def rule_limits(self) -> RuleLimits:
+        """What the linear depth, alias and cost check enforces."""
+        return RuleLimits(
+            max_depth=self.max_depth,
+            max_aliases=self.max_aliases,
+            max_cost=self.max_cost,
+            variable_list_size=self.variable_list_size,
+            default_list_size=self.default_list_size,
+        )
+
+
+def _full_collections() -> int:
+    return int(gc.get_stats()[2]["collections"])
+
+
+def validation_deadline_rule(budget_ms: int) -> type[ValidationRule]:
+    """A rule that aborts the validation it is part of after ``budget_ms`` of CPU time.
+
+    Every rule is meant to run in time linear in the document; this one bounds what a rule
+    of a library might still do that is not (checked every 64 nodes of the visit).
+    """
+
+    class ValidationDeadline(ValidationRule):
+        """Stop the visit past the deadline."""
+
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            # CPU time of this thread: a busy machine does not make a document too complex.
+            self.deadline = time.thread_time() + budget_ms / 1000
+            self.full_collections = _full_collections()
+            self.visited = 0
+
+        def enter(self, *_: Any) -> None:
+            """Called for every node; looks at the clock now and then."""
+            self.visited += 1
+            if self.visited % 64 or time.thread_time() <= self.deadline:
+                return
+            if _full_collections() != self.full_collections:
+                # A full collection ran meanwhile: its time belongs to whatever allocated
+                # before this request. Give the document its budget once more (once: a
+                # document that keeps the collector busy is itself the problem).
+                self.full_collections = -1
+                self.deadline = time.thread_time() + budget_ms / 1000
+                return
+            raise ValidationAbortedError(
+                f"Validation took longer than {budget_ms} ms: simplify the document.",
+                extensions={"code": QUERY_TOO_COMPLEX},
+            )
+
+    return ValidationDeadline
 
 
 def limit_rules(limits: OperationLimits) -> list[type[ASTValidationRule]]:
-    """The validation rules enforcing ``limits`` (depth, aliases, cost, introspection);
-    the token limit applies to the parse."""
-    cost = CostLimits(
-        max_cost=limits.max_cost,
-        variable_list_size=limits.variable_list_size,
-        default_list_size=limits.default_list_size,
-    )
-    rules: list[type[ASTValidationRule]] = [
-        create_depth_validator(limits.max_depth, None, None),
-        create_aliases_validator(limits.max_aliases),
-        cost_limit_rule(cost),
-    ]
+    """The validation rules added to graphql-core's for ``limits``: the time budget and,
+    when switched off, introspection. Depth, aliases and cost are checked before any rule
+    runs (``DocumentValidator``); the token limit applies to the parse."""
+    rules: list[type[ASTValidationRule]] = [validation_deadline_rule(limits.max_validation_ms)]
     if not limits.introspection:
         rules.append(NoSchemaIntrospectionCustomRule)
     return rules
 
 
+class DocumentValidator:
+    """Validates documents within the operation limits, remembering results by document.
+
+    The linear depth, alias and cost check runs first, so a fragment bomb is refused
+    before graphql-core's rules (some of them quadratic) see it; then every rule, under
+    the time budget. Each read path (the executor, compiled reads, subscriptions) uses
+    this, so a document is judged the same way wherever it arrives.
+    """
+
+    def __init__(self, limits: OperationLimits, *, maxsize: int = 256) -> None:
+        self.limits = limits
+        self.rule_limits = limits.rule_limits()
+        self.maxsize = maxsize
+        self._cache: OrderedDict[
+            tuple[int, DocumentNode, tuple[type[ASTValidationRule], ...]], list[GraphQLError]
+        ] = OrderedDict()
+
+    def validate(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        rules: Sequence[type[ASTValidationRule]],
+    ) -> list[GraphQLError]:
+        """Errors of ``document`` under ``rules`` (graphql-core's and ``limit_rules``)."""
+        # Keyed by the schema's identity: a schema is built once per app.
+        key = (id(schema), document, tuple(rules))
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        errors = operation_limit_errors(schema, document, self.rule_limits)
+        if not errors:
+            errors = validate_document(schema, document, key[2])
+        if any((e.extensions or {}).get("code") == QUERY_TOO_COMPLEX for e in errors):
+            # Past the budget maybe only because of a garbage collection: judge it again.
+            return errors
+        self._cache[key] = errors
+        if len(self._cache) > self.maxsize:
+            self._cache.popitem(last=False)
+        return errors
+
+
+class BoundedValidation(SchemaExtension):
+    """The executor's validation step through a ``DocumentValidator`` (replaces
+    strawberry's ValidationCache, which validates without the limit check first)."""
+
+    def __init__(self, validator: DocumentValidator) -> None:
+        self.validator = validator
+
+    def on_validate(self) -> Iterator[None]:
+        """Validate (or find the remembered result) before strawberry would."""
+        context = self.execution_context
+        if context.graphql_document is not None:
+            context.pre_execution_errors = self.validator.validate(
+                context.schema._schema, context.graphql_document, context.validation_rules
+            )
+        yield
+
+
 def limit_extensions(limits: OperationLimits) -> list[Any]:
     """The schema extensions enforcing ``limits`` (depth, aliases, tokens, cost, ...)."""
-    # The rule classes are built once: ValidationCache keys on them, and a new class per
-    # request (what the stock extensions' constructors do) would never hit the cache.
+    # The rule classes and the validator are built once: the validator keys its results on
+    # the rules, and a new class per request would never find a remembered result.
     rules = limit_rules(limits)
+    validator = DocumentValidator(limits)
     return [
-        lambda: LimitErrorCodes(hide_suggestions=not limits.field_suggestions),
+        lambda: LimitErrorCodes(
+            hide_suggestions=not limits.field_suggestions, max_chars=limits.max_chars
+        ),
         lambda: MaxTokensLimiter(max_token_count=limits.max_tokens),
         lambda: AddValidationRules(rules),
+        lambda: BoundedValidation(validator),
     ]

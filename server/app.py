@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import structlog
+import uvicorn
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -21,10 +22,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from db.engine import Database
 from db.listener import Listener, listener_dsn
@@ -51,6 +54,7 @@ from server.graphql_http import (
     upload_operation_allowed,
 )
 from server.settings import Settings
+from server.shutdown_watchdog import arm_shutdown_watchdog
 from server.websocket import SubscriptionServer
 from sync import checkpoint as checkpoints
 from sync.hub import Hub
@@ -146,24 +150,27 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         multipart = _is_multipart(scope)
-        if self.compiled_reads is not None and scope["method"] == "POST" and not multipart:
-            assert self.settings.secret_key is not None  # create_app refuses to start without
-            fallback = await self.compiled_reads.serve(
-                scope,
-                receive,
-                send,
-                self.state.database,
-                self.settings.secret_key,
-            )
-            if fallback is None:
-                return
-            receive = fallback
-        if multipart:
-            receive = bounded_receive(
-                receive, self.settings.max_import_bytes + MULTIPART_OVERHEAD_BYTES
-            )
+        limit = (
+            self.settings.max_import_bytes + MULTIPART_OVERHEAD_BYTES
+            if multipart
+            else self.settings.max_request_bytes
+        )
+        receive = bounded_receive(receive, limit)
         request = Request(scope=scope, receive=receive)
         try:
+            _check_declared_length(request, limit)
+            if self.compiled_reads is not None and scope["method"] == "POST" and not multipart:
+                assert self.settings.secret_key is not None  # create_app refuses without
+                fallback = await self.compiled_reads.serve(
+                    scope,
+                    receive,
+                    send,
+                    self.state.database,
+                    self.settings.secret_key,
+                )
+                if fallback is None:
+                    return
+                request = Request(scope=scope, receive=fallback)
             if multipart:
                 self._check_multipart(request)
             response = await self.run(request)
@@ -182,8 +189,8 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
         await response(scope, receive, send)
 
     def _check_multipart(self, request: Request) -> None:
-        """Refuse a multipart POST before reading it: without a CSRF header (a plain HTML
-        form could send it cross-site), or with a declared body over the upload limit."""
+        """Refuse a multipart POST before reading it without a CSRF header (a plain HTML
+        form could send it cross-site)."""
         if not has_csrf_header(request.headers):
             raise HTTPError(
                 400,
@@ -191,10 +198,6 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
                 + " or ".join(f"`{h}`" for h in CSRF_HEADERS)
                 + " header (CSRF protection)",
             )
-        limit = self.settings.max_import_bytes + MULTIPART_OVERHEAD_BYTES
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise HTTPError(413, f"Request body too large: at most {limit} bytes")
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         """Remember the negotiated media type for ``create_response`` (it gets no request)."""
@@ -258,17 +261,36 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        """A mutation over GET is a 405 with ``Allow: POST`` (the spec's MUST), not a 400."""
+        """Queries and mutations only: a subscription over HTTP is a 400 that points to
+        the WebSocket endpoint (strawberry would run its resolver as a query and fail), a
+        mutation over GET a 405 with ``Allow: POST`` (the spec's MUST)."""
+        allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
+        if not self.allow_queries_via_get and request_adapter.method == "GET":
+            allowed -= {OperationType.QUERY}
         try:
-            return await super().execute_single(
-                request, request_adapter, sub_response, context, root_value, request_data
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
             )
-        except HTTPException as exc:
-            if request_adapter.method == "GET" and isinstance(
-                exc.__cause__, InvalidOperationTypeError
-            ):
-                raise HTTPError(405, exc.reason, headers={"Allow": "POST"}) from exc.__cause__
-            raise
+        except CannotGetOperationTypeError as exc:
+            raise HTTPError(400, exc.as_http_error_reason()) from exc
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise HTTPError(
+                    400,
+                    "Subscriptions are served over WebSocket (graphql-transport-ws) at"
+                    " /graphql, not over HTTP",
+                ) from exc
+            raise HTTPError(
+                405, exc.as_http_error_reason(request_adapter.method), headers={"Allow": "POST"}
+            ) from exc
+        except MissingQueryError as exc:
+            raise HTTPError(400, "No GraphQL query found in the request") from exc
 
     async def process_result(
         self, request: Request, result: ExecutionResult
@@ -369,6 +391,18 @@ class RequestIdMiddleware:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+def _check_declared_length(request: Request, limit: int) -> None:
+    """413 before reading a body whose declared length is over ``limit`` (a body without a
+    length is cut off by ``bounded_receive`` as it arrives)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPError(413, f"Request body too large: at most {limit} bytes")
+
+
+def _is_uvicorn_handler(handler: object) -> bool:
+    return isinstance(getattr(handler, "__self__", None), uvicorn.Server)
+
+
 def create_app(settings: Settings, database: Database | None = None) -> Starlette:
     """The ASGI app; opens its own pool in the lifespan unless ``database`` is given."""
     if settings.secret_key is None:
@@ -415,6 +449,9 @@ def create_app(settings: Settings, database: Database | None = None) -> Starlett
             hub.observe_fanout = metrics.FANOUT_LAG.observe
             state.ws = SubscriptionServer(
                 schema=graphql.schema, settings=settings, db=state.database, hub=hub
+            )
+            arm_shutdown_watchdog(
+                settings.shutdown_grace_seconds, is_server_handler=_is_uvicorn_handler
             )
             yield
         finally:

@@ -40,7 +40,6 @@ from graphql import (
     VariableDefinitionNode,
     parse,
     specified_rules,
-    validate,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from starlette.types import Message, Receive, Scope, Send
@@ -54,7 +53,7 @@ from resolvers import encoded, record_json
 from resolvers.customers import SORTS
 from resolvers.encoded import ObjectSpec, Shape
 from schema.customers import CustomerFilter, CustomerOrder, OrderDirection
-from schema.limits import OperationLimits, limit_rules
+from schema.limits import DocumentValidator, OperationLimits, limit_rules
 from schema.node import InvalidIdError, from_global_id
 from schema.pagination import (
     Edge,
@@ -187,6 +186,7 @@ class CompiledReads:
         self.schema = schema
         self.max_tokens = limits.max_tokens
         self.rules = [*specified_rules, *limit_rules(limits)]
+        self.validator = DocumentValidator(limits, maxsize=maxsize)
         self.max_page_size = max_page_size
         self.maxsize = maxsize
         self._cache: OrderedDict[tuple[str, str | None], CompiledRead | None] = OrderedDict()
@@ -213,7 +213,7 @@ class CompiledReads:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError:
             return None
-        if validate(self.schema, document, self.rules):
+        if self.validator.validate(self.schema, document, self.rules):
             return None
         operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
         if operation_name is not None:
@@ -245,9 +245,9 @@ class CompiledReads:
         root = _root(name, shape)
         if root is None:
             return None
-        operation_name = operation.name.value if operation.name else None
         return CompiledRead(
-            operation_label=metrics.operation_label(operation_name),
+            # Labelled like the executor's requests: by the root field that runs.
+            operation_label=metrics.root_field_label([name]),
             variable_definitions=tuple(operation.variable_definitions or ()),
             field=query_type.fields[name],
             node=nodes[0],

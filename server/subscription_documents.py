@@ -24,17 +24,19 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     parse,
-    validate,
+    specified_rules,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 
 from resolvers import encoded
 from resolvers.change_json import CHANGE_BATCH
 from resolvers.encoded import Shape
+from schema.limits import QUERY_TOO_LARGE, DocumentValidator, OperationLimits, limit_rules
 from server.field_collection import collect_fields
 from sync.hub import Batch
 
-MAX_DOCUMENT_CHARS = 20_000
+# Longer documents are judged each time, not kept as cache keys.
+MAX_CACHED_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,14 @@ class DocumentError(Exception):
 class SubscriptionDocuments:
     """Parse + validate cache (LRU by document text) and compiler."""
 
-    def __init__(self, schema: GraphQLSchema, *, maxsize: int = 256) -> None:
+    def __init__(
+        self, schema: GraphQLSchema, limits: OperationLimits, *, maxsize: int = 256
+    ) -> None:
         self.schema = schema
+        self.limits = limits
+        # The same rules and limits as the executor's (schema/limits.py).
+        self.rules = [*specified_rules, *limit_rules(limits)]
+        self.validator = DocumentValidator(limits, maxsize=maxsize)
         self.maxsize = maxsize
         self._cache: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
 
@@ -93,9 +101,10 @@ class SubscriptionDocuments:
         cached = self._cache.get(text)
         if cached is None:
             cached = self._parse(text)
-            self._cache[text] = cached
-            if len(self._cache) > self.maxsize:
-                self._cache.popitem(last=False)
+            if len(text) <= MAX_CACHED_CHARS:
+                self._cache[text] = cached
+                if len(self._cache) > self.maxsize:
+                    self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(text)
         if isinstance(cached, list):
@@ -103,13 +112,18 @@ class SubscriptionDocuments:
         return cached
 
     def _parse(self, text: str) -> DocumentNode | list[GraphQLError]:
-        if len(text) > MAX_DOCUMENT_CHARS:
-            return [GraphQLError(f"document longer than {MAX_DOCUMENT_CHARS} characters")]
+        if len(text) > self.limits.max_chars:
+            return [
+                GraphQLError(
+                    f"Document is longer than {self.limits.max_chars} characters.",
+                    extensions={"code": QUERY_TOO_LARGE},
+                )
+            ]
         try:
-            document = parse(text, max_tokens=5_000)
+            document = parse(text, max_tokens=self.limits.max_tokens)
         except GraphQLError as exc:
             return [exc]
-        errors = validate(self.schema, document)
+        errors = self.validator.validate(self.schema, document, self.rules)
         return list(errors) if errors else document
 
     def prepare(

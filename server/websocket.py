@@ -489,7 +489,7 @@ class SubscriptionServer:
         self.settings = settings
         self.db = db
         self.hub = hub
-        self.documents = SubscriptionDocuments(schema._schema)
+        self.documents = SubscriptionDocuments(schema._schema, settings.operation_limits())
         self.connections: set[Connection] = set()
         self.closers: set[asyncio.Task[None]] = set()
         self._pinger: asyncio.Task[None] | None = None

@@ -16,6 +16,7 @@ from db.pull import PulledChange
 from resolvers.change_json import CHANGE, encode_changes, nested_change_shape
 from resolvers.encoded import compile_shape
 from schema.build import build_schema
+from schema.limits import OperationLimits
 from server.subscription_documents import ChangesSubscription, SubscriptionDocuments
 from sync.hub import Batch
 from tests.api.queries import CREATE_ASSET, UPDATE_CUSTOMER, make_tree
@@ -188,7 +189,7 @@ def test_encoded_types_implement_no_interface():
 def test_a_subscription_batch_encodes_as_its_document_selects():
     """The `changes` subscription's payload follows its selection: aliases, fragments,
     `__typename` and @skip on the batch and on its changes."""
-    documents = SubscriptionDocuments(build_schema()._schema)
+    documents = SubscriptionDocuments(build_schema()._schema, OperationLimits())
     prepared = documents.prepare(
         "subscription($d: ID!, $skip: Boolean!) { live: changes(deviceId: $d) {"
         " __typename ...B cp: checkpoint evictedCustomerIds @skip(if: $skip) } }"
