@@ -33,6 +33,7 @@ from db import raw
 from db.entities import EntitySpec
 from db.tables import org_seq
 from sync.field_dots import Dot, changed_fields, dots_from_json, dots_to_json, stamp
+from sync.validation import shape_errors
 from sync.version_vector import increment
 
 NOTIFY_CHANNEL = "fieldsync_changes"
@@ -60,6 +61,11 @@ class RecordWrite:
 
 class UnknownFieldError(ValueError):
     """A patch named a column that is not a writable field of the entity."""
+
+
+class MisshapenValueError(ValueError):
+    """A patch held a value that does not fit its field's shape (a bug in the caller: every
+    write path checks shapes first, with a typed error for the client)."""
 
 
 def _writable_columns(spec: EntitySpec) -> list[Column[Any]]:
@@ -158,6 +164,10 @@ def next_row(
     unknown = set(write.patch) - set(spec.fields)
     if unknown:
         raise UnknownFieldError(f"unknown field(s) for {spec.type.value}: {sorted(unknown)}")
+    # The last wall: a value stored in the wrong shape makes every later read fail.
+    misshapen = shape_errors(spec.type.value, write.patch)
+    if misshapen:
+        raise MisshapenValueError(f"{spec.type.value} values of the wrong shape: {misshapen}")
     if current is None:
         if write.delete:
             return None

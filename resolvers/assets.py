@@ -12,7 +12,7 @@ from resolvers.context import Info
 from resolvers.lists import child_connection, parent_filter
 from resolvers.writes import delete_record, link, save_record
 from schema.assets import Asset, AssetFields, AssetResult, CreateAssetInput
-from schema.custom_fields import custom_fields_patch
+from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import DeleteResult
 from schema.pagination import Connection
 from schema.records import BASE_VERSION_DOC, patch_from
@@ -21,10 +21,9 @@ from schema.scalars import VersionVector
 
 def asset_patch(data: AssetFields) -> dict[str, Any]:
     """Table columns from an asset input."""
-    patch = patch_from(data)
+    patch = patch_from(without_custom_fields(data))
     patch.pop("facility_id", None)
-    if data.custom_fields:
-        patch["custom_fields"] = custom_fields_patch(data.custom_fields)
+    set_custom_fields(patch, data.custom_fields)
     return patch
 
 

@@ -12,7 +12,7 @@ from resolvers.context import Info
 from resolvers.lists import child_connection, parent_filter
 from resolvers.writes import delete_record, link, save_record
 from schema.contacts import Contact, ContactFields, ContactResult, CreateContactInput
-from schema.custom_fields import custom_fields_patch
+from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import DeleteResult
 from schema.pagination import Connection
 from schema.records import BASE_VERSION_DOC, patch_from
@@ -21,10 +21,9 @@ from schema.scalars import VersionVector
 
 def contact_patch(data: ContactFields) -> dict[str, Any]:
     """Table columns from a contact input."""
-    patch = patch_from(data)
+    patch = patch_from(without_custom_fields(data))
     patch.pop("customer_id", None)
-    if data.custom_fields:
-        patch["custom_fields"] = custom_fields_patch(data.custom_fields)
+    set_custom_fields(patch, data.custom_fields)
     if "phones" in patch and patch["phones"] is None:
         patch["phones"] = []
     return patch

@@ -14,7 +14,7 @@ from resolvers.context import Info, Role
 from resolvers.encoded import cached_shape, encode, nested_shape, selected_shape
 from resolvers.lists import page_connection, page_request
 from resolvers.writes import decode_id, delete_record, save_record
-from schema.custom_fields import custom_fields_patch
+from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import (
     CreateCustomerInput,
     Customer,
@@ -41,9 +41,8 @@ SORTS = {
 
 def customer_patch(data: CreateCustomerInput) -> dict[str, Any]:
     """Table columns from a create or update input."""
-    patch = patch_from(data)
-    if data.custom_fields:
-        patch["custom_fields"] = custom_fields_patch(data.custom_fields)
+    patch = patch_from(without_custom_fields(data))
+    set_custom_fields(patch, data.custom_fields)
     for name in ("phones", "addresses", "notification_emails", "invoice_cc_emails"):
         if name in patch and patch[name] is None:
             patch[name] = []

@@ -11,7 +11,7 @@ from db.entities import FACILITY
 from resolvers.context import Info
 from resolvers.lists import child_connection, parent_filter
 from resolvers.writes import delete_record, link, save_record
-from schema.custom_fields import custom_fields_patch
+from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import DeleteResult
 from schema.facilities import CreateFacilityInput, Facility, FacilityFields, FacilityResult
 from schema.pagination import Connection
@@ -21,10 +21,9 @@ from schema.scalars import VersionVector
 
 def facility_patch(data: FacilityFields) -> dict[str, Any]:
     """Table columns from a facility input."""
-    patch = patch_from(data)
+    patch = patch_from(without_custom_fields(data))
     patch.pop("customer_id", None)
-    if data.custom_fields:
-        patch["custom_fields"] = custom_fields_patch(data.custom_fields)
+    set_custom_fields(patch, data.custom_fields)
     if "address" in patch and patch["address"] is None:
         patch["address"] = {}
     return patch

@@ -90,7 +90,8 @@ class ContactFields:
     notes: str | None = strawberry.field(default=strawberry.UNSET, description="Free notes.")
     custom_fields: list[CustomFieldValueInput] | None = strawberry.field(
         default=strawberry.UNSET,
-        description="Custom field values to set (merged by key; a null value clears).",
+        description="Custom field values to set, merged by key: a null value clears its key;"
+        " an empty list or null changes nothing.",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import strawberry
@@ -145,6 +146,30 @@ class UpdateCustomFieldInput:
 def custom_fields_patch(values: list[CustomFieldValueInput]) -> dict[str, Any]:
     """{key: value} of the inputs; None values clear (the write path merges by key)."""
     return {v.key: v.value for v in values}
+
+
+def without_custom_fields(data: object) -> object:
+    """An input's fields but ``custom_fields``, for ``schema.records.patch_from``.
+
+    ``patch_from`` walks nested inputs recursively; a custom field value is client JSON of
+    any depth, so it is kept away from that walk and taken as it is by
+    :func:`set_custom_fields` (validation then refuses anything but a scalar).
+    """
+    return SimpleNamespace(**{k: v for k, v in vars(data).items() if k != "custom_fields"})
+
+
+def set_custom_fields(patch: dict[str, Any], values: list[CustomFieldValueInput] | None) -> None:
+    """Put an input's ``customFields`` into ``patch`` as the stored map merges them.
+
+    The values are merged by key into the record's map (a null value clears its key), so
+    an empty list, like ``customFields: null``, merges nothing: the stored values stay as
+    they are. To clear a field, send its key with a null value. What reaches the patch is
+    always a map, never the list or null the input allows.
+    """
+    if values:
+        patch["custom_fields"] = custom_fields_patch(values)
+    else:
+        patch.pop("custom_fields", None)
 
 
 async def values_of(info: Info, entity: str, stored: Mapping[str, Any]) -> list[CustomFieldValue]:

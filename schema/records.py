@@ -49,7 +49,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, list):
-        return [plain(v) for v in value]
+        # No input type of the schema nests lists: a list in a list is JSON a client sent
+        # through a JSON scalar, kept as it is (and never walked to whatever depth it has).
+        return [v if isinstance(v, list) else plain(v) for v in value]
     if hasattr(value, "__strawberry_definition__"):
         # Nested objects are stored as the API shows them (camelCase), so pulls and pushes
         # carry the same JSON a client sends.

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from sync.validation import camel, validate_record
+from sync.validation import camel, text_problem, validate_record
 
 # Customer fields a source may map to, by API name, with the stored (column) name.
 FIELDS: Mapping[str, str] = {
@@ -49,6 +49,12 @@ _TRUE = frozenset({"", "1", "true", "yes", "y", "active", "a"})
 _FALSE = frozenset({"0", "false", "no", "n", "inactive", "i"})
 UTF8_BOM = b"\xef\xbb\xbf"
 _PHONE_SHAPED = re.compile(r"[+-][0-9()\-. /x#*]*")
+# External ids key the pairs' primary key (a btree, whose entries hold at most 2,704
+# bytes): 500 characters are at most 2,000 bytes of UTF-8, and far more than any system's
+# customer number.
+MAX_EXTERNAL_ID = 500
+# Source names (uniquely indexed too), kinds, mapped column names and file names.
+MAX_NAME = 500
 
 Values = dict[str, str | None]
 
@@ -103,8 +109,11 @@ def mapping_problems(mapping: Sequence[tuple[str, str]]) -> dict[str, str]:
     seen_targets: set[str] = set()
     for i, (column, target) in enumerate(mapping):
         path = f"mapping[{i}]"
+        column_problem = text_problem(column, MAX_NAME)
         if not column.strip():
             problems[f"{path}.column"] = "is empty"
+        elif column_problem is not None:
+            problems[f"{path}.column"] = column_problem
         elif column in seen_columns:
             problems[f"{path}.column"] = f"{column!r} is mapped twice"
         if target not in TARGETS:
@@ -322,9 +331,14 @@ def check_rows(
             cells[target] = value
         bad_cells = bool(row_problems)
         external_id = cells.get(EXTERNAL_ID)
+        id_problem = None if external_id is None else text_problem(external_id, MAX_EXTERNAL_ID)
         if external_id is None:
             row_problems.append(
                 RowProblem(line, "the external id is missing", _column(mapping, EXTERNAL_ID))
+            )
+        elif id_problem is not None:
+            row_problems.append(
+                RowProblem(line, f"the external id {id_problem}", _column(mapping, EXTERNAL_ID))
             )
         elif external_id in ids:
             row_problems.append(
@@ -412,11 +426,24 @@ def local_values(row: Mapping[str, Any], fields: Sequence[str]) -> Values:
     out: Values = {}
     for name in fields:
         if name == "phone":
-            phones = row.get("phones") or []
-            out[name] = phones[0].get("number") if phones else None
+            out[name] = _first_number(row.get("phones"))
         else:
             out[name] = row.get(name)
     return out
+
+
+def _phones(value: object) -> list[dict[str, Any]]:
+    """Stored phones as a list of objects; anything else (a row written before values were
+    shape-checked) reads as none, so the window and the export never fail on it."""
+    if not isinstance(value, list):
+        return []
+    return [dict(p) for p in value if isinstance(p, Mapping)]
+
+
+def _first_number(phones: object) -> str | None:
+    found = _phones(phones)
+    number = found[0].get("number") if found else None
+    return number if isinstance(number, str) else None
 
 
 def customer_patch(
@@ -432,7 +459,7 @@ def customer_patch(
         if name != "phone":
             patch[name] = value
             continue
-        phones = [dict(p) for p in (current or {}).get("phones") or []]
+        phones = _phones((current or {}).get("phones"))
         if value is None:
             phones = phones[1:]
         elif phones:

@@ -5,15 +5,25 @@ field definitions, returns ``{field path: message}``; empty means valid. Field p
 the API's camelCase names (``email``, ``phones[1].number``, ``customFields.color``) so a
 client can point at the input that needs fixing. A field made required after an offline
 edit was taken fails here, and the device gets ``VALIDATION_FAILED`` to fix and push again.
+
+Every check starts with the *shape* of each value (:func:`shape_errors`): text where a text
+column is, a list of phone objects where phones are, a map of scalars where custom fields
+are, and so on for every field of every record type (:data:`FIELD_SHAPES`). Values arrive
+as JSON from several doors (online inputs, pushes, a conflict's merge values, imports);
+whatever one lets through, a value of the wrong shape is refused here with a field error
+and never stored, so no read can later trip over it. The shape check looks only as deep as
+a shape goes (at most three levels) and at no more than ``MAX_LIST_ITEMS`` items of a list,
+so any input, however nested or long, is judged in linear time without recursion.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -48,6 +58,295 @@ def camel(name: str) -> str:
     """
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
+
+class Shape(enum.Enum):
+    """The kind of value a field holds as its table stores it; the value says it in words."""
+
+    TEXT = "text or null"
+    BOOL = "true or false"
+    DATE = "a date as YYYY-MM-DD or null"
+    INTEGER = "a whole number or null"
+    BYTES = "binary data or null"
+    PHONES = "a list of phones ({type, number})"
+    ADDRESSES = "a list of addresses ({type, line1, line2, city, region, postalCode, country})"
+    SITE_ADDRESS = "an address ({line1, line2, city, region, postalCode, country})"
+    EMAILS = "a list of email addresses"
+    SETTINGS = "an object of settings"
+    CUSTOM_FIELDS = "an object of custom field key: value"
+
+
+_T, _B = Shape.TEXT, Shape.BOOL
+# Every writable field of every synced record type (db/entities.py; the column types are in
+# db/tables/*.py). tests/sync/test_validation.py checks the two agree.
+FIELD_SHAPES: Mapping[str, Mapping[str, Shape]] = {
+    "customer": {
+        "business_name": _T,
+        "first_name": _T,
+        "last_name": _T,
+        "email": _T,
+        "phones": Shape.PHONES,
+        "addresses": Shape.ADDRESSES,
+        "notification_emails": Shape.EMAILS,
+        "invoice_cc_emails": Shape.EMAILS,
+        "settings": Shape.SETTINGS,
+        "custom_fields": Shape.CUSTOM_FIELDS,
+        "archived": _B,
+    },
+    "contact": {
+        "first_name": _T,
+        "last_name": _T,
+        "title": _T,
+        "email": _T,
+        "phones": Shape.PHONES,
+        "notes": _T,
+        "custom_fields": Shape.CUSTOM_FIELDS,
+    },
+    "facility": {
+        "name": _T,
+        "address": Shape.SITE_ADDRESS,
+        "notes": _T,
+        "custom_fields": Shape.CUSTOM_FIELDS,
+    },
+    "asset": {
+        "kind": _T,
+        "manufacturer": _T,
+        "model": _T,
+        "serial_number": _T,
+        "install_date": Shape.DATE,
+        "location": _T,
+        "notes": _T,
+        "custom_fields": Shape.CUSTOM_FIELDS,
+    },
+    "credential": {
+        "name": _T,
+        "username": _T,
+        "url": _T,
+        "notes": _T,
+        "is_public": _B,
+        "has_password": _B,
+        "key_id": _T,
+        "wrapped_key": Shape.BYTES,
+        "key_nonce": Shape.BYTES,
+        "password_nonce": Shape.BYTES,
+        "password_ciphertext": Shape.BYTES,
+        "alg_version": Shape.INTEGER,
+    },
+}
+
+# The keys of the objects inside JSON columns (stored as the API names them), with the kind
+# of each value; a required key must hold a value, the others may be absent or null.
+_Key = tuple[str, bool]  # (kind: "text" | "bool" | "number", required)
+_PHONE_KEYS: Mapping[str, _Key] = {"type": ("text", True), "number": ("text", True)}
+_SITE_ADDRESS_KEYS: Mapping[str, _Key] = dict.fromkeys(
+    ("line1", "line2", "city", "region", "postalCode", "country"), ("text", False)
+)
+_ADDRESS_KEYS: Mapping[str, _Key] = {"type": ("text", True), **_SITE_ADDRESS_KEYS}
+_SETTING_KEYS: Mapping[str, _Key] = {
+    "taxFree": ("bool", False),
+    "taxRate": ("number", False),
+    "smsEnabled": ("bool", False),
+    "billingEmails": ("bool", False),
+    "marketingEmails": ("bool", False),
+    "reportEmails": ("bool", False),
+    "noEmail": ("bool", False),
+}
+_KIND_WORDS = {"text": "text", "bool": "true or false", "number": "a number"}
+# JSON numbers past 64 bits cannot be encoded again (orjson) nor read by most clients.
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+# Custom field values a client sent under keys nobody defined: name a few, not thousands.
+_MAX_VALUE_ERRORS = 20
+CUSTOM_VALUE_SHAPE = (
+    "must be a single value (text, a number, a date as YYYY-MM-DD, true/false or an option),"
+    " not a list or an object"
+)
+
+
+def is_number(value: object) -> bool:
+    """A JSON number every reader can take: finite, and a whole number within 64 bits."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return _INT_MIN <= value <= _INT_MAX
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | bool) or is_number(value)
+
+
+def _kind_ok(kind: str, value: object) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    return is_number(value)
+
+
+def path_segment(key: object) -> str:
+    """A client's map key as a short piece of an error path that encodes as JSON."""
+    text = key if isinstance(key, str) else repr(key)
+    if len(text) > 64:
+        text = text[:64] + "..."
+    # A lone surrogate would make the whole error response unencodable.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _object(
+    value: object, path: str, keys: Mapping[str, _Key], what: str, errors: dict[str, str]
+) -> None:
+    """A JSON object with only ``keys``, each of its kind."""
+    if not isinstance(value, Mapping):
+        errors.setdefault(path, f"must be {what}")
+        return
+    for key in value:
+        if key not in keys:
+            # The first unknown key is enough to fix the input; the rest would be noise.
+            errors.setdefault(f"{path}.{path_segment(key)}", "is not a known key")
+            break
+    for key, (kind, required) in keys.items():
+        inner = value.get(key)
+        if inner is None:
+            if required:
+                errors.setdefault(f"{path}.{key}", "is required")
+        elif not _kind_ok(kind, inner):
+            errors.setdefault(f"{path}.{key}", f"must be {_KIND_WORDS[kind]}")
+
+
+def _items(value: object, path: str, shape: Shape, errors: dict[str, str]) -> Sequence[object]:
+    """The items of a list-shaped value, or none (with the error) when it is not one."""
+    if not isinstance(value, list | tuple):
+        errors.setdefault(path, f"must be {shape.value}")
+        return ()
+    if len(value) > MAX_LIST_ITEMS:
+        errors.setdefault(path, f"has too many items ({len(value)}, at most {MAX_LIST_ITEMS})")
+        return ()
+    return value
+
+
+def _check_shape(shape: Shape, value: object, path: str, errors: dict[str, str]) -> None:
+    if shape is Shape.TEXT:
+        ok = value is None or isinstance(value, str)
+    elif shape is Shape.BOOL:
+        ok = isinstance(value, bool)
+    elif shape is Shape.DATE:
+        ok = value is None or (isinstance(value, date) and not isinstance(value, datetime))
+    elif shape is Shape.INTEGER:
+        ok = value is None or (isinstance(value, int) and is_number(value))
+    elif shape is Shape.BYTES:
+        ok = value is None or isinstance(value, bytes | bytearray | memoryview)
+    else:
+        _check_json_shape(shape, value, path, errors)
+        return
+    if not ok:
+        errors.setdefault(path, f"must be {shape.value}")
+
+
+def _check_json_shape(shape: Shape, value: object, path: str, errors: dict[str, str]) -> None:
+    """The shapes of JSON columns: lists of objects, objects, maps of scalars."""
+    if shape is Shape.PHONES:
+        for i, phone in enumerate(_items(value, path, shape, errors)):
+            _object(phone, f"{path}[{i}]", _PHONE_KEYS, "a phone ({type, number})", errors)
+    elif shape is Shape.ADDRESSES:
+        for i, address in enumerate(_items(value, path, shape, errors)):
+            _object(address, f"{path}[{i}]", _ADDRESS_KEYS, "an address", errors)
+    elif shape is Shape.EMAILS:
+        for i, email in enumerate(_items(value, path, shape, errors)):
+            if not isinstance(email, str):
+                errors.setdefault(f"{path}[{i}]", "must be an email address (text)")
+    elif shape is Shape.SITE_ADDRESS:
+        _object(value, path, _SITE_ADDRESS_KEYS, shape.value, errors)
+    elif shape is Shape.SETTINGS:
+        _object(value, path, _SETTING_KEYS, shape.value, errors)
+    elif not isinstance(value, Mapping):
+        errors.setdefault(path, f"must be {shape.value}")
+    else:
+        found = 0
+        for key, inner in value.items():
+            if not isinstance(key, str) or not _is_scalar(inner):
+                errors.setdefault(f"{path}.{path_segment(key)}", CUSTOM_VALUE_SHAPE)
+                found += 1
+                if found >= _MAX_VALUE_ERRORS:
+                    break
+
+
+def _object_fits(value: object, keys: Mapping[str, _Key]) -> bool:
+    if not isinstance(value, dict) or not value.keys() <= keys.keys():
+        return False
+    for key, (kind, required) in keys.items():
+        inner = value.get(key)
+        if inner is None:
+            if required:
+                return False
+        elif not _kind_ok(kind, inner):
+            return False
+    return True
+
+
+def _objects_fit(value: object, keys: Mapping[str, _Key]) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_LIST_ITEMS
+        and all(_object_fits(item, keys) for item in value)
+    )
+
+
+# Does a value fit its shape? Booleans only, no paths or messages: the common case of a
+# well-shaped record costs a few microseconds, and only a misfit is looked at in detail.
+_FITS: Mapping[Shape, Callable[[object], bool]] = {
+    Shape.TEXT: lambda v: v is None or isinstance(v, str),
+    Shape.BOOL: lambda v: isinstance(v, bool),
+    Shape.DATE: lambda v: v is None or (isinstance(v, date) and not isinstance(v, datetime)),
+    Shape.INTEGER: lambda v: v is None or (isinstance(v, int) and is_number(v)),
+    Shape.BYTES: lambda v: v is None or isinstance(v, bytes | bytearray | memoryview),
+    Shape.PHONES: lambda v: _objects_fit(v, _PHONE_KEYS),
+    Shape.ADDRESSES: lambda v: _objects_fit(v, _ADDRESS_KEYS),
+    Shape.EMAILS: lambda v: (
+        isinstance(v, list) and len(v) <= MAX_LIST_ITEMS and all(isinstance(e, str) for e in v)
+    ),
+    Shape.SITE_ADDRESS: lambda v: _object_fits(v, _SITE_ADDRESS_KEYS),
+    Shape.SETTINGS: lambda v: _object_fits(v, _SETTING_KEYS),
+    Shape.CUSTOM_FIELDS: lambda v: (
+        isinstance(v, dict) and all(isinstance(k, str) and _is_scalar(x) for k, x in v.items())
+    ),
+}
+
+
+def shape_errors(entity: str, values: Mapping[str, object]) -> dict[str, str]:
+    """Each value of ``values`` (column -> value) not of its field's shape, by API path.
+
+    Pure, linear in the input and never recursive: a value is looked at only as deep as its
+    shape goes. Fields not given are not checked (callers pass a whole record or a patch),
+    nor are names that are not fields (a row's bookkeeping columns; the write path refuses
+    a patch naming one). This is the check every write path runs first
+    (:func:`validate_record` does) and the last wall before a row is stored: an empty
+    result means every value can be stored and read back.
+    """
+    shapes = FIELD_SHAPES.get(entity, {})
+    errors: dict[str, str] = {}
+    for name, value in values.items():
+        shape = shapes.get(name)
+        if shape is not None and not _FITS[shape](value):
+            _check_shape(shape, value, camel(name), errors)
+    return errors
+
+
+def values_from_json(entity: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as decoded from JSON, with date fields made dates again.
+
+    A stored conflict's patch and a merge's values come as JSON, where a date is a
+    ``YYYY-MM-DD`` string; the tables want a date. A string that is not a date stays as
+    it is, for :func:`shape_errors` to refuse.
+    """
+    shapes = FIELD_SHAPES.get(entity, {})
+    out = dict(values)
+    for name, value in values.items():
+        if shapes.get(name) is Shape.DATE and isinstance(value, str) and len(value) <= 32:
+            try:
+                out[name] = date.fromisoformat(value)
+            except ValueError:
+                continue
+    return out
 
 
 # The common address shape, ASCII with a lower-case dotted domain, that email-validator
@@ -99,13 +398,33 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_problem(value: str, max_length: int | None = None) -> str | None:
+    """Why PostgreSQL could not store ``value`` as text (within ``max_length``), or None."""
+    if max_length is not None and len(value) > max_length:
+        return f"is too long ({len(value)} characters, at most {max_length})"
+    if "\x00" in value:
+        # PostgreSQL text and jsonb cannot hold NUL.
+        return "must not contain NUL characters"
+    if not value.isascii() and not _encodable(value):
+        # A lone surrogate (JSON's "\ud800") cannot be stored nor encoded in a response.
+        return "must be valid Unicode text (no unpaired surrogates)"
+    return None
+
+
 def _check_strings(value: object, path: str, max_length: int, errors: dict[str, str]) -> None:
+    # Recursive, but only ever given values that passed shape_errors: three levels at most.
     if isinstance(value, str):
-        if len(value) > max_length:
-            errors.setdefault(path, f"is too long ({len(value)} characters, at most {max_length})")
-        elif "\x00" in value:
-            # PostgreSQL text and jsonb cannot hold NUL.
-            errors.setdefault(path, "must not contain NUL characters")
+        problem = text_problem(value, max_length)
+        if problem is not None:
+            errors.setdefault(path, problem)
     elif isinstance(value, Mapping):
         for key, inner in value.items():
             _check_strings(inner, f"{path}.{camel(str(key))}", max_length, errors)
@@ -116,9 +435,25 @@ def _check_strings(value: object, path: str, max_length: int, errors: dict[str, 
             _check_strings(inner, f"{path}[{i}]", max_length, errors)
 
 
-def _check_email(value: object, path: str, errors: dict[str, str]) -> None:
-    if not _blank(value) and (not isinstance(value, str) or not is_valid_email(value)):
-        errors.setdefault(path, f"is not a valid email address: {value!r}")
+def _shown(value: object) -> str:
+    """A client's value quoted in a message: short, and always encodable."""
+    return path_segment(repr(value))
+
+
+def _check_email(value: object, path: str, errors: dict[str, str], *, item: bool = False) -> None:
+    """An email address or null; blank is refused, not taken as "no email" (a blank primary
+    email would be unique per tenant like any other, and "taken" for everyone else)."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        errors.setdefault(
+            path,
+            "must not be blank: remove it from the list"
+            if item
+            else "must not be blank: leave it out or send null for no email",
+        )
+    elif not is_valid_email(value):
+        errors.setdefault(path, f"is not a valid email address: {_shown(value)}")
 
 
 def _check_phones(phones: object, errors: dict[str, str]) -> None:
@@ -164,7 +499,7 @@ def validate_custom_fields(
     by_key = {d.key: d for d in definitions}
     for key, value in given.items():
         definition = by_key.get(key)
-        path = f"customFields.{key}"
+        path = f"customFields.{path_segment(key)}"
         if definition is None:
             errors.setdefault(path, "is not a custom field of this record type")
         elif not _blank(value):
@@ -190,8 +525,14 @@ def validate_record(
     *,
     max_length: int = 10_000,
 ) -> dict[str, str]:
-    """Every problem with ``values`` of a record of type ``entity``, by field path."""
-    errors: dict[str, str] = {}
+    """Every problem with ``values`` of a record of type ``entity``, by field path.
+
+    The shapes first (:func:`shape_errors`): a value of the wrong shape is reported alone,
+    as the rules below assume every value has its field's shape.
+    """
+    errors = shape_errors(entity, values)
+    if errors:
+        return errors
     for name, value in values.items():
         if name != "custom_fields":
             _check_strings(value, camel(name), max_length, errors)
@@ -200,7 +541,7 @@ def validate_record(
         _check_email(values.get("email"), "email", errors)
         for field in ("notification_emails", "invoice_cc_emails"):
             for i, email in enumerate(values.get(field) or []):
-                _check_email(email, f"{camel(field)}[{i}]", errors)
+                _check_email(email, f"{camel(field)}[{i}]", errors, item=True)
         _check_phones(values.get("phones"), errors)
         for i, address in enumerate(values.get("addresses") or []):
             if address.get("type") not in ADDRESS_TYPES:
@@ -223,5 +564,5 @@ def validate_record(
     if "custom_fields" in values:
         validate_custom_fields(values.get("custom_fields"), definitions, errors)
         for key, value in (values.get("custom_fields") or {}).items():
-            _check_strings(value, f"customFields.{key}", max_length, errors)
+            _check_strings(value, f"customFields.{path_segment(key)}", max_length, errors)
     return errors

@@ -36,6 +36,7 @@ from db.queries.pages import Row
 from db.tables import external_import_batches, external_sources
 from db.write_path import RecordWrite, lock_rows, write_records
 from sync.external import (
+    MAX_NAME,
     Category,
     Direction,
     ImportFormat,
@@ -54,7 +55,7 @@ from sync.external import (
     resolve,
     sniff_format,
 )
-from sync.validation import validate_record
+from sync.validation import text_problem, validate_record
 
 Progress = Callable[[str, int, int], None]
 # Problems kept with a refused batch: enough to fix a file, bounded for a hostile one.
@@ -97,6 +98,10 @@ async def create_source(
     problems: dict[str, str] = {}
     if not name.strip():
         problems["name"] = "is empty"
+    for label, value in (("name", name), ("kind", kind)):
+        problem = text_problem(value, MAX_NAME)
+        if problem is not None:
+            problems[label] = problem
     try:
         stored = _mapping(mapping)
     except RecordValidationError as exc:
@@ -259,7 +264,7 @@ async def import_file(
         parse_import, data, mapping, fmt, max_bytes=max_bytes, max_length=max_length
     )
     report("checking rows", 1, 1)
-    meta = _BatchMeta(file_name, fmt, digest, len(data), actor)
+    meta = _BatchMeta(_storable_name(file_name), fmt, digest, len(data), actor)
     if parsed.problems:
         return await _refuse(db, org_id, source_id, meta, parsed.problems)
     try:
@@ -300,6 +305,15 @@ async def import_file(
             return ImportOutcome(batch=batch)
     except _RefusedError as exc:
         return await _refuse(db, org_id, source_id, meta, exc.problems)
+
+
+def _storable_name(file_name: str | None) -> str | None:
+    """The upload's file name as a batch can keep it: only a label, so one PostgreSQL
+    cannot store (NUL, a lone surrogate, absurd length) is mended rather than refused."""
+    if file_name is None or text_problem(file_name, MAX_NAME) is None:
+        return file_name
+    mended = file_name[:MAX_NAME].replace("\x00", "\ufffd")
+    return mended.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -768,8 +782,11 @@ class _Action:
         return cls(conn, org_id, await _source(conn, org_id, source_id, lock=True), actor)
 
     async def pairs(self, external_ids: Sequence[str]) -> dict[str, Row]:
+        # An id PostgreSQL cannot hold as text (NUL, a lone surrogate) names no record; it
+        # would fail the lookup, so it is not looked up and is refused as not found.
+        storable = [e for e in dict.fromkeys(external_ids) if text_problem(e) is None]
         found = await queries.pairs_by_external_id(
-            self.conn, self.org_id, self.source["id"], list(dict.fromkeys(external_ids)), lock=True
+            self.conn, self.org_id, self.source["id"], storable, lock=True
         )
         for external_id in external_ids:
             if external_id not in found:

@@ -23,7 +23,7 @@ from db.queries.orgs import conflict_policies
 from db.write_path import RecordWrite, Row, lock_rows, write_records
 from sync.decision import IncomingChange, Op, Outcome, ServerRecord, decide
 from sync.field_dots import dots_from_json
-from sync.validation import FieldDefinition, validate_record
+from sync.validation import FieldDefinition, shape_errors, validate_record
 
 # Online edits (GraphiQL, web frontends) write as the server's own replica.
 SERVER_REPLICA = "server"
@@ -65,11 +65,17 @@ KEYED_FIELDS = ("settings", "custom_fields")
 
 
 def merge_keyed_fields(patch: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-    """The patch with settings and custom field values merged into the current ones."""
+    """The patch with settings and custom field values merged into the current ones.
+
+    A patch value that is not an object is left as it is, for validation to refuse; a
+    current value that is not one (a row written before shapes were checked) counts as
+    empty, so the write replaces it with an object.
+    """
     merged = dict(patch)
     for name in KEYED_FIELDS:
         if isinstance(patch.get(name), Mapping):
-            combined = {**(current.get(name) or {}), **patch[name]}
+            stored = current.get(name)
+            combined = {**(stored if isinstance(stored, Mapping) else {}), **patch[name]}
             merged[name] = {k: v for k, v in combined.items() if v is not None}
     return merged
 
@@ -108,11 +114,17 @@ async def save(
     server changed since that version are not overwritten silently; the tenant's policy
     decides, and under MANUAL the edit is refused with :class:`EditConflictError`.
     """
+    # Wrong shapes are named before anything else (a conflict or a missing parent would
+    # hide them); validate_record below judges the merged record again.
+    errors = shape_errors(spec.type.value, patch)
+    if errors:
+        raise RecordValidationError(errors)
     current: Row | None = None
     if record_id is None:
         record_id = uuid4()
         resolved = await _parent_links(conn, org_id, spec, links or {})
-        merged: dict[str, Any] = {**spec.new_row_defaults(), **patch}
+        defaults = spec.new_row_defaults()
+        merged: dict[str, Any] = {**{f: defaults[f] for f in spec.fields}, **patch}
     else:
         current = (await lock_rows(conn, spec, org_id, [record_id])).get(record_id)
         if current is None or current["deleted"]:

@@ -9,20 +9,22 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.commands.records import CHILDREN, PLURAL, field_definitions, merge_keyed_fields
-from db.entities import ENTITIES, EntityType
+from db.entities import CUSTOMER, ENTITIES, EntityType
 from db.errors import ForbiddenError, HasAttachedRecordsError, NotFoundError, RecordValidationError
 from db.pull import PullPage, pull_page
 from db.queries import devices as queries
 from db.queries import records
+from db.queries.customers import email_owner
 from db.queries.orgs import get_org, head_seq
 from db.tables import orgs, sync_conflicts
 from db.write_path import RecordWrite, lock_rows, write_records
 from sync.checkpoint import Checkpoint
 from sync.sync_status import DeviceFacts, SyncStatus, status
-from sync.validation import validate_record
+from sync.validation import shape_errors, validate_record, values_from_json
 
 Row = dict[str, Any]
 SERVER_REPLICA = "server"
@@ -201,7 +203,10 @@ async def resolve_conflict(
 
     KEEP_SERVER rewrites the server's values (a new version the device will pull over its
     own edit), KEEP_CLIENT applies the device's patch (or delete), MERGE applies ``values``
-    (column name -> value) for the conflicting fields on top of the device's patch.
+    (column name -> value, as JSON: dates as ``YYYY-MM-DD``) for the conflicting fields on
+    top of the device's patch. The values are checked like any write's: a value of the
+    wrong shape, an invalid record or another customer's email is refused with a typed
+    error and nothing is written.
     """
     row = (
         (
@@ -224,17 +229,24 @@ async def resolve_conflict(
         raise NotFoundError(spec.type.value, row["record_id"])
     conflicting = {c["field"] for c in row["fields"]}
     delete = False
+    entity = spec.type.value
+    # The stored patch is JSON too (a date is text there).
+    client_patch = values_from_json(entity, row["client_patch"])
     if resolution == "KEEP_SERVER":
         patch: dict[str, Any] = {}
     elif resolution == "KEEP_CLIENT":
-        patch = dict(row["client_patch"])
+        patch = client_patch
         delete = row["op"] == "DELETE"
     else:
         if not values or not set(values) <= conflicting:
             raise RecordValidationError(
                 {"values": f"give a value for fields among {sorted(conflicting)}"}
             )
-        patch = {**row["client_patch"], **values}
+        given = values_from_json(entity, values)
+        errors = shape_errors(entity, given)
+        if errors:
+            raise RecordValidationError(errors)
+        patch = {**client_patch, **given}
     if delete:
         kinds = (
             [
@@ -252,17 +264,34 @@ async def resolve_conflict(
         patch = merge_keyed_fields(patch, current)
         merged = {**{f: current[f] for f in spec.fields}, **patch}
         definitions = await field_definitions(conn, org_id, spec.type)
-        errors = validate_record(spec.type.value, merged, definitions, max_length=max_length)
+        errors = validate_record(entity, merged, definitions, max_length=max_length)
         if errors:
             raise RecordValidationError(errors)
-    await write_records(
-        conn,
-        org_id=org_id,
-        spec=spec,
-        replica=SERVER_REPLICA,
-        writes=[RecordWrite(current["id"], patch, delete=delete, force=True)],
-        current={current["id"]: current},
-    )
+    # Reported as push reports it (ResolveConflictResult has no EmailTaken member).
+    taken = RecordValidationError({"email": "is already used by another customer"})
+    email = patch.get("email")
+    if (
+        spec is CUSTOMER
+        and not delete
+        and isinstance(email, str)
+        and email.strip()
+        and await email_owner(conn, org_id, email, exclude=current["id"]) is not None
+    ):
+        raise taken
+    try:
+        await write_records(
+            conn,
+            org_id=org_id,
+            spec=spec,
+            replica=SERVER_REPLICA,
+            writes=[RecordWrite(current["id"], patch, delete=delete, force=True)],
+            current={current["id"]: current},
+        )
+    except IntegrityError as exc:
+        # Another writer took the email between the check above and the write.
+        if spec is CUSTOMER and "uq_customers_org_email" in str(exc.orig):
+            raise taken from exc
+        raise
     result = await conn.execute(
         update(sync_conflicts)
         .where(sync_conflicts.c.org_id == org_id, sync_conflicts.c.id == conflict_id)

@@ -32,7 +32,10 @@ class TestWritePath:
                 spec=CUSTOMER,
                 replica="r1",
                 writes=[
-                    RecordWrite(a, {"business_name": "A", "phones": [{"type": "WORK"}]}),
+                    RecordWrite(
+                        a,
+                        {"business_name": "A", "phones": [{"type": "WORK", "number": "555 0100"}]},
+                    ),
                     RecordWrite(b, {"business_name": "B", "settings": {"taxRate": 5}}),
                 ],
             )
@@ -53,7 +56,7 @@ class TestWritePath:
         by_id = {r["id"]: r for r in rows}
         assert by_id[a]["business_name"] == "A2"
         assert by_id[a]["email"] == "a@example.com"
-        assert by_id[a]["phones"] == [{"type": "WORK"}]
+        assert by_id[a]["phones"] == [{"type": "WORK", "number": "555 0100"}]
         assert by_id[a]["field_dots"]["email"] == ["r1", 3]
         assert by_id[a]["version"] == {"r1": 3}
         assert by_id[b]["deleted"] is True

@@ -1,12 +1,31 @@
-"""Email checks: the fast path of sync.validation never accepts what email-validator refuses."""
+"""sync.validation: field shapes, blank emails, and the email fast path (which never
+accepts what email-validator refuses)."""
 
 from __future__ import annotations
 
+import time
+from datetime import date, datetime
+
+import orjson
+import pytest
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects import postgresql
 
-from sync.validation import _surely_valid_email, camel, is_valid_email
+from db.entities import ENTITIES
+from sync.validation import (
+    FIELD_SHAPES,
+    Shape,
+    _surely_valid_email,
+    camel,
+    is_valid_email,
+    shape_errors,
+    validate_record,
+    values_from_json,
+)
+from tests.sync import value_strategies
+from tests.sync.value_strategies import nested
 
 
 def library_accepts(value: str) -> bool:
@@ -56,3 +75,180 @@ def test_camel() -> None:
     assert camel("install_date") == "installDate"
     assert camel("email") == "email"
     assert camel("notification_emails") == "notificationEmails"
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def _customer(**values: object) -> dict[str, object]:
+    return {"business_name": "Acme", **values}
+
+
+class TestFieldShapes:
+    """shape_errors: every field of every record type has one shape, checked first."""
+
+    def test_every_field_of_every_entity_has_a_shape(self) -> None:
+        """FIELD_SHAPES names exactly the writable fields of db/entities.py."""
+        for entity, spec in ENTITIES.items():
+            assert set(FIELD_SHAPES[entity.value]) == set(spec.fields), entity
+
+    def test_shapes_follow_the_column_types(self) -> None:
+        """Text columns are text, booleans bool, a date a date, JSON columns lists/objects."""
+        expected = {
+            "TEXT": Shape.TEXT,
+            "BOOLEAN": Shape.BOOL,
+            "DATE": Shape.DATE,
+            "BYTEA": Shape.BYTES,
+            "INTEGER": Shape.INTEGER,
+        }
+        for entity, spec in ENTITIES.items():
+            for name in spec.fields:
+                sql = str(spec.table.c[name].type.compile(dialect=postgresql.dialect()))
+                shape = FIELD_SHAPES[entity.value][name]
+                if sql == "JSONB":
+                    assert shape not in expected.values(), (entity, name)
+                else:
+                    assert shape is expected[sql], (entity, name, sql)
+
+    @pytest.mark.parametrize(
+        ("values", "path"),
+        [
+            ({"phones": {"evil": True}}, "phones"),
+            ({"phones": [["+1 555 0100"]]}, "phones[0]"),
+            ({"phones": [{"type": "WORK"}]}, "phones[0].number"),
+            ({"phones": [{"type": "WORK", "number": 5550100}]}, "phones[0].number"),
+            ({"phones": [{"type": "WORK", "number": "1234", "x": 1}]}, "phones[0].x"),
+            ({"phones": None}, "phones"),
+            ({"addresses": [{"line1": "Main St"}]}, "addresses[0].type"),
+            ({"addresses": [{"type": "BILL_TO", "city": ["x"]}]}, "addresses[0].city"),
+            ({"notification_emails": "a@b.example"}, "notificationEmails"),
+            ({"invoice_cc_emails": [None]}, "invoiceCcEmails[0]"),
+            ({"settings": [1, 2]}, "settings"),
+            ({"settings": {"taxRate": "5"}}, "settings.taxRate"),
+            ({"settings": {"taxRate": True}}, "settings.taxRate"),
+            ({"settings": {"taxRate": 2**64}}, "settings.taxRate"),
+            ({"settings": {"taxFree": "yes"}}, "settings.taxFree"),
+            ({"settings": {"evil": 1}}, "settings.evil"),
+            ({"business_name": 12345}, "businessName"),
+            ({"email": ["a@b.example"]}, "email"),
+            ({"archived": None}, "archived"),
+            ({"custom_fields": []}, "customFields"),
+            ({"custom_fields": None}, "customFields"),
+            ({"custom_fields": {"note": [1]}}, "customFields.note"),
+            ({"custom_fields": {"note": {"a": 1}}}, "customFields.note"),
+            ({"custom_fields": {"note": float("nan")}}, "customFields.note"),
+            ({"custom_fields": {"note": 2**70}}, "customFields.note"),
+        ],
+    )
+    def test_a_customer_value_of_the_wrong_shape_is_named(
+        self, values: dict[str, object], path: str
+    ) -> None:
+        """The error names the camelCase path of the value and what was expected."""
+        errors = validate_record("customer", _customer(**values), [])
+        assert path in errors, errors
+        assert errors == shape_errors("customer", _customer(**values))
+
+    @pytest.mark.parametrize(
+        ("entity", "values", "path"),
+        [
+            ("contact", {"phones": {}}, "phones"),
+            ("contact", {"title": 1.5}, "title"),
+            ("facility", {"address": []}, "address"),
+            ("facility", {"address": {"type": "BILL_TO"}}, "address.type"),
+            ("facility", {"address": {"city": 1}}, "address.city"),
+            ("asset", {"install_date": "2024-01-01"}, "installDate"),
+            ("asset", {"install_date": datetime(2024, 1, 1)}, "installDate"),
+            ("asset", {"kind": ["Door"]}, "kind"),
+            ("credential", {"is_public": "yes"}, "isPublic"),
+            ("credential", {"wrapped_key": "text"}, "wrappedKey"),
+            ("credential", {"alg_version": True}, "algVersion"),
+        ],
+    )
+    def test_every_entity_is_checked(
+        self, entity: str, values: dict[str, object], path: str
+    ) -> None:
+        """Contacts, facilities, assets and credentials have their shapes too."""
+        assert path in shape_errors(entity, values)
+
+    def test_well_shaped_records_pass(self) -> None:
+        """Values as the inputs store them have no shape errors."""
+        customer = {
+            "business_name": "Acme",
+            "email": None,
+            "phones": [{"type": "WORK", "number": "+1 555 0100"}],
+            "addresses": [{"type": "BILL_TO", "line1": "Main St", "city": None}],
+            "notification_emails": ["a@acme.example"],
+            "invoice_cc_emails": [],
+            "settings": {"taxRate": 7.5, "taxFree": False, "noEmail": None},
+            "custom_fields": {"note": "x", "num": 3, "flag": True, "when": "2024-01-01"},
+            "archived": False,
+        }
+        assert shape_errors("customer", customer) == {}
+        assert shape_errors("asset", {"install_date": date(2024, 1, 1), "kind": "Door"}) == {}
+        secret = {"wrapped_key": b"k", "alg_version": 1, "key_id": "k1", "is_public": True}
+        assert shape_errors("credential", secret) == {}
+        # Bookkeeping columns are not fields; the write path refuses them in a patch.
+        assert shape_errors("customer", {"restored_seq": 0}) == {}
+
+    def test_nesting_of_any_depth_is_refused_in_linear_time(self) -> None:
+        """A value nested 200,000 deep (far past the recursion limit) is one error, found
+        at once; so is a list of a million items."""
+        started = time.perf_counter()
+        deep = nested(200_000)
+        errors = validate_record("customer", _customer(custom_fields={"note": deep}), [])
+        assert list(errors) == ["customFields.note"]
+        errors = validate_record("customer", _customer(phones=deep), [])
+        assert list(errors) == ["phones[0]"]
+        errors = validate_record("customer", _customer(phones=[{}] * 1_000_000), [])
+        assert list(errors) == ["phones"]
+        errors = validate_record(
+            "customer", _customer(custom_fields={str(i): [i] for i in range(100_000)}), []
+        )
+        assert len(errors) == 20
+        assert time.perf_counter() - started < 2
+
+    def test_blank_emails_are_refused(self) -> None:
+        """A blank or whitespace email is an error, for the primary email, a contact's and
+        each notification and invoice-CC email; null is no email."""
+        for blank in ("", "   ", "\t"):
+            assert "email" in validate_record("customer", _customer(email=blank), [])
+            assert "email" in validate_record("contact", {"first_name": "A", "email": blank}, [])
+            errors = validate_record(
+                "customer", _customer(invoice_cc_emails=["a@b.com", blank]), []
+            )
+            assert "invoiceCcEmails[1]" in errors
+        assert validate_record("customer", _customer(email=None), []) == {}
+
+    def test_unpaired_surrogates_and_nul_are_refused(self) -> None:
+        """Text that PostgreSQL or the JSON encoder cannot take is a field error."""
+        errors = validate_record("customer", _customer(first_name="a\ud800"), [])
+        assert "firstName" in errors
+        errors = validate_record("customer", _customer(custom_fields={"n\ud800": "x"}), [])
+        [path] = errors
+        path.encode("utf-8")
+        assert "NUL" in validate_record("customer", _customer(last_name="a\x00"), [])["lastName"]
+
+    def test_dates_from_json_become_dates(self) -> None:
+        """values_from_json turns an ISO date string of a date field into a date and leaves
+        anything else for shape_errors to judge."""
+        values = values_from_json("asset", {"install_date": "2024-02-03", "kind": "2024-02-03"})
+        assert values == {"install_date": date(2024, 2, 3), "kind": "2024-02-03"}
+        assert values_from_json("asset", {"install_date": "soon"}) == {"install_date": "soon"}
+        assert "installDate" in shape_errors(
+            "asset", values_from_json("asset", {"install_date": "soon"})
+        )
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(name=st.sampled_from(sorted(value_strategies.stored_values)), data=st.data())
+    def test_any_value_is_judged_and_what_passes_can_be_stored(
+        self, name: str, data: st.DataObject
+    ) -> None:
+        """For any JSON value of any field, validation answers (never raises), and a value
+        it accepts is of its field's shape and encodes as JSON without NUL."""
+        column = "".join("_" + c.lower() if c.isupper() else c for c in name)
+        value = data.draw(value_strategies.hostile_values | value_strategies.stored_values[name])
+        errors = validate_record("customer", _customer(**{column: value}), [])
+        if not errors:
+            assert shape_errors("customer", {column: value}) == {}
+            encoded = orjson.dumps(value)
+            assert b"\\u0000" not in encoded
