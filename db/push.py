@@ -2,7 +2,9 @@
 
 Changes are decided one after another in memory (each sees the ones before it) and only
 the accepted ones are written, together, so one bad change never blocks or half-applies
-another and the batch costs a few statements per table, not per change.
+another and the batch costs a few statements per table, not per change. A change the
+database itself refuses (a unique index, a value it cannot store) is found by halving the
+set in savepoints and fails alone (``_apply_isolated``).
 ``clientMutationId`` makes a push idempotent: a replay returns the first outcome from
 ``push_receipts`` and writes nothing; a reused id with a different payload is refused.
 The decision itself (applied, merged, conflict, deleted, validation failed) is the pure
@@ -12,14 +14,17 @@ The decision itself (applied, merged, conflict, deleted, validation failed) is t
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import orjson
-from sqlalchemy.exc import IntegrityError
+import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import raw
@@ -30,7 +35,20 @@ from db.queries import records
 from db.queries.orgs import conflict_policies
 from db.write_path import RecordWrite, Row, lock_rows, next_row, persist_rows
 from sync.decision import ConflictPolicy, IncomingChange, Op, Outcome, decide
-from sync.validation import validate_record
+from sync.validation import shape_errors, validate_record
+
+log = structlog.get_logger("fieldsync.push")
+
+# A device's counter goes up by one per change; a change may skip ahead (edits coalesced or
+# dropped from the outbox) but not by more than this. Counters are GraphQL Ints: one push of
+# 2,147,483,647 accepted would leave the device no counter above it to push with, ever.
+MAX_COUNTER_STEP = 2**20
+# SQLSTATE classes of errors a change's own values cause: data exception (22), integrity
+# constraint violation (23), program limit exceeded (54: an index row too large).
+_REFUSABLE_SQLSTATE_CLASSES = ("22", "23", "54")
+# Changes of one push the database may refuse before the rest of it is left untried.
+MAX_DATABASE_REFUSALS = 16
+EMAIL_TAKEN = "is already taken by another customer"
 
 
 @dataclass(frozen=True)
@@ -48,19 +66,22 @@ class PushChange:
 
     def fingerprint(self) -> str:
         """A digest of the payload, to tell a replay from a reused id."""
-        body = orjson.dumps(
-            [
-                self.entity.value,
-                str(self.record_id),
-                self.op.value,
-                self.base_version,
-                self.patch,
-                {k: str(v) for k, v in self.links.items()},
-                self.counter,
-            ],
-            option=orjson.OPT_SORT_KEYS,
-            default=str,
-        )
+        payload = [
+            self.entity.value,
+            str(self.record_id),
+            self.op.value,
+            self.base_version,
+            self.patch,
+            {k: str(v) for k, v in self.links.items()},
+            self.counter,
+        ]
+        try:
+            body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=str)
+        except orjson.JSONEncodeError:
+            # An integer beyond 64 bits (a JSON literal written inline): orjson refuses it,
+            # the standard library does not. The change is refused later, but its receipt
+            # needs a digest that a replay of the same payload reproduces.
+            body = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(body).hexdigest()
 
 
@@ -106,9 +127,10 @@ async def push(
     Replays and refusals are settled first; the rest is decided in memory against rows
     locked in one query per entity type (each decision sees the ones before it), then
     written with one statement per table. Invalid changes write nothing, so no savepoint
-    per change is needed; if a unique index still refuses the set (a concurrent writer took
-    an email between the check and the write), the set is decided again, once it can see
-    that writer's commit.
+    per change is needed. If the database still refuses the set (a unique index, a value
+    it cannot store, a concurrent writer that took an email after the check), the set is
+    split until the change at fault stands alone: it gets ``VALIDATION_FAILED`` and every
+    other change is decided and written as if it had been pushed without it.
     """
     device_id = device["id"]
     receipts = await _receipts(conn, org_id, device_id, [c.client_mutation_id for c in changes])
@@ -116,6 +138,7 @@ async def push(
     reregister = False
     results: list[ChangeResult | None] = [None] * len(changes)
     fresh: list[int] = []
+    refused: dict[int, ChangeResult] = {}
     for index, change in enumerate(changes):
         stored = receipts.get(change.client_mutation_id)
         if stored is not None:
@@ -128,6 +151,13 @@ async def push(
                     {"clientMutationId": "was already used for a different change"},
                 )
             continue
+        # Counter refusals store no receipt (as before): the device may send the same
+        # clientMutationId again with a counter that fits.
+        if change.counter < 1:
+            results[index] = _refused(
+                change, Outcome.VALIDATION_FAILED, {"counter": "must be 1 or more"}
+            )
+            continue
         if change.counter <= max_counter:
             reregister = True
             results[index] = _refused(
@@ -139,42 +169,200 @@ async def push(
                 },
             )
             continue
-        max_counter = change.counter
+        if change.counter - max_counter > MAX_COUNTER_STEP:
+            # Not taken as the device's counter: the device stays free to push the next one.
+            results[index] = _refused(
+                change,
+                Outcome.VALIDATION_FAILED,
+                {
+                    "counter": f"jumps from {max_counter} to {change.counter}: a change's"
+                    f" counter may be at most {MAX_COUNTER_STEP} above the last one pushed"
+                },
+            )
+            continue
         fresh.append(index)
-    if user_can_write:
-        batch = [changes[i] for i in fresh]
-        for attempt in range(3):
-            try:
-                async with conn.begin_nested():
-                    decided = await _apply_batch(
-                        conn, org_id=org_id, device=device, changes=batch, max_length=max_length
-                    )
-                break
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-    else:
+        max_counter = change.counter
+        if not _encodable(change.patch):
+            refused[index] = _refused(
+                change,
+                Outcome.VALIDATION_FAILED,
+                {"patch": "holds a number that cannot be stored (integers are at most 64-bit)"},
+            )
+    batch = [changes[i] for i in fresh if i not in refused]
+    decided: list[ChangeResult | None]
+    if not user_can_write:
         decided = [
-            _refused(changes[i], Outcome.FORBIDDEN, {}, "your role may not change records")
-            for i in fresh
+            _refused(change, Outcome.FORBIDDEN, {}, "your role may not change records")
+            for change in batch
         ]
-    for index, result in zip(fresh, decided, strict=True):
+    else:
+        decided = await _apply_isolated(
+            conn,
+            org_id=org_id,
+            device=device,
+            changes=batch,
+            max_length=max_length,
+            isolation=_Isolation(),
+        )
+    outcomes = iter(decided)
+    answered: list[int] = []
+    for index in fresh:
+        result = refused[index] if index in refused else next(outcomes)
+        if result is None:
+            break
         results[index] = result
-    if fresh:
+        answered.append(index)
+    if len(answered) < len(fresh):
+        # Changes left untried (see _apply_isolated) are a suffix of the push: no receipt
+        # and no counter, so the device pushes them again as they are.
+        max_counter = changes[answered[-1]].counter if answered else int(device["max_counter"])
+        for index in fresh[len(answered) :]:
+            results[index] = _refused(
+                changes[index],
+                Outcome.VALIDATION_FAILED,
+                {
+                    "changes": f"not tried: more than {MAX_DATABASE_REFUSALS} changes of this"
+                    " push were refused by the database; push this change again"
+                },
+            )
+    if answered:
         await raw.execute(
             conn,
             _INSERT_RECEIPTS,
             org_id,
             device_id,
-            [changes[i].client_mutation_id for i in fresh],
-            [changes[i].fingerprint() for i in fresh],
+            [changes[i].client_mutation_id for i in answered],
+            [changes[i].fingerprint() for i in answered],
             # orjson encodes the dataclass as asdict() would, without the deep copy.
-            [orjson.dumps(result).decode() for result in decided],
+            [orjson.dumps(results[i]).decode() for i in answered],
         )
     await device_queries.update_device(
         conn, org_id, device_id, {"max_counter": max_counter, "last_push_at": datetime.now(UTC)}
     )
     return PushResult(results=[r for r in results if r is not None], reregister_required=reregister)
+
+
+def _encodable(patch: Mapping[str, Any]) -> bool:
+    """False when the patch holds a value orjson (and so the write path) cannot encode."""
+    try:
+        orjson.dumps(patch, default=str)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
+@dataclass
+class _Isolation:
+    """What a push may still spend on finding changes the database refuses."""
+
+    refusals_left: int = MAX_DATABASE_REFUSALS
+    exhausted: bool = False
+
+
+async def _apply_isolated(
+    conn: AsyncConnection,
+    *,
+    org_id: UUID,
+    device: Row,
+    changes: Sequence[PushChange],
+    max_length: int,
+    isolation: _Isolation,
+) -> list[ChangeResult | None]:
+    """:func:`_apply_batch` in a savepoint; a refused set is halved until the fault is found.
+
+    The halves run in order, each in its own savepoint, so each decision still sees the
+    writes of the changes before it. A few changes at fault cost a few extra batches each
+    (two per halving), not a savepoint per change. Past ``MAX_DATABASE_REFUSALS`` the
+    changes not yet written are not tried (None): each refusal costs batch work while
+    the tenant's seq row may be locked, and a push of a thousand such changes would hold
+    the tenant's writers for seconds.
+    """
+    if isolation.exhausted:
+        return [None] * len(changes)
+    try:
+        async with conn.begin_nested():
+            return list(
+                await _apply_batch(
+                    conn, org_id=org_id, device=device, changes=changes, max_length=max_length
+                )
+            )
+    except (DBAPIError, asyncpg.InterfaceError) as exc:
+        errors = refused_by_database(exc)
+        if errors is None or not changes:
+            raise
+        if isolation.refusals_left == 0:
+            isolation.exhausted = True
+            return [None] * len(changes)
+        if len(changes) == 1:
+            isolation.refusals_left -= 1
+            # Logged without the values (the error may quote them): which change, which rule.
+            log.warning(
+                "push change refused by the database",
+                entity=changes[0].entity.value,
+                record_id=str(changes[0].record_id),
+                sqlstate=_sqlstate(exc) or type(exc).__name__,
+            )
+            return [_refused(changes[0], Outcome.VALIDATION_FAILED, errors)]
+    half = len(changes) // 2
+    first = await _apply_isolated(
+        conn,
+        org_id=org_id,
+        device=device,
+        changes=changes[:half],
+        max_length=max_length,
+        isolation=isolation,
+    )
+    rest = await _apply_isolated(
+        conn,
+        org_id=org_id,
+        device=device,
+        changes=changes[half:],
+        max_length=max_length,
+        isolation=isolation,
+    )
+    return first + rest
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None), exc):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _constraint(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        name = getattr(candidate, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def refused_by_database(exc: BaseException) -> dict[str, str] | None:
+    """Field errors for a database error that a change's own values caused, else None.
+
+    None (an outage, a deadlock, a bug) means the error is not the change's fault and must
+    not be reported as its outcome.
+    """
+    if isinstance(exc, asyncpg.InterfaceError):
+        # asyncpg's DataError, raised before sending, is both: a parameter its codec could
+        # not encode. Other interface errors are the server's own.
+        return (
+            {"patch": "holds a value the database cannot store"}
+            if isinstance(exc, ValueError)
+            else None
+        )
+    state = _sqlstate(exc)
+    if state is None or not state.startswith(_REFUSABLE_SQLSTATE_CLASSES):
+        return None
+    if _constraint(exc) == "uq_customers_org_email":
+        return {"email": EMAIL_TAKEN}
+    if state.startswith("23"):
+        return {"patch": f"breaks a database rule (SQLSTATE {state})"}
+    return {"patch": f"holds a value the database cannot store (SQLSTATE {state})"}
 
 
 def _refused(
@@ -223,7 +411,7 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
         },
     }
     customers_now.update(await _customer_states(conn, org_id, wanted - customers_now.keys()))
-    emails = await _email_owners(conn, org_id, changes)
+    emails, email_keys = await _email_owners(conn, org_id, changes, original)
     writes: dict[EntityType, list[tuple[int, Row]]] = {t: [] for t in EntityType}
     conflicts: list[dict[str, Any]] = []
     results: list[ChangeResult] = []
@@ -259,9 +447,15 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
                 )
             )
             continue
-        base_values = (
-            {f: row[f] for f in spec.fields} if row is not None else spec.new_row_defaults()
-        )
+        # A value of the wrong shape is refused before any decision: a conflict must not
+        # store it for a later resolution either.
+        misshapen = shape_errors(change.entity.value, change.patch)
+        if misshapen:
+            results.append(_refused(change, Outcome.VALIDATION_FAILED, misshapen))
+            continue
+        # Fields only: a new row's defaults also hold bookkeeping columns (restored_seq).
+        source = row if row is not None else spec.new_row_defaults()
+        base_values = {f: source[f] for f in spec.fields}
         patch = merge_keyed_fields(change.patch, base_values)
 
         def validate(
@@ -300,13 +494,11 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
             decision.apply or decision.delete
         ):
             email = decision.apply.get("email")
-            if spec is CUSTOMER and isinstance(email, str) and email.strip():
-                owner = emails.get(email.strip().lower())
+            if spec is CUSTOMER and isinstance(email, str):
+                owner = emails.get(_email_key(email_keys, email))
                 if owner is not None and owner != change.record_id:
                     results[-1] = _refused(
-                        change,
-                        Outcome.VALIDATION_FAILED,
-                        {"email": "is already used by another customer"},
+                        change, Outcome.VALIDATION_FAILED, {"email": EMAIL_TAKEN}
                     )
                     continue
             write = RecordWrite(change.record_id, decision.apply, decision.delete, links)
@@ -314,7 +506,7 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
             if new_row is None:
                 continue
             if spec is CUSTOMER:
-                _move_email(emails, row, new_row)
+                _move_email(emails, email_keys, row, new_row)
             rows[key] = new_row
             writes[change.entity].append((index, new_row))
             result.version = dict(new_row["version"])
@@ -435,36 +627,64 @@ async def _customer_states(
 
 
 async def _email_owners(
-    conn: AsyncConnection, org_id: UUID, changes: Sequence[PushChange]
-) -> dict[str, UUID]:
-    """Live customers owning the primary emails this push sets (lower-cased)."""
+    conn: AsyncConnection,
+    org_id: UUID,
+    changes: Sequence[PushChange],
+    locked: Mapping[Key, Row],
+) -> tuple[dict[str, UUID], dict[str, str]]:
+    """Live customers owning the primary emails this push touches, and each email's key.
+
+    The key is the unique index's own, PostgreSQL's ``lower(email)`` (Python's ``lower``
+    differs for some letters, and the index does not trim), computed in the same statement
+    that finds the owners through that index. When the push sets any email, those of the
+    locked customers are included, so that a customer changing or deleting its email frees
+    the old one for the rest of the batch.
+    """
     wanted = {
-        str(c.patch["email"]).strip().lower()
+        c.patch["email"]
         for c in changes
         if c.entity is EntityType.CUSTOMER and isinstance(c.patch.get("email"), str)
     }
     if not wanted:
-        return {}
+        # No change sets an email: no write of this push can take one.
+        return {}, {}
+    wanted.update(
+        row["email"]
+        for (entity, _), row in locked.items()
+        if entity is EntityType.CUSTOMER and isinstance(row.get("email"), str)
+    )
+    # PostgreSQL text cannot hold NUL: such an email fails validation, never reaches a key.
+    wanted = {e for e in wanted if "\x00" not in e}
+    if not wanted:
+        return {}, {}
     found = await raw.fetch(
         conn,
-        "SELECT lower(email) AS email, id FROM customers"
-        " WHERE org_id = $1 AND deleted IS false AND lower(email) = ANY($2::text[])",
+        "SELECT u.email, lower(u.email) AS key, c.id FROM unnest($2::text[]) AS u(email)"
+        # The unique index's predicate, spelled as it is, so the join probes that index.
+        " LEFT JOIN customers c ON c.org_id = $1 AND NOT c.deleted"
+        " AND c.email IS NOT NULL AND lower(c.email) = lower(u.email)",
         org_id,
         sorted(wanted),
     )
-    return {str(r["email"]): r["id"] for r in found}
+    keys = {str(r["email"]): str(r["key"]) for r in found}
+    return {str(r["key"]): r["id"] for r in found if r["id"] is not None}, keys
 
 
-def _move_email(emails: dict[str, UUID], old: Row | None, new: Row) -> None:
+def _email_key(keys: Mapping[str, str], email: str) -> str:
+    # Every email of the batch has its key; the fallback only keeps this total.
+    return keys.get(email, email.lower())
+
+
+def _move_email(
+    emails: dict[str, UUID], keys: Mapping[str, str], old: Row | None, new: Row
+) -> None:
     """Keep the in-push email index in step with a customer write."""
-    if (
-        old is not None
-        and old.get("email")
-        and emails.get(old["email"].strip().lower()) == old["id"]
-    ):
-        del emails[old["email"].strip().lower()]
-    if new.get("email") and not new["deleted"]:
-        emails[new["email"].strip().lower()] = new["id"]
+    if old is not None and isinstance(old.get("email"), str):
+        key = _email_key(keys, old["email"])
+        if emails.get(key) == old["id"]:
+            del emails[key]
+    if isinstance(new.get("email"), str) and not new["deleted"]:
+        emails[_email_key(keys, new["email"])] = new["id"]
 
 
 async def _receipts(

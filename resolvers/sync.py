@@ -66,6 +66,8 @@ from sync.validation import camel
 MAX_PULL_LIMIT = 1000
 MAX_PUSH_BATCH = 1000
 MIN_AUTO_SYNC_SECONDS = 60
+# Receipts are keyed by clientMutationId in a btree: a bounded key (uuids are 36).
+MAX_CLIENT_MUTATION_ID_LENGTH = 255
 
 
 def record_uuid(value: str, field: str) -> UUID:
@@ -416,6 +418,20 @@ def _reject_nul(**fields: str) -> None:
         raise RecordValidationError(errors)
 
 
+def _bad_client_mutation_ids(changes: list[PushChange]) -> dict[str, str]:
+    """Errors for ids a receipt cannot be stored under (empty, too long, NUL)."""
+    errors: dict[str, str] = {}
+    for index, change in enumerate(changes):
+        value = change.client_mutation_id
+        if not 1 <= len(value) <= MAX_CLIENT_MUTATION_ID_LENGTH:
+            errors[f"changes[{index}].clientMutationId"] = (
+                f"must be 1 to {MAX_CLIENT_MUTATION_ID_LENGTH} characters"
+            )
+        elif "\x00" in value:
+            errors[f"changes[{index}].clientMutationId"] = "must not contain NUL characters"
+    return errors
+
+
 @strawberry.type
 class SyncMutations:
     """Sync writes."""
@@ -528,6 +544,9 @@ class SyncMutations:
             converted = [to_push_change(c) for c in changes]
         except RecordValidationError as exc:
             return error_from(exc)  # type: ignore[return-value]
+        bad_ids = _bad_client_mutation_ids(converted)
+        if bad_ids:
+            return error_from(RecordValidationError(bad_ids))  # type: ignore[return-value]
         if len({c.client_mutation_id for c in converted}) != len(converted):
             return error_from(
                 RecordValidationError(  # type: ignore[return-value]

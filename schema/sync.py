@@ -290,7 +290,10 @@ class ChangeInput:
     base_version: VersionVector | None = strawberry.field(
         default=None, description="The version the device edited from; null for a create."
     )
-    counter: int = strawberry.field(description="The device's change counter: strictly increasing.")
+    counter: int = strawberry.field(
+        description="The device's change counter: strictly increasing, starting at 1, at most"
+        " 1,048,576 above the previous one."
+    )
     patch: RecordPatch = strawberry.field(description="Only the changed fields.")
 
 

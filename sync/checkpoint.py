@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from uuid import UUID
 
 PREFIX = "v1"
+# Seqs are PostgreSQL bigints and ranks integers: a position past them was never issued,
+# and would fail as a query parameter instead of being refused.
+MAX_SEQ = 2**63 - 1
+MAX_RANK = 2**31 - 1
 
 
 @dataclass(frozen=True, order=True)
@@ -66,7 +70,17 @@ def decode(value: str | None) -> Checkpoint:
             None if since == position else since,
         )
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidCheckpointError(f"not a checkpoint issued by this server: {value!r}") from exc
-    if checkpoint.seq < 0 or checkpoint.rank < -1 or not 0 <= checkpoint.since <= checkpoint.seq:
-        raise InvalidCheckpointError(f"not a checkpoint issued by this server: {value!r}")
+        raise InvalidCheckpointError(_refusal(value)) from exc
+    if (
+        not 0 <= checkpoint.seq <= MAX_SEQ
+        or not -1 <= checkpoint.rank <= MAX_RANK
+        or not 0 <= checkpoint.since <= checkpoint.seq
+    ):
+        raise InvalidCheckpointError(_refusal(value))
     return checkpoint
+
+
+def _refusal(value: str) -> str:
+    # Untrusted input: quote only the start of it back to the client.
+    shown = value if len(value) <= 100 else value[:100] + "..."
+    return f"not a checkpoint issued by this server: {shown!r}"

@@ -48,3 +48,31 @@ class TestCheckpoint:
         assert Checkpoint(5) < Checkpoint(5, 2, rid) < Checkpoint(6)
         assert Checkpoint(5).at_boundary
         assert not Checkpoint(5, 2, rid).at_boundary
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            "v1.5.99999999999999999999.%s.5" % ("a" * 32),
+            "v1.9223372036854775808.-1..9223372036854775808",
+            "v1.5.2147483648.%s.5" % ("a" * 32),
+            "v1.5.-2.%s.5" % ("a" * 32),
+        ],
+    )
+    def test_positions_past_the_database_types_are_refused(self, raw):
+        """A seq beyond bigint or a rank beyond integer was never issued: refused here
+        rather than failing later as a query parameter."""
+        import base64
+
+        with pytest.raises(InvalidCheckpointError):
+            decode(base64.urlsafe_b64encode(raw.encode()).decode())
+
+    def test_the_largest_positions_round_trip(self):
+        """The bounds themselves are still positions."""
+        checkpoint = Checkpoint(2**63 - 1, 2**31 - 1, uuid4(), 0)
+        assert decode(encode(checkpoint)) == checkpoint
+
+    def test_a_refusal_quotes_only_the_start_of_the_value(self):
+        """A megabyte of garbage is not echoed back."""
+        with pytest.raises(InvalidCheckpointError) as info:
+            decode("x" * 1_000_000)
+        assert len(str(info.value)) < 200
