@@ -65,7 +65,12 @@ class PushChange:
     counter: int
 
     def fingerprint(self) -> str:
-        """A digest of the payload, to tell a replay from a reused id."""
+        """A digest of the change, to tell a replay from a reused id.
+
+        The counter is not part of it: it numbers the attempt, not the change, and a
+        client's retry loop may number a resend anew. The same change under the same
+        clientMutationId is a replay whatever its counter.
+        """
         payload = [
             self.entity.value,
             str(self.record_id),
@@ -73,7 +78,6 @@ class PushChange:
             self.base_version,
             self.patch,
             {k: str(v) for k, v in self.links.items()},
-            self.counter,
         ]
         try:
             body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=str)
@@ -469,7 +473,11 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
         decision = decide(
             server_record(spec, row),
             IncomingChange(
-                op=change.op, base_version=change.base_version, patch=patch, replica=replica
+                op=change.op,
+                base_version=change.base_version,
+                patch=patch,
+                replica=replica,
+                sees_own_writes=True,
             ),
             policy,
             validate,

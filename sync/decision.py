@@ -6,7 +6,10 @@ which outcome to report. The caller writes ``apply`` / ``delete`` through the wr
 (which bumps the version and stamps field dots) and, under ``MANUAL``, stores a
 ``SyncConflict`` for a ``CONFLICT`` outcome.
 
-Rules, checked in this order (``base`` is ``change.base_version``):
+Rules, checked in this order (``base`` is ``change.base_version``; from rule 5 on, for a
+device (``sees_own_writes``), it also covers the device's own writes to the record,
+:func:`seen_base`: a device has seen what it wrote itself, even a write whose push response
+it lost; online editors share one replica and get no such allowance):
 
 1. **Unknown record.** No server copy and a non-empty base: the record never existed here
    or its tombstone was compacted -> ``DELETED``, nothing written. A ``DELETE`` of a record
@@ -112,6 +115,9 @@ class IncomingChange:
     patch: Mapping[str, object]
     replica: str
     last_writer_wins: bool = False
+    # True for a device, whose replica is its own and whose writes it has always seen;
+    # False for online edits, which share the server's replica among every editor.
+    sees_own_writes: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,6 +240,19 @@ def _decide_moved_on(
     )
 
 
+def seen_base(base: Mapping[str, int], server: ServerRecord, replica: str) -> dict[str, int]:
+    """``base`` plus the change's own replica's writes to this record.
+
+    A device has seen every write it made, even one whose push response it lost (it then
+    edits again from an older base): its own dots never count as "the server moved on".
+    """
+    seen = dict(base)
+    own = server.version.get(replica, 0)
+    if own > seen.get(replica, 0):
+        seen[replica] = own
+    return seen
+
+
 def decide(
     server: ServerRecord | None,
     change: IncomingChange,
@@ -270,9 +289,17 @@ def decide(
         )
     if server.deleted:
         return Decision(Outcome.DELETED, message="the record was deleted; drop the local copy")
+    if change.last_writer_wins:
+        base = None
+    elif change.sees_own_writes and (base is not None or change.op is Op.UPSERT):
+        # A device's UPSERT without a base on an existing record (a create retried after a
+        # lost response) has seen none of the server's writes but its own.
+        base = seen_base(base or {}, server, change.replica)
+    elif base is None and change.op is Op.UPSERT:
+        base = {}
     if change.op is Op.DELETE:
-        return _decide_delete(server, None if change.last_writer_wins else base, policy)
+        return _decide_delete(server, base, policy)
     up_to_date = base is not None and compare(base, server.version) is Ordering.EQUAL
-    if change.last_writer_wins or up_to_date:
+    if base is None or up_to_date:
         return _validated(Outcome.APPLIED, server.values, change.patch, validate, message="updated")
-    return _decide_moved_on(server, change, {} if base is None else base, policy, validate)
+    return _decide_moved_on(server, change, base, policy, validate)

@@ -18,6 +18,7 @@ from sync.decision import (
     Outcome,
     ServerRecord,
     decide,
+    seen_base,
 )
 from sync.field_dots import changed_since
 from sync.version_vector import Ordering, compare, dominates_or_equal
@@ -66,6 +67,13 @@ def reject_everything(values: Mapping[str, object]) -> Mapping[str, str]:
 def reject_email_y(values: Mapping[str, object]) -> Mapping[str, str]:
     """A validator over the generated alphabet: email "y" is invalid."""
     return {"email": "not y"} if values.get("email") == "y" else {}
+
+
+def seen(change: IncomingChange, server: ServerRecord) -> dict[str, int]:
+    """What the change's author has seen of the record: its base, and for a device its own
+    writes too."""
+    base = dict(change.base_version or {})
+    return seen_base(base, server, change.replica) if change.sees_own_writes else base
 
 
 def writes(decision: Decision) -> bool:
@@ -399,7 +407,7 @@ class TestProperties:
         decision = decide(server, change, ConflictPolicy.MANUAL, validate)
         if server is None:
             return
-        server_changed = changed_since(server.dots, change.base_version or {})
+        server_changed = changed_since(server.dots, seen(change, server))
         both = {
             name
             for name in server_changed & change.patch.keys()
@@ -432,13 +440,12 @@ class TestProperties:
             return
         if change.base_version is None:
             return
-        if changed_since(server.dots, change.base_version) & change.patch.keys():
+        base = seen(change, server)
+        if changed_since(server.dots, base) & change.patch.keys():
             return
         decision = decide(server, change, policy)
         expected = (
-            Outcome.APPLIED
-            if compare(change.base_version, server.version) is Ordering.EQUAL
-            else Outcome.MERGED
+            Outcome.APPLIED if compare(base, server.version) is Ordering.EQUAL else Outcome.MERGED
         )
         assert decision.outcome is expected
         assert decision.apply == change.patch
@@ -451,3 +458,87 @@ class TestProperties:
         if scenario.server is None or not scenario.server.deleted:
             return
         assert decide(scenario.server, scenario.change, policy).outcome is Outcome.DELETED
+
+
+class TestOwnWrites:
+    """A device has seen its own writes, even those whose push response it lost."""
+
+    def test_an_edit_after_a_lost_response_is_not_a_conflict(self) -> None:
+        """The device wrote `name` at counter 2 but only saw counter 1 come back; editing
+        `name` again from that older base is its own business, not a conflict."""
+        server = ServerRecord(
+            values={"name": "mine, second", "email": "e"},
+            version={"server": 3, "dev": 2},
+            dots={"name": ("dev", 2), "email": ("server", 3)},
+            deleted=False,
+        )
+        change = IncomingChange(
+            op=Op.UPSERT,
+            base_version={"server": 3, "dev": 1},
+            patch={"name": "mine, third"},
+            replica="dev",
+            sees_own_writes=True,
+        )
+        decision = decide(server, change, ConflictPolicy.MANUAL)
+        assert decision.outcome is Outcome.APPLIED
+        assert decision.apply == {"name": "mine, third"}
+
+    def test_another_devices_write_still_conflicts(self) -> None:
+        """The same situation with the field last written by someone else is a conflict."""
+        server = ServerRecord(
+            values={"name": "theirs"},
+            version={"server": 3, "dev": 2, "other": 1},
+            dots={"name": ("other", 1)},
+            deleted=False,
+        )
+        change = IncomingChange(
+            op=Op.UPSERT,
+            base_version={"server": 3, "dev": 1},
+            patch={"name": "mine"},
+            replica="dev",
+        )
+        assert decide(server, change, ConflictPolicy.MANUAL).outcome is Outcome.CONFLICT
+
+    @PROPERTY
+    @given(
+        values=st.fixed_dictionaries(dict.fromkeys(("name", "email", "phone"), st.integers(0, 3))),
+        own=st.integers(1, 6),
+        seen_own=st.integers(0, 6),
+        writers=st.lists(st.booleans(), min_size=3, max_size=3),
+        patch=st.dictionaries(st.sampled_from(("name", "email", "phone")), st.integers(0, 3)),
+        policy=st.sampled_from(ConflictPolicy),
+    )
+    def test_fields_last_written_by_the_device_never_conflict(
+        self, values, own, seen_own, writers, patch, policy
+    ) -> None:
+        """Whatever the device's base says of its own entry, a field whose last write is
+        the device's own (or one the base covers) is never in conflict."""
+        names = ("name", "email", "phone")
+        dots = {
+            n: (("dev", own) if mine else ("server", 2))
+            for n, mine in zip(names, writers, strict=True)
+        }
+        server = ServerRecord(
+            values=values, version={"server": 2, "dev": own}, dots=dots, deleted=False
+        )
+        base = {"server": 2, "dev": min(seen_own, own)}
+        change = IncomingChange(
+            op=Op.UPSERT, base_version=base, patch=patch, replica="dev", sees_own_writes=True
+        )
+        decision = decide(server, change, policy)
+        assert decision.outcome in (Outcome.APPLIED, Outcome.MERGED), decision
+        assert decision.conflicts == ()
+
+    def test_online_editors_share_a_replica_and_still_conflict(self) -> None:
+        """Online edits all write as the server's replica: one editor's write is not
+        another's "own", so a stale online edit of the same field is a conflict."""
+        server = ServerRecord(
+            values={"name": "B's"},
+            version={"server": 2},
+            dots={"name": ("server", 2)},
+            deleted=False,
+        )
+        change = IncomingChange(
+            op=Op.UPSERT, base_version={"server": 1}, patch={"name": "A's"}, replica="server"
+        )
+        assert decide(server, change, ConflictPolicy.MANUAL).outcome is Outcome.CONFLICT
