@@ -470,12 +470,16 @@ class Connection:
 
 
 def _token_from(payload: object) -> str | None:
+    """The bearer token of a ``connection_init`` payload: ``{authorization}``, ``{token}``,
+    or ``{headers: {Authorization}}`` (what RxDB's and Apollo's clients send)."""
     if not isinstance(payload, dict):
         return None
-    for key in ("authorization", "Authorization"):
-        value = payload.get(key)
-        if isinstance(value, str):
-            return bearer_token(value)
+    headers = payload.get("headers")
+    for source in (payload, headers if isinstance(headers, dict) else {}):
+        for key in ("authorization", "Authorization"):
+            value = source.get(key)
+            if isinstance(value, str):
+                return bearer_token(value)
     token = payload.get("token")
     return token if isinstance(token, str) and token else None
 

@@ -376,6 +376,30 @@ class TestBadInput:
             await socket.send({"type": "connection_init", "payload": {"token": token}})
             assert await socket.closed() == 4403
 
+    async def test_every_place_clients_put_the_token_is_accepted(self, server_pair, bystander):
+        """`{authorization}`, `{Authorization}`, `{token}` and `{headers: {Authorization}}`
+        (what RxDB's and Apollo's WebSocket links send) are each acknowledged; a forged token
+        under `headers` still closes with 4403."""
+        _, tenant = bystander
+        token = tenant.admin.token
+        payloads = [
+            {"authorization": f"Bearer {token}"},
+            {"Authorization": f"Bearer {token}"},
+            {"token": token},
+            {"headers": {"Authorization": f"Bearer {token}"}},
+            {"headers": {"authorization": f"Bearer {token}"}},
+        ]
+        for payload in payloads:
+            socket = await Socket.open(server_pair[0].ws_url, init=False)
+            await socket.send({"type": "connection_init", "payload": payload})
+            assert await socket.recv() == {"type": "connection_ack"}, payload
+            await socket.ws.close()
+        socket = await Socket.open(server_pair[0].ws_url, init=False)
+        await socket.send(
+            {"type": "connection_init", "payload": {"headers": {"Authorization": "Bearer x.y.z"}}}
+        )
+        assert await socket.closed() == 4403
+
     async def test_init_timeout_and_second_init(self, server_pair, bystander):
         """No connection_init in time closes with 4408; a second one with 4429."""
         socket = await Socket.open(server_pair[0].ws_url, init=False)
