@@ -498,7 +498,8 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
             message=decision.message,
         )
         results.append(result)
-        if decision.outcome in (Outcome.APPLIED, Outcome.MERGED) and (
+        # A CONFLICT writes the fields not in conflict (sync/decision.py) like a MERGED.
+        if decision.outcome in (Outcome.APPLIED, Outcome.MERGED, Outcome.CONFLICT) and (
             decision.apply or decision.delete
         ):
             email = decision.apply.get("email")
@@ -511,14 +512,13 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
                     continue
             write = RecordWrite(change.record_id, decision.apply, decision.delete, links)
             new_row = next_row(spec, org_id, row, write, replica, now)
-            if new_row is None:
-                continue
-            if spec is CUSTOMER:
-                _move_email(emails, email_keys, row, new_row)
-            rows[key] = new_row
-            writes[change.entity].append((index, new_row))
-            result.version = dict(new_row["version"])
-        elif (
+            if new_row is not None:
+                if spec is CUSTOMER:
+                    _move_email(emails, email_keys, row, new_row)
+                rows[key] = new_row
+                writes[change.entity].append((index, new_row))
+                result.version = dict(new_row["version"])
+        if (
             decision.outcome is Outcome.CONFLICT
             and policy is ConflictPolicy.MANUAL
             and row is not None

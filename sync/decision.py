@@ -36,8 +36,9 @@ it lost; online editors share one replica and get no such allowance):
    ``{}``: it has seen none of the server's writes. No conflicts -> ``MERGED`` with
    ``apply = patch``. With conflicts:
 
-   - ``MANUAL`` -> ``CONFLICT``, ``apply`` empty (nothing of the change is written until
-     the user resolves it), ``conflicts`` holds both values of every conflicting field;
+   - ``MANUAL`` -> ``CONFLICT``, ``apply`` = the patch minus the conflicting fields (the
+     fields nobody else touched are written now; only the conflicting ones wait for the
+     user's decision), ``conflicts`` holds both values of every conflicting field;
    - ``SERVER_WINS`` -> ``MERGED``, ``apply`` = the patch minus the conflicting fields;
    - ``CLIENT_WINS`` -> ``MERGED``, ``apply`` = the whole patch;
 
@@ -48,7 +49,7 @@ on the merged view ``{**server.values, **apply}`` (the patch alone for a create)
 -> ``VALIDATION_FAILED`` with those ``field_errors`` and nothing written. A field made
 required after the device took its edit fails here, and the device fixes and pushes again.
 
-Invariants: a ``CONFLICT`` never writes (``apply`` empty and ``delete`` False); ``apply`` only
+Invariants: a ``CONFLICT`` never writes a conflicting field and never deletes; ``apply`` only
 holds fields of the patch with the patch's values; ``FORBIDDEN`` is never produced here
 (permissions are checked before) but belongs to the outcome set callers report.
 """
@@ -223,10 +224,18 @@ def _decide_moved_on(
             message="merged with the server's changes to other fields",
         )
     if policy is ConflictPolicy.MANUAL:
-        return Decision(
+        held = {c.field for c in conflicts}
+        # Only the fields changed on both sides wait for a decision: the rest of the edit is
+        # written now, so nothing typed on a phone hangs on a question it is not part of.
+        rest = {name: value for name, value in change.patch.items() if name not in held}
+        return _validated(
             Outcome.CONFLICT,
+            server.values,
+            rest,
+            validate,
             conflicts=conflicts,
-            message=f"{len(conflicts)} field(s) changed on both sides; resolve the conflict",
+            message=f"{len(conflicts)} field(s) changed on both sides wait for a decision;"
+            " the others were applied",
         )
     if policy is ConflictPolicy.SERVER_WINS:
         lost = {c.field for c in conflicts}

@@ -201,10 +201,12 @@ async def resolve_conflict(
 ) -> Row:
     """Settle a conflict as a new versioned write by the server replica.
 
-    KEEP_SERVER rewrites the server's values (a new version the device will pull over its
-    own edit), KEEP_CLIENT applies the device's patch (or delete), MERGE applies ``values``
-    (column name -> value, as JSON: dates as ``YYYY-MM-DD``) for the conflicting fields on
-    top of the device's patch. The values are checked like any write's: a value of the
+    The push already wrote the patch's fields that were not in conflict; a resolution
+    settles the held ones. KEEP_SERVER rewrites the server's values (a new version the
+    device will pull over its own edit), KEEP_CLIENT applies the device's values of the
+    conflicting fields (or its delete), MERGE applies ``values`` (column name -> value, as
+    JSON: dates as ``YYYY-MM-DD``) for some of the conflicting fields, the device's values
+    for the others. The values are checked like any write's: a value of the
     wrong shape, an invalid record or another customer's email is refused with a typed
     error and nothing is written.
     """
@@ -232,10 +234,12 @@ async def resolve_conflict(
     entity = spec.type.value
     # The stored patch is JSON too (a date is text there).
     client_patch = values_from_json(entity, row["client_patch"])
+    # The push already wrote the patch's other fields: a resolution settles the held ones.
+    held = {name: value for name, value in client_patch.items() if name in conflicting}
     if resolution == "KEEP_SERVER":
         patch: dict[str, Any] = {}
     elif resolution == "KEEP_CLIENT":
-        patch = client_patch
+        patch = held
         delete = row["op"] == "DELETE"
     else:
         if not values or not set(values) <= conflicting:
@@ -246,7 +250,7 @@ async def resolve_conflict(
         errors = shape_errors(entity, given)
         if errors:
             raise RecordValidationError(errors)
-        patch = {**client_patch, **given}
+        patch = {**held, **given}
     if delete:
         kinds = (
             [

@@ -1,8 +1,9 @@
 """Convergence: many simulated phones edit offline, lose responses, retry, duplicate
 pushes, change selections and delete, while an admin edits online; afterwards every
 phone holds exactly the server's data for its selection, the server equals an oracle
-replay of every accepted write, no acknowledged write is lost, and every field edited on
-both sides surfaced as a conflict (MANUAL policy). Seeded: a failure reproduces."""
+replay of every accepted write (a conflict's fields that are not in conflict included), no
+acknowledged write is lost, and every field edited on both sides surfaced as a conflict
+(MANUAL policy). Seeded: a failure reproduces."""
 
 from __future__ import annotations
 
@@ -352,6 +353,10 @@ class Simulation:
             assert kind == "CONFLICT", (key, patch, pending.base, outcome, expected)
             assert {c["field"] for c in outcome["conflicts"]} == expected, (key, patch, outcome)
             self.conflicts_seen += 1
+            # Only the conflicting fields wait for a decision: the rest is written now.
+            rest = {name: value for name, value in patch.items() if name not in expected}
+            own = self.oracle.apply(key, rest, phone.replica)
+            phone.own.setdefault(key, set()).update(own)
             return
         assert kind in ("APPLIED", "MERGED"), (key, patch, outcome, pending.base)
         own = self.oracle.apply(key, patch, phone.replica)

@@ -266,14 +266,21 @@ class TestServerMovedOn:
         assert decision.conflicts == ()
 
     def test_manual_conflict(self) -> None:
-        """Under MANUAL, a field changed on both sides is a CONFLICT that writes nothing."""
+        """Under MANUAL, a field changed on both sides is held in a CONFLICT; the device's
+        other fields are written now."""
         patch = {"email": "mine@x.test", "phone": "777"}
         decision = decide(SERVER, upsert(patch), ConflictPolicy.MANUAL)
         assert decision.outcome is Outcome.CONFLICT
-        assert decision.apply == {}
+        assert decision.apply == {"phone": "777"}
         assert not decision.delete
         assert decision.conflicts == (FieldConflict("email", "new@x.test", "mine@x.test"),)
         assert decision.message
+
+    def test_manual_conflict_with_an_invalid_rest_is_refused(self) -> None:
+        """The fields written at once are validated like any write: invalid -> refused."""
+        patch = {"email": "mine@x.test", "name": None}
+        decision = decide(SERVER, upsert(patch), ConflictPolicy.MANUAL, name_required)
+        assert decision.outcome is Outcome.VALIDATION_FAILED
 
     def test_server_wins(self) -> None:
         """Under SERVER_WINS, the conflicting field is dropped and the rest MERGED."""
@@ -325,14 +332,20 @@ class TestProperties:
 
     @PROPERTY
     @given(scenarios, policies, validators)
-    def test_conflict_never_writes(
+    def test_conflict_never_writes_a_conflicting_field(
         self, scenario: Scenario, policy: ConflictPolicy, validate: Validator | None
     ) -> None:
-        """A decision is never both CONFLICT and applied."""
+        """A CONFLICT never deletes nor writes a field in conflict; under MANUAL it writes
+        every other field of the patch (nothing of the edit is held back without cause)."""
         decision = decide(scenario.server, scenario.change, policy, validate)
         if decision.outcome is Outcome.CONFLICT:
-            assert not writes(decision)
+            held = {c.field for c in decision.conflicts}
             assert decision.conflicts
+            assert not decision.delete
+            assert not held & decision.apply.keys()
+            if policy is ConflictPolicy.MANUAL and scenario.change.op is Op.UPSERT:
+                rest = {k: v for k, v in scenario.change.patch.items() if k not in held}
+                assert decision.apply == rest
 
     @PROPERTY
     @given(scenarios, policies, validators)
