@@ -26,7 +26,7 @@ lists directly in its selection take it, never deeper ones), so a fragment is su
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from graphql import (
     DocumentNode,
@@ -60,21 +60,34 @@ TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 
 
-@dataclass(frozen=True)
-class RuleLimits:
-    """What the rule enforces (``schema.limits.OperationLimits`` fills it)."""
+class RuleLimits(Protocol):
+    """What the check enforces (``schema.limits.OperationLimits`` is one)."""
 
-    max_depth: int
-    max_aliases: int
-    max_cost: int
-    # Items assumed for a size argument given as a variable (the page cap), and for list
-    # fields without a size argument.
-    variable_list_size: int
-    default_list_size: int
-    # Times one response name or fragment may be selected in one selection set: repeats
-    # add nothing to a response, but graphql-core's field-merging rule compares them
-    # pairwise (quadratic).
-    max_repeats: int = 50
+    @property
+    def max_depth(self) -> int:
+        """Fields with a selection nested in one another."""
+
+    @property
+    def max_aliases(self) -> int:
+        """Aliased fields, counted where their fragments are spread."""
+
+    @property
+    def max_cost(self) -> int:
+        """Estimated cost of one operation."""
+
+    @property
+    def variable_list_size(self) -> int:
+        """Items assumed for a size argument given as a variable (the page cap)."""
+
+    @property
+    def default_list_size(self) -> int:
+        """Items assumed for a list of objects without a size argument."""
+
+    @property
+    def max_repeats(self) -> int:
+        """Times one response name or fragment may be selected in one selection set:
+        repeats add nothing to a response, but graphql-core's field-merging rule compares
+        them pairwise (quadratic)."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from schema.limit_rules import (
     QUERY_TOO_COSTLY,
     QUERY_TOO_DEEP,
     TOO_MANY_ALIASES,
-    RuleLimits,
     operation_limit_errors,
 )
 
@@ -144,21 +143,12 @@ class OperationLimits:
     default_list_size: int = 10
     introspection: bool = True
     field_suggestions: bool = False
+    max_repeats: int = 50
     # Comments, white space and strings are not tokens: a document of a few tokens could
     # still be megabytes for the lexer to walk.
     max_chars: int = 100_000
     # CPU budget of one document's validation (every rule), in milliseconds.
     max_validation_ms: int = 100
-
-    def rule_limits(self) -> RuleLimits:
-        """What the linear depth, alias and cost check enforces."""
-        return RuleLimits(
-            max_depth=self.max_depth,
-            max_aliases=self.max_aliases,
-            max_cost=self.max_cost,
-            variable_list_size=self.variable_list_size,
-            default_list_size=self.default_list_size,
-        )
 
 
 def _full_collections() -> int:
@@ -223,7 +213,6 @@ class DocumentValidator:
 
     def __init__(self, limits: OperationLimits, *, maxsize: int = 256) -> None:
         self.limits = limits
-        self.rule_limits = limits.rule_limits()
         self.maxsize = maxsize
         self._cache: OrderedDict[
             tuple[int, DocumentNode, tuple[type[ASTValidationRule], ...]], list[GraphQLError]
@@ -242,7 +231,7 @@ class DocumentValidator:
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
-        errors = operation_limit_errors(schema, document, self.rule_limits)
+        errors = operation_limit_errors(schema, document, self.limits)
         if not errors:
             errors = validate_document(schema, document, key[2])
         if any((e.extensions or {}).get("code") == QUERY_TOO_COMPLEX for e in errors):
