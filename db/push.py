@@ -139,6 +139,19 @@ async def push(
     device_id = device["id"]
     receipts = await _receipts(conn, org_id, device_id, [c.client_mutation_id for c in changes])
     max_counter = int(device["max_counter"])
+    # A counter at or below the highest pushed is fine when no change took it yet (batches
+    # sent in parallel arrive in any order); one taken by another change means a second
+    # install is pushing under this replica id (an app restored from a backup).
+    taken = await _taken_counters(
+        conn,
+        org_id,
+        device_id,
+        [
+            c.counter
+            for c in changes
+            if 0 < c.counter <= max_counter and c.client_mutation_id not in receipts
+        ],
+    )
     reregister = False
     results: list[ChangeResult | None] = [None] * len(changes)
     fresh: list[int] = []
@@ -162,13 +175,13 @@ async def push(
                 change, Outcome.VALIDATION_FAILED, {"counter": "must be 1 or more"}
             )
             continue
-        if change.counter <= max_counter:
+        if change.counter in taken:
             reregister = True
             results[index] = _refused(
                 change,
                 Outcome.VALIDATION_FAILED,
                 {
-                    "counter": f"went backwards ({change.counter} <= {max_counter}): this"
+                    "counter": f"{change.counter} was already used by another change: this"
                     " device's state is older than what it already pushed; register it again"
                 },
             )
@@ -185,7 +198,8 @@ async def push(
             )
             continue
         fresh.append(index)
-        max_counter = change.counter
+        taken.add(change.counter)
+        max_counter = max(max_counter, change.counter)
         if not _encodable(change.patch):
             refused[index] = _refused(
                 change,
@@ -219,7 +233,7 @@ async def push(
     if len(answered) < len(fresh):
         # Changes left untried (see _apply_isolated) are a suffix of the push: no receipt
         # and no counter, so the device pushes them again as they are.
-        max_counter = changes[answered[-1]].counter if answered else int(device["max_counter"])
+        max_counter = max([int(device["max_counter"]), *(changes[i].counter for i in answered)])
         for index in fresh[len(answered) :]:
             results[index] = _refused(
                 changes[index],
@@ -237,6 +251,7 @@ async def push(
             device_id,
             [changes[i].client_mutation_id for i in answered],
             [changes[i].fingerprint() for i in answered],
+            [changes[i].counter for i in answered],
             # orjson encodes the dataclass as asdict() would, without the deep copy.
             [orjson.dumps(results[i]).decode() for i in answered],
         )
@@ -710,10 +725,29 @@ async def _receipts(
 
 
 _INSERT_RECEIPTS = (
-    "INSERT INTO push_receipts (org_id, device_id, client_mutation_id, request_hash, outcome)"
-    " SELECT $1::uuid, $2::uuid, u.id, u.hash, u.outcome::jsonb"
-    " FROM unnest($3::text[], $4::text[], $5::text[]) AS u(id, hash, outcome)"
+    "INSERT INTO push_receipts"
+    " (org_id, device_id, client_mutation_id, request_hash, counter, outcome)"
+    " SELECT $1::uuid, $2::uuid, u.id, u.hash, u.counter, u.outcome::jsonb"
+    " FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[])"
+    " AS u(id, hash, counter, outcome)"
 )
+
+
+async def _taken_counters(
+    conn: AsyncConnection, org_id: UUID, device_id: UUID, counters: Sequence[int]
+) -> set[int]:
+    """Which of ``counters`` a stored change of the device already carries."""
+    if not counters:
+        return set()
+    found = await raw.fetch(
+        conn,
+        "SELECT counter FROM push_receipts"
+        " WHERE org_id = $1 AND device_id = $2 AND counter = ANY($3::bigint[])",
+        org_id,
+        device_id,
+        sorted(set(counters)),
+    )
+    return {int(r[0]) for r in found}
 
 
 async def _insert_conflicts(

@@ -327,7 +327,8 @@ class PushResult:
 
     results: list[ChangeResult] = strawberry.field(description="One per change.")
     reregister_required: bool = strawberry.field(
-        description="The device's counter went backwards: register it again before pushing."
+        description="A change reused a counter another change of this device already"
+        " carried (an app restored from a backup): register the device again before pushing."
     )
 
 

@@ -79,12 +79,22 @@ push_receipts = Table(
     Column("device_id", Uuid, nullable=False),
     Column("client_mutation_id", Text, nullable=False),
     Column("request_hash", Text, nullable=False),
+    # The change's counter (migration 0010; null on older receipts): a counter carried by
+    # two changes means a second install pushes under one replica id.
+    Column("counter", BigInteger, nullable=True),
     Column("outcome", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("org_id", "device_id", "client_mutation_id"),
     ForeignKeyConstraint(
         ["org_id", "device_id"], ["devices.org_id", "devices.id"], ondelete="CASCADE"
     ),
+)
+
+Index(
+    "ix_push_receipts_device_counter",
+    push_receipts.c.org_id,
+    push_receipts.c.device_id,
+    push_receipts.c.counter,
 )
 
 sync_conflicts = Table(

@@ -1,9 +1,11 @@
 """Push outcomes as an offline-first client meets them (issue #15): a device's own writes
 never count against it, a resent change gets its first answer however the client's retry
-loop numbers it, and a conflict holds only the fields changed on both sides."""
+loop numbers it, a conflict holds only the fields changed on both sides, and batches may
+arrive in any order."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 
@@ -161,3 +163,68 @@ class TestFieldLevelConflicts:
             "businessName": "Phone",
             "lastName": "Corrected",
         }
+
+
+class TestOrderFreeBatches:
+    async def test_batches_arriving_out_of_order_are_all_stored(self, tenant):
+        """Counters 6-10 arrive before 1-5 (batches sent in parallel): every change is
+        stored and nobody is asked to register again."""
+        device = await technician(tenant)
+        first = [
+            device.change("customer", str(uuid.uuid4()), {"businessName": f"A{i}"}, base=None)
+            for i in range(5)
+        ]
+        second = [
+            device.change("customer", str(uuid.uuid4()), {"businessName": f"B{i}"}, base=None)
+            for i in range(5)
+        ]
+        late = await device.push(second)
+        early = await device.push(first)
+        for result in (late, early):
+            assert result["reregisterRequired"] is False, result
+            assert {r["outcome"] for r in result["results"]} == {"APPLIED"}, result
+        total = await tenant.admin("{ customers(first: 20) { totalCount } }")
+        assert total["customers"]["totalCount"] == 10
+
+    async def test_concurrent_batches_are_all_stored(self, tenant):
+        """Three batches of one device sent at once (one per record type, as RxDB does):
+        every change is stored, whichever the server takes first."""
+        device = await technician(tenant)
+        batches = [
+            [
+                device.change("customer", str(uuid.uuid4()), {"businessName": f"{n}{i}"}, base=None)
+                for i in range(4)
+            ]
+            for n in "XYZ"
+        ]
+        results = await asyncio.gather(*(device.push(b) for b in reversed(batches)))
+        assert all(r["reregisterRequired"] is False for r in results), results
+        assert all(x["outcome"] == "APPLIED" for r in results for x in r["results"]), results
+
+    async def test_a_restored_app_reusing_a_counter_is_refused(self, tenant):
+        """An install restored from a backup pushes a new change under a counter another
+        change already used: refused, with reregisterRequired."""
+        device = await technician(tenant)
+        await device.push(
+            [
+                device.change("customer", str(uuid.uuid4()), {"businessName": f"C{i}"}, base=None)
+                for i in range(3)
+            ]
+        )
+        device.counter = 1  # the backup's counter
+        result = await device.push(
+            [device.change("customer", str(uuid.uuid4()), {"businessName": "Twin"}, base=None)]
+        )
+        assert result["reregisterRequired"] is True
+        [refused] = result["results"]
+        assert refused["outcome"] == "VALIDATION_FAILED"
+        assert refused["fieldErrors"][0]["field"] == "counter"
+
+    async def test_one_counter_twice_in_a_batch_is_refused_the_second_time(self, tenant):
+        """Two changes of one batch with the same counter: the second is refused."""
+        device = await technician(tenant)
+        a = device.change("customer", str(uuid.uuid4()), {"businessName": "One"}, base=None)
+        b = device.change("customer", str(uuid.uuid4()), {"businessName": "Two"}, base=None)
+        result = await device.push([a, {**b, "counter": a["counter"]}])
+        assert [r["outcome"] for r in result["results"]] == ["APPLIED", "VALIDATION_FAILED"]
+        assert result["reregisterRequired"] is True
