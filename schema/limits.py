@@ -119,7 +119,7 @@ class LimitErrorCodes(SchemaExtension):
             message = _SUGGESTION.sub("", message)
         if message == error.message and extensions == (error.extensions or {}):
             return error
-        # A new error, not a mutation: ValidationCache shares error objects across requests.
+        # A new error, not a mutation: DocumentValidator shares error objects across requests.
         return GraphQLError(
             message,
             nodes=error.nodes,
