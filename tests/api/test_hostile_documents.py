@@ -21,6 +21,7 @@ from graphql import GraphQLSchema, parse, specified_rules
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.hostile_documents import chain
 from schema.build import build_schema
 from schema.limits import DocumentValidator, OperationLimits, limit_rules
 from tests.api.test_limits import app_with, codes
@@ -34,14 +35,6 @@ LIMIT_CODES = {
     "QUERY_TOO_COMPLEX",
     "QUERY_TOO_LARGE",
 }
-
-
-def chain(levels: int, body: str = "...F{n} ...F{n}", leaf: str = "__typename") -> str:
-    """``query{...F0}`` and fragments F0..F<levels>, each spreading the next as ``body`` says."""
-    parts = ["query{...F0}"]
-    parts += [f"fragment F{i} on Query{{{body.replace('{n}', str(i + 1))}}}" for i in range(levels)]
-    parts.append(f"fragment F{levels} on Query{{{leaf}}}")
-    return " ".join(parts)
 
 
 # The bomb of the report (30 levels, ~1.1 KB) and its variants.

@@ -107,22 +107,26 @@ class TestResends:
         assert outcome["fieldErrors"][0]["field"] == "clientMutationId"
 
 
+async def conflict_on_the_business_name(tenant, last_name: str) -> tuple[Device, str, dict]:
+    """A device's customer renamed by an admin while the phone renames it too and sets
+    `lastName`: the push's one result (a CONFLICT), with the device and the global id."""
+    device = await technician(tenant)
+    record, base, global_id = await customer_created_by(device, "Start")
+    await tenant.admin(UPDATE, {"id": global_id, "i": {"businessName": "Admin"}})
+    change = device.change(
+        "customer", record, {"businessName": "Phone", "lastName": last_name}, base=base
+    )
+    [pushed] = (await device.push([change]))["results"]
+    assert pushed["outcome"] == "CONFLICT"
+    return device, global_id, pushed
+
+
 class TestFieldLevelConflicts:
     async def test_the_fields_not_in_conflict_are_written_at_once(self, tenant):
         """One change edits `businessName` (also changed by an admin) and `lastName` (only
         by the phone): CONFLICT names `businessName`; `lastName` is stored now, and stays
         whichever way the conflict is settled (here KEEP_SERVER, RxDB's default)."""
-        device = await technician(tenant)
-        record, base, global_id = await customer_created_by(device, "Start")
-        await tenant.admin(UPDATE, {"id": global_id, "i": {"businessName": "Admin"}})
-        change = device.change(
-            "customer",
-            record,
-            {"businessName": "Phone", "lastName": "Typed offline"},
-            base=base,
-        )
-        [pushed] = (await device.push([change]))["results"]
-        assert pushed["outcome"] == "CONFLICT"
+        device, global_id, pushed = await conflict_on_the_business_name(tenant, "Typed offline")
         assert [c["field"] for c in pushed["conflicts"]] == ["businessName"]
         assert (await tenant.admin(READ, {"id": global_id}))["customer"] == {
             "businessName": "Admin",
@@ -142,17 +146,7 @@ class TestFieldLevelConflicts:
     async def test_keep_client_settles_only_the_held_field(self, tenant):
         """KEEP_CLIENT writes the device's value of the held field and leaves a later admin
         edit of a field that was not in conflict alone."""
-        device = await technician(tenant)
-        record, base, global_id = await customer_created_by(device, "Start")
-        await tenant.admin(UPDATE, {"id": global_id, "i": {"businessName": "Admin"}})
-        change = device.change(
-            "customer",
-            record,
-            {"businessName": "Phone", "lastName": "Lee"},
-            base=base,
-        )
-        [pushed] = (await device.push([change]))["results"]
-        assert pushed["outcome"] == "CONFLICT"
+        device, global_id, pushed = await conflict_on_the_business_name(tenant, "Lee")
         await tenant.admin(UPDATE, {"id": global_id, "i": {"lastName": "Corrected"}})
         await device.api(
             "mutation($id: ID!) { resolveConflict(id: $id, resolution: KEEP_CLIENT) {"
