@@ -43,6 +43,11 @@ class RecordValidationError(DomainError):
         self.field_errors = dict(field_errors)
 
 
+# The field error of a primary email another live customer holds, where a typed
+# EmailTaken result cannot be given (push outcomes, resolveConflict).
+EMAIL_TAKEN = "is already taken by another customer"
+
+
 class EmailTakenError(DomainError):
     """The primary email belongs to another live customer of the tenant."""
 

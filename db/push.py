@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db import raw
 from db.commands.records import field_definitions, merge_keyed_fields, server_record
 from db.entities import CUSTOMER, ENTITIES, EntitySpec, EntityType
+from db.errors import EMAIL_TAKEN
 from db.queries import devices as device_queries
 from db.queries import records
 from db.queries.orgs import conflict_policies
@@ -48,7 +49,6 @@ MAX_COUNTER_STEP = 2**20
 _REFUSABLE_SQLSTATE_CLASSES = ("22", "23", "54")
 # Changes of one push the database may refuse before the rest of it is left untried.
 MAX_DATABASE_REFUSALS = 16
-EMAIL_TAKEN = "is already taken by another customer"
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,6 @@ async def push(
     reregister = False
     results: list[ChangeResult | None] = [None] * len(changes)
     fresh: list[int] = []
-    refused: dict[int, ChangeResult] = {}
     for index, change in enumerate(changes):
         stored = receipts.get(change.client_mutation_id)
         if stored is not None:
@@ -200,13 +199,7 @@ async def push(
         fresh.append(index)
         taken.add(change.counter)
         max_counter = max(max_counter, change.counter)
-        if not _encodable(change.patch):
-            refused[index] = _refused(
-                change,
-                Outcome.VALIDATION_FAILED,
-                {"patch": "holds a number that cannot be stored (integers are at most 64-bit)"},
-            )
-    batch = [changes[i] for i in fresh if i not in refused]
+    batch = [changes[i] for i in fresh]
     decided: list[ChangeResult | None]
     if not user_can_write:
         decided = [
@@ -225,7 +218,7 @@ async def push(
     outcomes = iter(decided)
     answered: list[int] = []
     for index in fresh:
-        result = refused[index] if index in refused else next(outcomes)
+        result = next(outcomes)
         if result is None:
             break
         results[index] = result
@@ -259,15 +252,6 @@ async def push(
         conn, org_id, device_id, {"max_counter": max_counter, "last_push_at": datetime.now(UTC)}
     )
     return PushResult(results=[r for r in results if r is not None], reregister_required=reregister)
-
-
-def _encodable(patch: Mapping[str, Any]) -> bool:
-    """False when the patch holds a value orjson (and so the write path) cannot encode."""
-    try:
-        orjson.dumps(patch, default=str)
-    except orjson.JSONEncodeError:
-        return False
-    return True
 
 
 @dataclass

@@ -1,9 +1,10 @@
-"""Field collection for the subscription compiler: which fields a selection set asks for.
+"""Field collection: which fields a selection set asks for.
 
 The part of GraphQL execution's "collect fields" the WebSocket endpoint needs to compile a
 `changes` subscription once (the `ChangeBatch` level; ``resolvers/change_json.py`` compiles
-the `Change` level): fragments, inline fragments and @skip/@include applied, fields merged
-by response key in response order.
+the `Change` level), compiled reads need for their root field, and the request metrics need
+to label an operation by its root fields: fragments, inline fragments and @skip/@include
+applied, fields merged by response key in response order.
 """
 
 from __future__ import annotations

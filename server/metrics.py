@@ -14,12 +14,8 @@ from typing import Any
 
 import structlog
 from graphql import (
-    FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
-    InlineFragmentNode,
     OperationDefinitionNode,
-    SelectionSetNode,
 )
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
+
+from server.field_collection import collect_fields
 
 REQUESTS = Counter(
     "fieldsync_graphql_requests_total",
@@ -92,26 +90,9 @@ def root_field_label(names: Sequence[str]) -> str:
     return MULTIPLE if distinct else INVALID
 
 
-def _root_field_names(
-    selection_set: SelectionSetNode,
-    fragments: dict[str, FragmentDefinitionNode],
-    seen: set[str],
-) -> Iterator[str]:
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            yield selection.name.value
-        elif isinstance(selection, InlineFragmentNode):
-            yield from _root_field_names(selection.selection_set, fragments, seen)
-        elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            if name in fragments and name not in seen:
-                seen.add(name)
-                yield from _root_field_names(fragments[name].selection_set, fragments, seen)
-
-
 def operation_root_fields(context: ExecutionContext) -> list[str] | None:
-    """The root fields the operation selects (``@skip``/``@include`` aside), or None when
-    the document did not parse and validate or names a field the schema lacks."""
+    """The root fields the operation runs (fragments and ``@skip``/``@include`` applied),
+    or None when the document did not parse and validate or names a field the schema lacks."""
     document = context.graphql_document
     if document is None or context.pre_execution_errors:
         return None
@@ -128,7 +109,14 @@ def operation_root_fields(context: ExecutionContext) -> list[str] | None:
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    names = list(_root_field_names(operation.selection_set, fragments, set()))
+    collected = collect_fields(
+        context.schema._schema,
+        fragments,
+        context.variables or {},
+        root_type,
+        [operation.selection_set],
+    )
+    names = [nodes[0].name.value for nodes in collected.values()]
     if any(n not in root_type.fields and n not in _META_FIELDS for n in names):
         return None
     return names

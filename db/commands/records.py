@@ -139,12 +139,32 @@ async def save(
     errors = validate_record(spec.type.value, merged, definitions, max_length=max_length)
     if errors:
         raise RecordValidationError(errors)
-    email = patch.get("email")
-    if spec is CUSTOMER and isinstance(email, str) and email.strip():
-        owner = await email_owner(conn, org_id, email, exclude=record_id)
+    write = RecordWrite(record_id=record_id, patch=patch, links=resolved)
+    return await write_one(
+        conn, org_id=org_id, spec=spec, write=write, replica=replica, current=current
+    )
+
+
+async def write_one(
+    conn: AsyncConnection,
+    *,
+    org_id: UUID,
+    spec: EntitySpec,
+    write: RecordWrite,
+    replica: str,
+    current: Row | None,
+) -> Row:
+    """One record's write through the write path, its values already validated.
+
+    A customer's primary email that another live customer holds raises
+    :class:`EmailTakenError`: checked first, and by the unique index when two writers race
+    past the check.
+    """
+    email = write.patch.get("email")
+    if spec is CUSTOMER and not write.delete and isinstance(email, str) and email.strip():
+        owner = await email_owner(conn, org_id, email, exclude=write.record_id)
         if owner is not None:
             raise EmailTakenError(email, owner)
-    write = RecordWrite(record_id=record_id, patch=patch, links=resolved)
     try:
         [row] = await write_records(
             conn,
@@ -152,10 +172,9 @@ async def save(
             spec=spec,
             writes=[write],
             replica=replica,
-            current={record_id: current} if current is not None else {},
+            current={write.record_id: current} if current is not None else {},
         )
     except IntegrityError as exc:
-        # Two writers raced past the check above; the unique index decides.
         if spec is CUSTOMER and "uq_customers_org_email" in str(exc.orig):
             raise EmailTakenError(str(email), None) from exc
         raise

@@ -9,19 +9,30 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from db.commands.records import CHILDREN, PLURAL, field_definitions, merge_keyed_fields
-from db.entities import CUSTOMER, ENTITIES, EntityType
-from db.errors import ForbiddenError, HasAttachedRecordsError, NotFoundError, RecordValidationError
+from db.commands.records import (
+    CHILDREN,
+    PLURAL,
+    field_definitions,
+    merge_keyed_fields,
+    write_one,
+)
+from db.entities import ENTITIES, EntityType
+from db.errors import (
+    EMAIL_TAKEN,
+    EmailTakenError,
+    ForbiddenError,
+    HasAttachedRecordsError,
+    NotFoundError,
+    RecordValidationError,
+)
 from db.pull import PullPage, pull_page
 from db.queries import devices as queries
 from db.queries import records
-from db.queries.customers import email_owner
 from db.queries.orgs import get_org, head_seq
 from db.tables import orgs, sync_conflicts
-from db.write_path import RecordWrite, lock_rows, write_records
+from db.write_path import RecordWrite, lock_rows
 from sync.checkpoint import Checkpoint
 from sync.sync_status import DeviceFacts, SyncStatus, status
 from sync.validation import shape_errors, validate_record, values_from_json
@@ -271,31 +282,18 @@ async def resolve_conflict(
         errors = validate_record(entity, merged, definitions, max_length=max_length)
         if errors:
             raise RecordValidationError(errors)
-    # Reported as push reports it (ResolveConflictResult has no EmailTaken member).
-    taken = RecordValidationError({"email": "is already used by another customer"})
-    email = patch.get("email")
-    if (
-        spec is CUSTOMER
-        and not delete
-        and isinstance(email, str)
-        and email.strip()
-        and await email_owner(conn, org_id, email, exclude=current["id"]) is not None
-    ):
-        raise taken
     try:
-        await write_records(
+        await write_one(
             conn,
             org_id=org_id,
             spec=spec,
+            write=RecordWrite(current["id"], patch, delete=delete, force=True),
             replica=SERVER_REPLICA,
-            writes=[RecordWrite(current["id"], patch, delete=delete, force=True)],
-            current={current["id"]: current},
+            current=current,
         )
-    except IntegrityError as exc:
-        # Another writer took the email between the check above and the write.
-        if spec is CUSTOMER and "uq_customers_org_email" in str(exc.orig):
-            raise taken from exc
-        raise
+    except EmailTakenError as exc:
+        # Reported as push reports it (ResolveConflictResult has no EmailTaken member).
+        raise RecordValidationError({"email": EMAIL_TAKEN}) from exc
     result = await conn.execute(
         update(sync_conflicts)
         .where(sync_conflicts.c.org_id == org_id, sync_conflicts.c.id == conflict_id)
