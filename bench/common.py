@@ -50,14 +50,14 @@ REGISTER = """mutation($input: RegisterDeviceInput!) { registerDevice(input: $in
 
 PULL = """query($d: ID!, $since: String, $limit: Int!) {
   pull(deviceId: $d, since: $since, limit: $limit) {
-  checkpoint hasMore evictedCustomerIds resyncRequired
-  changes { entity id customerId op version data } } }"""
+  checkpoint hasMore reset
+  changes { entity recordId customerId op version data } } }"""
 
 PUSH = """mutation($d: ID!, $changes: [ChangeInput!]!) {
   pushChanges(deviceId: $d, changes: $changes) {
   __typename
   ... on PushResult { reregisterRequired results {
-      clientMutationId entity id outcome version conflictId
+      clientMutationId entity recordId outcome version conflictId
       conflicts { field serverValue clientValue } fieldErrors { field message } message replayed } }
   ... on UserError { code message } } }"""
 

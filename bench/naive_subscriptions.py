@@ -102,14 +102,14 @@ class ChangeBatch:
 
     changes: list[Change]
     checkpoint: str
-    evicted_customer_ids: list[strawberry.ID]
+    reset: bool
 
 
 def _batch(page: PullPage) -> ChangeBatch:
     return ChangeBatch(
         changes=[change_from(c) for c in page.changes],
         checkpoint=checkpoints.encode(page.checkpoint),
-        evicted_customer_ids=[strawberry.ID(str(c)) for c in page.evicted_customer_ids],
+        reset=page.reset,
     )
 
 
@@ -134,11 +134,11 @@ async def _user(context: dict[str, Any]) -> CurrentUser:
 async def _pull(db: Database, user: CurrentUser, device_id: UUID, since: str) -> PullPage:
     """One pull page, exactly as the ``pull`` query takes it (device locked, bookkeeping)."""
     async with db.tenant(user.org_id) as conn:
-        device = await commands.owned_device(conn, user.org_id, user.id, device_id, lock=True)
         return await commands.pull(
             conn,
             org_id=user.org_id,
-            device=device,
+            user_id=user.id,
+            device_id=device_id,
             may_select=user.is_admin or "can_sync_by_customer" in user.capabilities,
             since=checkpoints.decode(since),
             limit=PAGE_LIMIT,

@@ -108,7 +108,13 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
             async with db.tenant(org_id) as conn:
                 t0 = time.perf_counter()
                 page = await pull_command(
-                    conn, org_id=org_id, device=device, may_select=True, since=since, limit=PAGE
+                    conn,
+                    org_id=org_id,
+                    user_id=user["id"],
+                    device_id=device["id"],
+                    may_select=True,
+                    since=since,
+                    limit=PAGE,
                 )
                 t1 = time.perf_counter()
                 encoded = encode_changes(shape, page.changes)

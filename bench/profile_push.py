@@ -7,7 +7,10 @@ pool sends (SQLAlchemy ``before/after_cursor_execute``: round trip + decode) by 
 the wall time of the request. Then, optionally, one more push under pyinstrument.
 
     python -m bench.profile_push [--customers 1000] [--phases] [--no-gc] [--pyinstrument]
-        [--cprofile N]
+        [--cprofile N] [--outcomes-only]
+
+The pushed document selects each outcome's record (``bench.push_batch.PUSH_WITH_RECORDS``,
+sync contract v2); ``--outcomes-only`` profiles the document without it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pydantic import SecretStr
 from sqlalchemy import event, make_url
 
 from bench.common import PUSH, Api, app_database, bench_database, log, server_env
-from bench.push_batch import PASSWORD, one_round, seed
+from bench.push_batch import PASSWORD, PUSH_WITH_RECORDS, one_round, seed
 from db import raw
 from server.app import create_app
 from server.settings import Settings
@@ -125,8 +128,17 @@ class Phases:
         from graphql.execution import executor
 
         import resolvers.sync as resolvers
+        from db import push
+        from resolvers import encoded
 
         self.wrap(executor, "get_variable_values", "graphql-core: coerce variables")
+        self.wrap(push, "_lock_all", "  lock the rows (one SELECT per type)")
+        self.wrap(push, "decide", "  decide (1,000 calls, validation included)")
+        self.wrap(push, "validate_record", "    validate_record (1,000 calls)")
+        self.wrap(push, "persist_rows", "  write path: persist_rows")
+        self.wrap(push, "_store_answers", "  receipts (and settled conflicts)")
+        self.wrap(push, "_attach_records", "  records: read and attach")
+        self.wrap(encoded, "encode", "encode the results (PreEncoded)")
         self.wrap(converter, "convert_arguments", "strawberry: convert arguments")
         self.wrap(resolvers, "to_push_change", "to_push_change (1,000 calls)")
         self.wrap(resolvers, "push", "db.push.push (decide + write)")
@@ -212,7 +224,8 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
             api = Api(client)
             await api.login(email, PASSWORD)
             device_id, _, changes = await one_round(api, seeding_db, org_id, 0)
-            await api(PUSH, {"d": device_id, "changes": changes[:3]})  # warm-up
+            document = PUSH if args.outcomes_only else PUSH_WITH_RECORDS
+            await api(document, {"d": device_id, "changes": changes[:3]})  # warm-up
             device_id, _, changes = await one_round(api, seeding_db, org_id, 1)
             backends = _backends(url)
             pg_before = _cpu(backends)
@@ -225,7 +238,7 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
             counter.active = True
             phases.active = True
             started = time.perf_counter()
-            data = await api(PUSH, {"d": device_id, "changes": changes})
+            data = await api(document, {"d": device_id, "changes": changes})
             wall = time.perf_counter() - started
             counter.active = False
             phases.active = False
@@ -289,7 +302,7 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
                 device_id, _, changes = await one_round(api, seeding_db, org_id, 2)
                 profiler = Profiler(async_mode="enabled", interval=0.001)
                 profiler.start()
-                await api(PUSH, {"d": device_id, "changes": changes})
+                await api(document, {"d": device_id, "changes": changes})
                 profiler.stop()
                 print(profiler.output_text(unicode=False, show_all=False))
             if args.cprofile:
@@ -301,7 +314,7 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
                 if args.no_gc:
                     gc.disable()
                 cprofiler.enable()
-                await api(PUSH, {"d": device_id, "changes": changes})
+                await api(document, {"d": device_id, "changes": changes})
                 cprofiler.disable()
                 gc.enable()
                 stats = pstats.Stats(cprofiler, stream=sys.stdout)
@@ -321,6 +334,11 @@ def main() -> int:
         "--phases", action="store_true", help="time the GraphQL and push phases of the request"
     )
     parser.add_argument("--no-gc", action="store_true", help="disable the cyclic GC meanwhile")
+    parser.add_argument(
+        "--outcomes-only",
+        action="store_true",
+        help="push the document without each outcome's record (as before contract v2)",
+    )
     parser.add_argument(
         "--cprofile",
         type=int,

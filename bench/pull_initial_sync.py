@@ -98,7 +98,7 @@ async def server_pull(api: Api) -> PullRun:
         changes += len(page["changes"])
         for change in page["changes"]:
             by_entity[change["entity"]] = by_entity.get(change["entity"], 0) + 1
-        assert not page["resyncRequired"]
+        assert not page["reset"]
         since = page["checkpoint"]
         if not page["hasMore"]:
             break

@@ -193,7 +193,7 @@ class Writer:
             page = (await api(PULL, {"d": device["id"], "since": since, "limit": 1000}))["pull"]
             for change in page["changes"]:
                 if change["entity"] == "CUSTOMER":
-                    versions[change["id"]] = change["version"]
+                    versions[change["recordId"]] = change["version"]
             since = page["checkpoint"]
             if not page["hasMore"]:
                 break
@@ -207,7 +207,7 @@ class Writer:
             changes.append(
                 {
                     "clientMutationId": uuid.uuid4().hex,
-                    "id": rid,
+                    "recordId": rid,
                     "op": "UPSERT",
                     "baseVersion": self.versions[rid],
                     "counter": self.counter,
@@ -224,8 +224,8 @@ class Writer:
         for r in result["results"]:
             if r["outcome"] != "APPLIED":
                 raise GraphQLError(f"push outcome {r['outcome']}: {r}")
-            self.versions[r["id"]] = r["version"]
-            self.commits[(r["id"], version_key(r["version"]))] = committed
+            self.versions[r["recordId"]] = r["version"]
+            self.commits[(r["recordId"], version_key(r["version"]))] = committed
         return committed
 
     async def run(

@@ -33,7 +33,7 @@ import psutil  # type: ignore[import-untyped]
 
 SUBSCRIPTION = (
     "subscription($d: ID!, $since: String) { changes(deviceId: $d, since: $since) {"
-    " changes { entity id customerId op version data } checkpoint evictedCustomerIds } }"
+    " changes { entity recordId customerId op version data } checkpoint reset } }"
 )
 PROTOCOL = "graphql-transport-ws"
 PONG = '{"type":"pong"}'
@@ -273,7 +273,7 @@ class _Pool:
                     if not record and (expect is None or not client.remaining):
                         continue
                     for change in changes:
-                        rid = change["id"]
+                        rid = change["recordId"]
                         vkey = version_key(change["version"]) if change["version"] else ""
                         if record:
                             deliveries.append((rid, vkey, t, message_no))

@@ -2,7 +2,7 @@
 
 The horizon is the oldest checkpoint among devices that pulled within ``device_ttl``;
 devices silent for longer do not hold compaction back and, when they return with a
-checkpoint below the horizon, get ``resyncRequired`` from pull.
+checkpoint below the horizon, their feed starts over (a pull page marked ``reset``).
 
 A compacted tombstone keeps its row (id, links, version, seq, ``deleted``) and loses
 everything else: its fields are cleared and its field dots emptied (which marks it

@@ -105,3 +105,20 @@ class EditConflictError(DomainError):
         super().__init__(f"changed meanwhile by someone else: {fields}; reload and edit again")
         self.conflicts = list(conflicts)
         self.server_version = dict(server_version)
+
+
+# SQLSTATEs of a transaction PostgreSQL aborted for what other transactions did at the same
+# time (deadlock detected, serialization failure): nothing about the request is wrong, and
+# running the same transaction again succeeds.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The exception (or the driver error it wraps) aborted the transaction for a reason that
+    a retry of the whole transaction removes."""
+    orig = getattr(exc, "orig", None)
+    for candidate in (exc, orig, getattr(orig, "__cause__", None), exc.__cause__):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str) and code in _TRANSIENT_SQLSTATES:
+            return True
+    return False

@@ -38,6 +38,7 @@ from db.queries.orgs import head_seq
 from db.queries.users import get_user
 from sync.checkpoint import Checkpoint
 from sync.hub import PulledPage, Subscriber, SubscriptionError
+from sync.record_shape import complete
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,9 @@ async def read_batch(
             deleted=r["deleted"],
             version=r["version"],
             seq=int(r["seq"]),
-            data=r["data"],
+            # The row's JSON as stored, completed to the sync shape as a pull's (settings
+            # with defaults, addresses with every key, no `archived`).
+            data=None if r["data"] is None else complete(BY_RANK[r["rank"]].value, r["data"]),
         )
         for r in rows
     ]
@@ -192,27 +195,33 @@ class DatabaseSource:
         async with self.db.tenant(org_id) as conn:
             return await read_batch(conn, org_id=org_id, after=after, devices=devices)
 
-    async def pull(self, subscriber: Subscriber, since: Checkpoint, limit: int) -> PulledPage:
-        """A pull page for the subscriber's device, with the same checks as the `pull` query.
+    async def pull(
+        self, subscriber: Subscriber, since: Checkpoint | None, limit: int
+    ) -> PulledPage:
+        """A page of the subscriber's feed, with the same checks as the `pull` query.
 
         The user is re-read first, so a re-filtering pull also notices a deactivation.
         """
         org_id = subscriber.org_id
+        types = (
+            frozenset(EntityType)
+            if subscriber.types is None
+            else frozenset(EntityType(t) for t in subscriber.types)
+        )
         async with self.db.tenant(org_id) as conn:
             user = await get_user(conn, org_id, subscriber.user_id)
             if user is None or not user["active"] or user["token_epoch"] != subscriber.token_epoch:
                 raise SubscriptionError("This token was revoked: sign in again", "UNAUTHENTICATED")
             try:
-                device = await commands.owned_device(
-                    conn, org_id, subscriber.user_id, subscriber.device_id, lock=True
-                )
                 page = await commands.pull(
                     conn,
                     org_id=org_id,
-                    device=device,
+                    user_id=subscriber.user_id,
+                    device_id=subscriber.device_id,
                     may_select=user["role"] == "ADMIN" or bool(user["can_sync_by_customer"]),
                     since=since,
                     limit=limit,
+                    types=types,
                 )
             except NotFoundError:
                 raise SubscriptionError(
@@ -230,8 +239,7 @@ class DatabaseSource:
             changes=page.changes,
             checkpoint=page.checkpoint,
             has_more=page.has_more,
-            evicted=page.evicted_customer_ids,
-            resync_required=page.resync_required,
+            reset=page.reset,
             selection=selection,
         )
 

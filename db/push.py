@@ -8,13 +8,20 @@ set in savepoints and fails alone (``_apply_isolated``).
 ``clientMutationId`` makes a push idempotent: a replay returns the first outcome from
 ``push_receipts`` and writes nothing; a reused id with a different payload is refused.
 The decision itself (applied, merged, conflict, deleted, validation failed) is the pure
-``sync.decision.decide``; writes go through the one write path with the device's replica.
+``sync.decision.decide``, under the device's conflict resolver (``SERVER``: the tenant's
+policy; ``CLIENT``: every conflict back to the device, nothing stored); writes go through
+the one write path with the device's replica.
+
+Every outcome carries the record as it stands once the push is written (``record``, read
+as a pull reads it: ``db.sync_records``): the new record of an accepted change, the
+tombstone of a DELETED one, the current record for a refusal, a replay or a change not
+tried; a record the device may not see comes back as an eviction (``op: EVICT``). It is not
+kept in the receipt: a replay answers with the record as it is now.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,11 +38,15 @@ from db import raw
 from db.commands.records import field_definitions, merge_keyed_fields, server_record
 from db.entities import CUSTOMER, ENTITIES, EntitySpec, EntityType
 from db.errors import EMAIL_TAKEN
+from db.pull import PulledChange
 from db.queries import devices as device_queries
 from db.queries import records
 from db.queries.orgs import conflict_policies
+from db.sync_records import current_changes
 from db.write_path import RecordWrite, Row, lock_rows, next_row, persist_rows
-from sync.decision import ConflictPolicy, IncomingChange, Op, Outcome, decide
+from sync.canonical import canonical_json
+from sync.decision import ConflictResolver, IncomingChange, Op, Outcome, decide
+from sync.record_shape import link_errors
 from sync.validation import shape_errors, validate_record
 
 log = structlog.get_logger("fieldsync.push")
@@ -49,6 +60,8 @@ MAX_COUNTER_STEP = 2**20
 _REFUSABLE_SQLSTATE_CLASSES = ("22", "23", "54")
 # Changes of one push the database may refuse before the rest of it is left untried.
 MAX_DATABASE_REFUSALS = 16
+# Outcomes of an accepted change: it closes the conflict it names (resolvesConflictId).
+ACCEPTED = frozenset({Outcome.APPLIED.value, Outcome.MERGED.value, Outcome.CONFLICT.value})
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,10 @@ class PushChange:
     patch: Mapping[str, Any]
     links: Mapping[str, UUID]
     counter: int
+    # resolvesConflictId as the device sent it (part of the change's identity), and the
+    # conflict it names; None when it names none (not given, or not an id at all).
+    resolves_conflict_id: str | None = None
+    resolves_conflict: UUID | None = None
 
     def fingerprint(self) -> str:
         """A digest of the change, to tell a replay from a reused id.
@@ -71,7 +88,7 @@ class PushChange:
         client's retry loop may number a resend anew. The same change under the same
         clientMutationId is a replay whatever its counter.
         """
-        payload = [
+        payload: list[object] = [
             self.entity.value,
             str(self.record_id),
             self.op.value,
@@ -79,13 +96,18 @@ class PushChange:
             self.patch,
             {k: str(v) for k, v in self.links.items()},
         ]
+        if self.resolves_conflict_id is not None:
+            # Only when given: receipts stored before the field existed keep their digest.
+            payload.append(self.resolves_conflict_id)
         try:
             body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS, default=str)
         except orjson.JSONEncodeError:
-            # An integer beyond 64 bits (a JSON literal written inline): orjson refuses it,
-            # the standard library does not. The change is refused later, but its receipt
-            # needs a digest that a replay of the same payload reproduces.
-            body = json.dumps(payload, sort_keys=True, default=str).encode()
+            # An integer beyond 64 bits (a JSON literal written inline) or a value nested
+            # past 255 levels: orjson refuses them. The change is refused later, but its
+            # receipt needs a digest that a replay of the same payload reproduces; the
+            # standard library's text, written without recursion (any depth a JSON parser
+            # accepts would otherwise be a RecursionError, an internal error).
+            body = canonical_json(payload).encode()
         return hashlib.sha256(body).hexdigest()
 
 
@@ -103,6 +125,18 @@ class ChangeResult:
     field_errors: dict[str, str] = field(default_factory=dict)
     message: str = ""
     replayed: bool = False
+    # The record as it stands after the push (see the module docstring); never stored.
+    record: PulledChange | None = None
+
+
+# What a receipt keeps of a result: everything but the record (a replay reads it anew).
+_RECEIPT_FIELDS = tuple(
+    f for f in ChangeResult.__dataclass_fields__ if f not in ("record", "replayed")
+)
+
+
+def _receipt(result: ChangeResult) -> str:
+    return orjson.dumps({name: getattr(result, name) for name in _RECEIPT_FIELDS}).decode()
 
 
 @dataclass(frozen=True)
@@ -125,6 +159,7 @@ async def push(
     user_can_write: bool,
     changes: Sequence[PushChange],
     max_length: int,
+    with_records: bool = True,
 ) -> PushResult:
     """Apply ``changes`` from ``device`` in order, one outcome each, as one set of writes.
 
@@ -135,6 +170,8 @@ async def push(
     it cannot store, a concurrent writer that took an email after the check), the set is
     split until the change at fault stands alone: it gets ``VALIDATION_FAILED`` and every
     other change is decided and written as if it had been pushed without it.
+
+    ``with_records``: give each result its record (the caller's client selected it).
     """
     device_id = device["id"]
     receipts = await _receipts(conn, org_id, device_id, [c.client_mutation_id for c in changes])
@@ -214,6 +251,9 @@ async def push(
             changes=batch,
             max_length=max_length,
             isolation=_Isolation(),
+            named=await _named_conflicts(
+                conn, org_id, {c.resolves_conflict for c in batch if c.resolves_conflict}
+            ),
         )
     outcomes = iter(decided)
     answered: list[int] = []
@@ -228,30 +268,86 @@ async def push(
         # and no counter, so the device pushes them again as they are.
         max_counter = max([int(device["max_counter"]), *(changes[i].counter for i in answered)])
         for index in fresh[len(answered) :]:
+            # Neither accepted nor refused: a VALIDATION_FAILED here would read as final.
             results[index] = _refused(
                 changes[index],
-                Outcome.VALIDATION_FAILED,
-                {
-                    "changes": f"not tried: more than {MAX_DATABASE_REFUSALS} changes of this"
-                    " push were refused by the database; push this change again"
-                },
+                Outcome.NOT_TRIED,
+                {},
+                f"not tried: more than {MAX_DATABASE_REFUSALS} changes of this push were"
+                " refused by the database; push this change again as it is",
             )
     if answered:
-        await raw.execute(
+        await _store_answers(
             conn,
-            _INSERT_RECEIPTS,
             org_id,
-            device_id,
-            [changes[i].client_mutation_id for i in answered],
-            [changes[i].fingerprint() for i in answered],
-            [changes[i].counter for i in answered],
-            # orjson encodes the dataclass as asdict() would, without the deep copy.
-            [orjson.dumps(results[i]).decode() for i in answered],
+            device,
+            [(changes[i], result) for i in answered if (result := results[i]) is not None],
         )
     await device_queries.update_device(
         conn, org_id, device_id, {"max_counter": max_counter, "last_push_at": datetime.now(UTC)}
     )
-    return PushResult(results=[r for r in results if r is not None], reregister_required=reregister)
+    final = [r for r in results if r is not None]
+    if with_records:
+        await _attach_records(conn, org_id, device, list(zip(changes, final, strict=True)))
+    return PushResult(results=final, reregister_required=reregister)
+
+
+async def _store_answers(
+    conn: AsyncConnection,
+    org_id: UUID,
+    device: Row,
+    answered: Sequence[tuple[PushChange, ChangeResult]],
+) -> None:
+    """Receipts of the answered changes, and the conflicts the accepted ones settled."""
+    await raw.execute(
+        conn,
+        _INSERT_RECEIPTS,
+        org_id,
+        device["id"],
+        [change.client_mutation_id for change, _ in answered],
+        [change.fingerprint() for change, _ in answered],
+        [change.counter for change, _ in answered],
+        [_receipt(result) for _, result in answered],
+    )
+    settled = {
+        change.resolves_conflict
+        for change, result in answered
+        if change.resolves_conflict is not None and result.outcome in ACCEPTED
+    }
+    if settled:
+        await _close_conflicts(conn, org_id, device["user_id"], settled)
+
+
+async def _attach_records(
+    conn: AsyncConnection,
+    org_id: UUID,
+    device: Row,
+    answers: Sequence[tuple[PushChange, ChangeResult]],
+) -> None:
+    """Give each result the record as it now stands (see the module docstring).
+
+    Read after every write of the push, so a record two changes touched shows its final
+    state on both: the one a pull would send now.
+    """
+    found = await current_changes(conn, org_id, {(c.entity, c.record_id) for c, _ in answers})
+    if not found:
+        return
+    # A record the device may not see (its customer archived, or not in its selection: it
+    # was unselected while the edit waited in the outbox) comes back as an eviction, so a
+    # client that applies every returned record as it applies a pull drops its copy
+    # instead of keeping one that no pull will ever update again. A tombstone is sent as
+    # it is: gone for everyone.
+    visible = await device_queries.visible_customer_ids(
+        conn, org_id, device, list({r.customer_id for r in found.values() if not r.deleted})
+    )
+    for change, result in answers:
+        record = found.get((change.entity, change.record_id))
+        if record is None:
+            continue
+        if record.deleted or record.customer_id in visible:
+            result.record = record
+        else:
+            result.record = record._replace(evict=True, data=None)
 
 
 @dataclass
@@ -270,6 +366,7 @@ async def _apply_isolated(
     changes: Sequence[PushChange],
     max_length: int,
     isolation: _Isolation,
+    named: Mapping[UUID, Row],
 ) -> list[ChangeResult | None]:
     """:func:`_apply_batch` in a savepoint; a refused set is halved until the fault is found.
 
@@ -286,7 +383,12 @@ async def _apply_isolated(
         async with conn.begin_nested():
             return list(
                 await _apply_batch(
-                    conn, org_id=org_id, device=device, changes=changes, max_length=max_length
+                    conn,
+                    org_id=org_id,
+                    device=device,
+                    changes=changes,
+                    max_length=max_length,
+                    named=named,
                 )
             )
     except (DBAPIError, asyncpg.InterfaceError) as exc:
@@ -314,6 +416,7 @@ async def _apply_isolated(
         changes=changes[:half],
         max_length=max_length,
         isolation=isolation,
+        named=named,
     )
     rest = await _apply_isolated(
         conn,
@@ -322,6 +425,7 @@ async def _apply_isolated(
         changes=changes[half:],
         max_length=max_length,
         isolation=isolation,
+        named=named,
     )
     return first + rest
 
@@ -391,8 +495,10 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
     device: Row,
     changes: Sequence[PushChange],
     max_length: int,
+    named: Mapping[UUID, Row],
 ) -> list[ChangeResult]:
     replica = device["replica_id"]
+    resolver = ConflictResolver(device["conflict_resolver"])
     policies = await conflict_policies(conn, org_id)
     definitions = {t: await field_definitions(conn, org_id, t) for t in {c.entity for c in changes}}
     original = await _lock_all(conn, org_id, changes)
@@ -423,6 +529,12 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
         spec = ENTITIES[change.entity]
         key = (change.entity, change.record_id)
         row = rows.get(key)
+        # A bad reference to a conflict refuses the change before anything is decided:
+        # what the device meant to settle is unknown, so nothing of it is written.
+        unsettled = _conflict_errors(change, device, named)
+        if unsettled:
+            results.append(_refused(change, Outcome.VALIDATION_FAILED, unsettled))
+            continue
         links: dict[str, UUID] = {}
         if row is None and change.op is Op.UPSERT and not change.base_version:
             found = _parents(rows, customers_now, spec, change)
@@ -456,6 +568,15 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
         if misshapen:
             results.append(_refused(change, Outcome.VALIDATION_FAILED, misshapen))
             continue
+        # A device sends back the parents it pulled; they must be the record's (a deleted
+        # record answers DELETED below, whatever they are).
+        if row is not None and not row["deleted"]:
+            moved = link_errors(change.links, row, new=False)
+        else:
+            moved = link_errors(change.links, links, new=True)
+        if moved:
+            results.append(_refused(change, Outcome.VALIDATION_FAILED, moved))
+            continue
         # Fields only: a new row's defaults also hold bookkeeping columns (restored_seq).
         source = row if row is not None else spec.new_row_defaults()
         base_values = {f: source[f] for f in spec.fields}
@@ -480,6 +601,7 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
             ),
             policy,
             validate,
+            resolver,
         )
         result = ChangeResult(
             client_mutation_id=change.client_mutation_id,
@@ -517,11 +639,7 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
                 rows[key] = new_row
                 writes[change.entity].append((index, new_row))
                 result.version = dict(new_row["version"])
-        if (
-            decision.outcome is Outcome.CONFLICT
-            and policy is ConflictPolicy.MANUAL
-            and row is not None
-        ):
+        if decision.store_conflict and row is not None:
             conflict_id = uuid4()
             result.conflict_id = str(conflict_id)
             conflicts.append(
@@ -580,6 +698,25 @@ async def _write_batch(
                     customer_id=row["id"],
                     seq=row["seq"],
                 )
+
+
+def _conflict_errors(change: PushChange, device: Row, named: Mapping[UUID, Row]) -> dict[str, str]:
+    """Why the conflict a change names is not one it may settle (empty when it may)."""
+    if change.resolves_conflict_id is None:
+        return {}
+    if change.resolves_conflict is None:
+        return {"resolvesConflictId": "is not a conflict id (a SyncConflict id or its uuid)"}
+    conflict = named.get(change.resolves_conflict)
+    # Another tenant's conflict is not found at all (org filter and row-level security):
+    # the same answer as for one that does not exist, so ids reveal nothing.
+    if (
+        conflict is None
+        or conflict["device_id"] != device["id"]
+        or conflict["entity"] != change.entity.value
+        or conflict["record_id"] != change.record_id
+    ):
+        return {"resolvesConflictId": "is not a conflict of this device about this record"}
+    return {}
 
 
 def _parents(
@@ -732,6 +869,38 @@ async def _taken_counters(
         sorted(set(counters)),
     )
     return {int(r[0]) for r in found}
+
+
+async def _named_conflicts(conn: AsyncConnection, org_id: UUID, ids: set[UUID]) -> dict[UUID, Row]:
+    """The stored conflicts a push names (resolvesConflictId), by id."""
+    if not ids:
+        return {}
+    found = await raw.fetch(
+        conn,
+        "SELECT id, device_id, entity, record_id, status FROM sync_conflicts"
+        " WHERE org_id = $1 AND id = ANY($2::uuid[])",
+        org_id,
+        sorted(ids),
+    )
+    return {r["id"]: dict(r) for r in found}
+
+
+async def _close_conflicts(
+    conn: AsyncConnection, org_id: UUID, user_id: UUID, ids: set[UUID]
+) -> None:
+    """Close the open conflicts that accepted changes settled (by merging, on the device).
+
+    One already resolved (by a person meanwhile, or by an earlier push) keeps how it was.
+    """
+    await raw.execute(
+        conn,
+        "UPDATE sync_conflicts SET status = 'RESOLVED', resolution = 'MERGE',"
+        " resolved_by = $2, resolved_at = now()"
+        " WHERE org_id = $1 AND id = ANY($3::uuid[]) AND status = 'OPEN'",
+        org_id,
+        user_id,
+        sorted(ids),
+    )
 
 
 async def _insert_conflicts(

@@ -3,7 +3,9 @@
 Every create, update, archive and delete of a customer, contact, facility, asset or
 credential goes through :func:`write_records`. In the caller's transaction it:
 
-1. locks the current rows (``SELECT ... FOR UPDATE``),
+1. locks the current rows (``SELECT ... FOR NO KEY UPDATE``: keys never change, and the
+   weaker lock lets a concurrent child insert's foreign-key check, which takes a key-share
+   lock on the parent, pass instead of deadlocking against this writer's seq allocation),
 2. computes each new row, its version vector (the writer's replica counter bumped) and the
    dot of every field that changed,
 3. allocates change seqs from the tenant's counter row, whose lock is held until commit,
@@ -127,7 +129,7 @@ def _render(spec: EntitySpec) -> _Statements:
         columns=tuple(names),
         jsonb=jsonb,
         lock=f"SELECT {', '.join(names)} FROM {table}"
-        " WHERE org_id = $1 AND id = ANY($2::uuid[]) FOR UPDATE",
+        " WHERE org_id = $1 AND id = ANY($2::uuid[]) FOR NO KEY UPDATE",
         update=f"UPDATE {table} AS t SET "
         + ", ".join(f"{n} = {e}" for n, e in updated)
         + f" FROM {source} WHERE t.org_id = $1 AND t.id = u.id",

@@ -22,9 +22,9 @@ CHANGE = encoded.ObjectSpec(
     name="Change",
     fields={
         "entity": "NAMES[v.entity]",
-        "id": "str(v.record_id)",
+        "recordId": "str(v.record_id)",
         "customerId": "str(v.customer_id)",
-        "op": "'DELETE' if v.deleted else 'UPSERT'",
+        "op": "'EVICT' if v.evict else 'DELETE' if v.deleted else 'UPSERT'",
         "version": "v.version",
         "data": "None if v.deleted else v.data",
     },
@@ -54,6 +54,6 @@ CHANGE_BATCH = encoded.ObjectSpec(
     fields={
         "changes": encoded.Nested("v.changes", CHANGE),
         "checkpoint": "v.checkpoint",
-        "evictedCustomerIds": "[str(c) for c in v.evicted]",
+        "reset": "v.reset",
     },
 )

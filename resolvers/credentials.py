@@ -29,7 +29,7 @@ from schema.credentials import (
 )
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError, error_from, forbidden
-from schema.node import InvalidIdError
+from schema.node import InvalidIdError, to_global_id
 from schema.pagination import Connection
 from schema.records import patch_from
 
@@ -272,7 +272,9 @@ class CredentialMutations:
             client_ids={"credential": id},
         )
         if isinstance(result, dict):
-            return DeletedRecord(id=id, deleted_at=result["updated_at"])
+            # The global id even when the credential was named by its uuid.
+            record = to_global_id("Credential", credential_id)
+            return DeletedRecord(id=record, deleted_at=result["updated_at"])
         return result  # type: ignore[return-value]
 
     @strawberry.mutation(

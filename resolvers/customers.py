@@ -103,7 +103,9 @@ class CustomerQueries:
         connection.edges = cast("list[Any]", PreEncoded(edges))
         return cast("Connection[Customer]", connection)
 
-    @strawberry.field(description="One customer by global id; null if unknown.")
+    @strawberry.field(
+        description="One customer by global id or by its uuid (`recordId`); null if unknown."
+    )
     async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
         """Customer by id."""
         user = await info.context.user()

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
-from db.entities import ASSET, CONTACT, CUSTOMER, FACILITY, EntitySpec
+from db.entities import ASSET, CONTACT, CUSTOMER, FACILITY, EntitySpec, EntityType
 from db.queries import credentials, custom_fields, records
 from db.queries.pages import rows_in_id_order
 
@@ -37,6 +37,10 @@ class Loaders:
         self.credential_by_id: DataLoader[UUID, Row | None] = DataLoader(self._load_credentials)
         self.credentials_by_customer = self._credentials_by("customer_id")
         self.credentials_by_contact = self._credentials_by("contact_id")
+        # The type of a bare record uuid (`node(id:)`): every `node` of a request in one batch.
+        self.entity_type_by_id: DataLoader[UUID, EntityType | None] = DataLoader(
+            self._load_entity_types
+        )
 
     def release(self) -> None:
         """Drop every cached row. The loaders and the context refer to each other, so
@@ -83,6 +87,12 @@ class Loaders:
                 return await credentials.by_parent(conn, org_id, column, parent_ids, seen)
 
         return DataLoader(load)
+
+    async def _load_entity_types(self, ids: Sequence[UUID]) -> list[EntityType | None]:
+        org_id = await self._ctx.org_id()
+        async with self._ctx.read() as conn:
+            found = await records.entity_types(conn, org_id, ids)
+        return [found.get(i) for i in ids]
 
     async def _load_definitions(self, entity_types: Sequence[str]) -> list[list[Row]]:
         org_id = await self._ctx.org_id()

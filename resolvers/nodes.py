@@ -1,34 +1,61 @@
-"""Relay's ``node(id:)``: any object by global id."""
+"""Relay's ``node(id:)``: any object by global id, or a synced record by its uuid."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
+from db.entities import EntityType
 from resolvers.context import Info, Role
 from schema.assets import Asset
 from schema.contacts import Contact
 from schema.credentials import Credential
 from schema.customers import Customer
 from schema.facilities import Facility
-from schema.node import InvalidIdError, Node, from_global_id
+from schema.node import InvalidIdError, Node, bare_uuid, from_global_id
+
+# The GraphQL type of each synced record type (a bare uuid names no type: it is looked up).
+TYPE_NAMES = {
+    EntityType.CUSTOMER: "Customer",
+    EntityType.CONTACT: "Contact",
+    EntityType.FACILITY: "Facility",
+    EntityType.ASSET: "Asset",
+    EntityType.CREDENTIAL: "Credential",
+}
 
 
 @strawberry.type
 class NodeQueries:
     """Global object lookup."""
 
-    @strawberry.field(description="Any object by its global id; null if unknown or not visible.")
-    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
-        """Fetch by global id."""
+    @strawberry.field(
+        description="Any object by its global id, or a synced record by its uuid (`recordId`);"
+        " null if unknown or not visible."
+    )
+    async def node(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="A global id, or a synced record's uuid."),
+        ],
+    ) -> Node | None:
+        """Fetch by global id or record uuid."""
         user = await info.context.user()
+        loaders = info.context.loaders
         try:
             type_name, record_id = from_global_id(id)
         except InvalidIdError:
-            return None
-        loaders = info.context.loaders
+            bare = bare_uuid(id)
+            if bare is None:
+                return None
+            # Batched: every `node` of the request with a bare uuid is one statement.
+            entity = await loaders.entity_type_by_id.load(bare)
+            if entity is None:
+                return None
+            type_name, record_id = TYPE_NAMES[entity], bare
         kinds: dict[str, tuple[Any, Callable[[dict[str, Any]], Node]]] = {
             "Customer": (loaders.customer_by_id, Customer.from_row),
             "Contact": (loaders.contact_by_id, Contact.from_row),

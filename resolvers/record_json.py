@@ -104,6 +104,7 @@ def _record_fields(type_name: str) -> dict[str, str | Nested]:
     """Node and SyncedRecord fields, and custom field values, of every synced record."""
     return {
         "id": f"GID({type_name!r}, v['id'])",
+        "recordId": "str(v['id'])",
         "version": "v['version']",
         "createdAt": "v['created_at'].isoformat()",
         "updatedAt": "v['updated_at'].isoformat()",

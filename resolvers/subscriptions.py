@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Hashable
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
+from db.commands import sync as commands
 from db.errors import RecordValidationError
 from resolvers.context import Info, PublicError
-from resolvers.sync import change_from, record_uuid
+from resolvers.sync import TYPES_DOC, change_from, feed_position, feed_types, record_uuid
 from schema.subscriptions import ChangeBatch
+from schema.sync import SyncEntity
 from server.auth import read_token
-from sync import checkpoint as checkpoints
 from sync.hub import Batch, Hub, Subscriber, SubscriptionError
 
 QUEUE_SIZE = 64
@@ -64,11 +65,26 @@ class SyncSubscriptions:
     """Live sync."""
 
     @strawberry.subscription(
-        description="Changes for a device's customers: everything after `since` (null: from"
-        " the start), then live batches, in seq order, never a gap."
+        description="One feed of a device: the changes of `types` for its customers after"
+        " `since`, then live batches, in seq order, never a gap."
     )
     async def changes(
-        self, info: Info, device_id: strawberry.ID, since: str | None = None
+        self,
+        info: Info,
+        device_id: Annotated[
+            strawberry.ID, strawberry.argument(description="Your registered device.")
+        ],
+        since: Annotated[
+            str | None,
+            strawberry.argument(
+                description="The last checkpoint of this feed you applied (from a batch or a"
+                " `pull`). Omitted: resume where the server last saw this device's feed of"
+                " these types; null: from the beginning."
+            ),
+        ] = strawberry.UNSET,
+        types: Annotated[
+            list[SyncEntity] | None, strawberry.argument(description=TYPES_DOC)
+        ] = None,
     ) -> AsyncGenerator[ChangeBatch, None]:
         """Catch up from `since`, then follow the hub's live batches."""
         user = await info.context.user()
@@ -76,10 +92,12 @@ class SyncSubscriptions:
         assert secret is not None
         assert info.context.token is not None
         claims = read_token(secret, info.context.token)
+        feed = feed_types(types)
+        # Omitted: the server's own position for the feed (db/commands/sync.py).
+        position = None if since is strawberry.UNSET else feed_position(since, feed)
         try:
             device = record_uuid(device_id, "deviceId")
-            position = checkpoints.decode(since)
-        except (RecordValidationError, checkpoints.InvalidCheckpointError) as exc:
+        except RecordValidationError as exc:
             raise PublicError(str(exc), "BAD_USER_INPUT") from None
         hub: Hub = info.context.request.app.state.hub
         sink = QueueSink()
@@ -90,6 +108,8 @@ class SyncSubscriptions:
             token_epoch=claims.epoch,
             sink=sink,
             since=position,
+            types=None if types is None else frozenset(t.value for t in feed),
+            feed=commands.feed_name(feed),
         )
         hub.add(subscriber)
         try:
@@ -100,7 +120,7 @@ class SyncSubscriptions:
                 yield ChangeBatch(
                     changes=[change_from(c) for c in item.changes],  # type: ignore[arg-type]
                     checkpoint=item.checkpoint,
-                    evicted_customer_ids=[strawberry.ID(str(c)) for c in item.evicted],
+                    reset=item.reset,
                 )
         finally:
             hub.remove(subscriber)

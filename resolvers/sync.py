@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 from uuid import UUID
 
 import strawberry
@@ -20,7 +21,7 @@ from db.queries import orgs as org_queries
 from db.queries.users import list_users
 from resolvers import encoded
 from resolvers.assets import asset_patch
-from resolvers.change_json import encode_changes, nested_change_shape
+from resolvers.change_json import CHANGE, encode_changes, nested_change_shape
 from resolvers.contacts import contact_patch
 from resolvers.context import CurrentUser, Info, PublicError, Role
 from resolvers.customers import customer_patch
@@ -41,12 +42,14 @@ from schema.sync import (
     ConflictPolicies,
     ConflictPolicy,
     ConflictResolution,
+    ConflictResolver,
     DataTypeSync,
     Device,
     DeviceResult,
     DeviceSyncState,
     OfflineMode,
     PolicyResult,
+    PullOp,
     PullResult,
     PushChangesResult,
     PushResult,
@@ -61,6 +64,7 @@ from schema.sync import (
 from server.metrics import count_push_outcomes
 from sync import checkpoint as checkpoints
 from sync.decision import Op
+from sync.record_shape import LINKS
 from sync.validation import camel
 
 MAX_PULL_LIMIT = 1000
@@ -108,13 +112,16 @@ def device_from(row: dict[str, Any], state: SyncState, selected: list[UUID], ema
         selected_customer_ids=[strawberry.ID(str(c)) for c in sorted(selected, key=str)],
         user_email=email,
         created_at=row["created_at"],
-        sync_state=state_from(state),
+        sync_state=state_from(row["id"], state),
+        resolves_conflicts=ConflictResolver(row["conflict_resolver"]),
     )
 
 
-def state_from(state: SyncState) -> DeviceSyncState:
-    """The GraphQL sync state."""
+def state_from(device_id: UUID, state: SyncState) -> DeviceSyncState:
+    """The GraphQL sync state of one device."""
     return DeviceSyncState(
+        id=to_global_id("DeviceSyncState", device_id),
+        device_id=to_global_id("Device", device_id),
         status=SyncStatus(state.status.value),
         checkpoint=None
         if state.checkpoint_seq is None
@@ -169,9 +176,9 @@ def change_from(change: PulledChange) -> Change:
     """The Change type of a pulled row."""
     return Change(
         entity=SyncEntity(change.entity.value),
-        id=strawberry.ID(str(change.record_id)),
+        record_id=strawberry.ID(str(change.record_id)),
         customer_id=strawberry.ID(str(change.customer_id)),
-        op=ChangeOp.DELETE if change.deleted else ChangeOp.UPSERT,
+        op=PullOp.EVICT if change.evict else PullOp.DELETE if change.deleted else PullOp.UPSERT,
         version=VersionVector(change.version),
         data=JSON(change.data),
     )
@@ -182,7 +189,7 @@ def result_from(stored: StoredResult) -> ChangeResult:
     return ChangeResult(
         client_mutation_id=stored.client_mutation_id,
         entity=SyncEntity(stored.entity),
-        id=strawberry.ID(stored.record_id),
+        record_id=strawberry.ID(stored.record_id),
         outcome=ChangeOutcome(stored.outcome),
         version=VersionVector(stored.version) if stored.version is not None else None,
         conflict_id=to_global_id("SyncConflict", UUID(stored.conflict_id))
@@ -199,6 +206,7 @@ def result_from(stored: StoredResult) -> ChangeResult:
         field_errors=[FieldError(field=k, message=v) for k, v in stored.field_errors.items()],
         message=stored.message,
         replayed=stored.replayed,
+        record=change_from(stored.record) if stored.record is not None else None,
     )
 
 
@@ -222,7 +230,7 @@ CHANGE_RESULT = encoded.ObjectSpec(
     fields={
         "clientMutationId": "v.client_mutation_id",
         "entity": "v.entity.upper()",
-        "id": "v.record_id",
+        "recordId": "v.record_id",
         "outcome": "v.outcome",
         "version": "v.version",
         "conflictId": "conflict_id(v.conflict_id)",
@@ -230,6 +238,8 @@ CHANGE_RESULT = encoded.ObjectSpec(
         "fieldErrors": encoded.Nested("list(v.field_errors.items())", FIELD_ERROR),
         "message": "v.message",
         "replayed": "v.replayed",
+        # The pull's own Change spec: the record is encoded as a pull page encodes it.
+        "record": encoded.Nested("v.record", CHANGE, many=False),
     },
     names={"conflict_id": _conflict_global_id},
 )
@@ -258,20 +268,40 @@ def to_push_change(change: ChangeInput) -> PushChange:
         patch = facility_patch(value)
     else:
         patch = asset_patch(value)
-    for link in ("customer_id", "facility_id"):
+    for link in LINKS:
+        # Links are not fields: checked against the record's parents (db/push.py), never
+        # written (records cannot move).
+        patch.pop(link, None)
         raw = getattr(value, link, None)
         if raw:
             links[link] = record_uuid(raw, camel(link))
     return PushChange(
         client_mutation_id=change.client_mutation_id,
         entity=entity,
-        record_id=record_uuid(change.id, "id"),
+        record_id=record_uuid(change.record_id, "recordId"),
         op=Op(change.op.value),
         base_version=change.base_version,
         patch={} if change.op is ChangeOp.DELETE else patch,
         links=links,
         counter=change.counter,
+        resolves_conflict_id=change.resolves_conflict_id,
+        resolves_conflict=_conflict_uuid(change.resolves_conflict_id),
     )
+
+
+def _conflict_uuid(value: str | None) -> UUID | None:
+    """The conflict a change names (a SyncConflict global id or its uuid); None when it
+    names none. A malformed id refuses only its change (db/push.py), not the push."""
+    if value is None:
+        return None
+    try:
+        return UUID(value)
+    except ValueError:
+        pass
+    try:
+        return from_global_id(value, "SyncConflict")[1]
+    except InvalidIdError:
+        return None
 
 
 def _device_id(value: str) -> UUID:
@@ -285,36 +315,79 @@ def _may_select(user: CurrentUser) -> bool:
     return user.is_admin or "can_sync_by_customer" in user.capabilities
 
 
+def feed_types(types: Sequence[SyncEntity] | None) -> frozenset[EntityType]:
+    """The record types of a feed filter (None: all); an empty filter is refused."""
+    if types is None:
+        return frozenset(EntityType)
+    if not types:
+        raise PublicError(
+            "`types` must name at least one record type (omit it, or pass null, for all)",
+            "BAD_USER_INPUT",
+        )
+    return frozenset(EntityType(t.value) for t in types)
+
+
+def feed_position(since: str | None, types: frozenset[EntityType]) -> checkpoints.Checkpoint:
+    """``since`` decoded as a checkpoint of the feed of ``types`` (None: its beginning)."""
+    try:
+        return checkpoints.decode(
+            since, commands.feed_name(types), known=[t.value for t in EntityType]
+        )
+    except checkpoints.InvalidCheckpointError as exc:
+        raise PublicError(str(exc), "BAD_USER_INPUT") from None
+
+
+TYPES_DOC = (
+    "The record types of this feed; null or omitted: all. A device may run one feed per type"
+    " at once; each feed's checkpoints are valid for its types only."
+)
+
+
 @strawberry.type
 class SyncQueries:
     """Sync reads."""
 
     @strawberry.field(
-        description="Changes for a device's customers after `since`, a page at a time."
+        description="A page of one feed: the changes of `types` for a device's customers"
+        " after `since`."
     )
     async def pull(
-        self, info: Info, device_id: strawberry.ID, since: str | None = None, limit: int = 500
+        self,
+        info: Info,
+        device_id: Annotated[
+            strawberry.ID, strawberry.argument(description="Your registered device.")
+        ],
+        since: Annotated[
+            str | None,
+            strawberry.argument(
+                description="The `checkpoint` of the last page of this feed you applied;"
+                " null or omitted: from the beginning."
+            ),
+        ] = None,
+        limit: Annotated[
+            int, strawberry.argument(description="Changes per page, 1 to 1,000.")
+        ] = 500,
+        types: Annotated[
+            list[SyncEntity] | None, strawberry.argument(description=TYPES_DOC)
+        ] = None,
     ) -> PullResult:
         """Pull a page; call again with `checkpoint` while `hasMore`."""
         if not 1 <= limit <= MAX_PULL_LIMIT:
             raise PublicError(f"`limit` must be between 1 and {MAX_PULL_LIMIT}", "BAD_USER_INPUT")
-        try:
-            position = checkpoints.decode(since)
-        except checkpoints.InvalidCheckpointError as exc:
-            raise PublicError(str(exc), "BAD_USER_INPUT") from None
+        feed = feed_types(types)
+        position = feed_position(since, feed)
         device_uuid = _device_id(device_id)
         try:
             async with info.context.caller_write() as (conn, user):
-                device = await commands.owned_device(
-                    conn, user.org_id, user.id, device_uuid, lock=True
-                )
                 page = await commands.pull(
                     conn,
                     org_id=user.org_id,
-                    device=device,
+                    user_id=user.id,
+                    device_id=device_uuid,
                     may_select=_may_select(user),
                     since=position,
                     limit=limit,
+                    types=feed,
                 )
         except NotFoundError:
             raise PublicError("no such device of yours: register it first", "NOT_FOUND") from None
@@ -336,8 +409,7 @@ class SyncQueries:
             changes=changes,
             checkpoint=checkpoints.encode(page.checkpoint),
             has_more=page.has_more,
-            evicted_customer_ids=[strawberry.ID(str(c)) for c in page.evicted_customer_ids],
-            resync_required=page.resync_required,
+            reset=page.reset,
         )
 
     @strawberry.field(description="One device's sync state (its owner, or an admin).")
@@ -352,7 +424,7 @@ class SyncQueries:
             except NotFoundError:
                 raise PublicError("no such device", "NOT_FOUND") from None
             [state] = await commands.sync_states(conn, user.org_id, [device])
-        return state_from(state)
+        return state_from(device["id"], state)
 
     @strawberry.field(
         description="Devices with their sync state: admins see all, others their own."
@@ -437,7 +509,14 @@ class SyncMutations:
     """Sync writes."""
 
     @strawberry.mutation(description="Register this app install; returns a fresh replica id.")
-    async def register_device(self, info: Info, input: RegisterDeviceInput) -> DeviceResult:
+    async def register_device(
+        self,
+        info: Info,
+        input: Annotated[
+            RegisterDeviceInput,
+            strawberry.argument(description="What the app says about this install."),
+        ],
+    ) -> DeviceResult:
         """New device (syncs ALL customers until it selects some)."""
 
         async def action(conn: Any, user: CurrentUser) -> Any:
@@ -452,6 +531,7 @@ class SyncMutations:
                     "app_version": input.app_version[:50],
                     "offline_mode": input.offline_mode.value,
                     "auto_sync": _auto_sync(input.auto_sync),
+                    "conflict_resolver": input.resolves_conflicts.value,
                 },
             )
             return {"device": await _device_view(conn, user.org_id, row, user.email)}
@@ -461,7 +541,15 @@ class SyncMutations:
 
     @strawberry.mutation(description="Report offline mode, auto-sync intervals and outbox size.")
     async def report_device(
-        self, info: Info, device_id: strawberry.ID, input: ReportDeviceInput
+        self,
+        info: Info,
+        device_id: Annotated[
+            strawberry.ID, strawberry.argument(description="Your registered device.")
+        ],
+        input: Annotated[
+            ReportDeviceInput,
+            strawberry.argument(description="What changed; omitted fields keep their values."),
+        ],
     ) -> DeviceResult:
         """Update what the phone says about itself."""
 
@@ -481,6 +569,9 @@ class SyncMutations:
             if input.app_version not in (None, strawberry.UNSET):
                 _reject_nul(appVersion=str(input.app_version))
                 values["app_version"] = str(input.app_version)[:50]
+            if input.resolves_conflicts not in (None, strawberry.UNSET):
+                # Decides the device's next pushes; conflicts already stored stay open.
+                values["conflict_resolver"] = input.resolves_conflicts.value
             row = (
                 await device_queries.update_device(conn, user.org_id, device["id"], values)
                 if values
@@ -526,9 +617,22 @@ class SyncMutations:
         )
         return result["device"] if isinstance(result, dict) else result  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Push offline changes; each gets its own outcome.")
+    @strawberry.mutation(
+        description="Push offline changes; each gets its own outcome, with the record as it now"
+        " stands."
+    )
     async def push_changes(
-        self, info: Info, device_id: strawberry.ID, changes: list[ChangeInput]
+        self,
+        info: Info,
+        device_id: Annotated[
+            strawberry.ID, strawberry.argument(description="Your registered device.")
+        ],
+        changes: Annotated[
+            list[ChangeInput],
+            strawberry.argument(
+                description="The outbox, at most 1,000 changes, each answered in this order."
+            ),
+        ],
     ) -> PushChangesResult:
         """Apply a batch (at most 1,000 changes); replays are idempotent."""
         if len(changes) > MAX_PUSH_BATCH:
@@ -554,6 +658,17 @@ class SyncMutations:
                 )
             )
 
+        # A thousand outcomes: encoded once in the client's selection (as for pull), which
+        # also says whether the records are wanted (the typed path may always want them).
+        shape = encoded.cached_shape(
+            info,
+            "pushChanges.results",
+            lambda: encoded.nested_shape(
+                CHANGE_RESULT, info.selected_fields, "PushResult", "results"
+            ),
+        )
+        with_records = shape is None or any(name == "record" for _, name, _ in shape)
+
         async def action(conn: Any, user: CurrentUser) -> Any:
             device = await commands.owned_device(
                 conn, user.org_id, user.id, record_uuid(device_id, "deviceId"), lock=True
@@ -565,6 +680,7 @@ class SyncMutations:
                 user_can_write=user.can_edit_records,
                 changes=converted,
                 max_length=info.context.settings.max_string_length,
+                with_records=with_records,
             )
             return {"push": outcome}
 
@@ -575,14 +691,6 @@ class SyncMutations:
             return result  # type: ignore[return-value]
         outcome = result["push"]
         count_push_outcomes([str(r.outcome) for r in outcome.results])
-        # A thousand outcomes: encode them once in the client's selection (as for pull).
-        shape = encoded.cached_shape(
-            info,
-            "pushChanges.results",
-            lambda: encoded.nested_shape(
-                CHANGE_RESULT, info.selected_fields, "PushResult", "results"
-            ),
-        )
         results = (
             cast(
                 "list[ChangeResult]",
@@ -599,9 +707,17 @@ class SyncMutations:
     async def resolve_conflict(
         self,
         info: Info,
-        id: strawberry.ID,
-        resolution: ConflictResolution,
-        values: strawberry.scalars.JSON | None = None,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The SyncConflict's id.")],
+        resolution: Annotated[
+            ConflictResolution, strawberry.argument(description="How to settle it.")
+        ],
+        values: Annotated[
+            strawberry.scalars.JSON | None,
+            strawberry.argument(
+                description="MERGE: a value per conflicting field (names as in `data`);"
+                " the device's value for the others."
+            ),
+        ] = None,
     ) -> ResolveConflictResult:
         """Resolve; the result is a new versioned write that reaches every device."""
         try:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from uuid import UUID
 
-import strawberry
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.commands import records as commands
 from db.entities import EntitySpec, EntityType
-from db.errors import DomainError, ForbiddenError
+from db.errors import DomainError, ForbiddenError, is_transient
 from resolvers.context import CurrentUser, Info, PublicError
 from schema.customers import DeletedRecord
 from schema.errors import UserError, error_from, not_found
-from schema.node import InvalidIdError, from_global_id
+from schema.node import InvalidIdError, from_global_id, to_global_id
 
 Row = dict[str, Any]
 TYPE_NAMES = {
@@ -25,6 +27,9 @@ TYPE_NAMES = {
     EntityType.ASSET: "Asset",
 }
 Action = Callable[[AsyncConnection, CurrentUser], Awaitable[Row]]
+# Runs of one write transaction that PostgreSQL may abort for a concurrent one (run_write).
+TRANSIENT_ATTEMPTS = 4
+log = structlog.get_logger("fieldsync.writes")
 
 
 def decode_id(global_id: str, type_name: str) -> UUID:
@@ -40,14 +45,27 @@ async def run_write(
     allowed: Callable[[CurrentUser], bool] = lambda user: user.can_edit_records,
 ) -> Row | UserError:
     """Run ``action`` in one tenant transaction; a domain error rolls it back and becomes
-    its union member, so nothing is half-written."""
-    try:
-        async with info.context.caller_write() as (conn, user):
-            if not allowed(user):
-                return error_from(ForbiddenError("your role may not change this"))
-            return await action(conn, user)
-    except DomainError as exc:
-        return error_from(exc, client_id)
+    its union member, so nothing is half-written.
+
+    A transaction PostgreSQL aborted because of a concurrent one (a deadlock between two
+    pushes that lock a customer and the tenant's seq row in opposite orders, a
+    serialization failure) is run again from the start, a few times with a short jittered
+    pause, instead of failing the request: its writes were all rolled back.
+    """
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        try:
+            async with info.context.caller_write() as (conn, user):
+                if not allowed(user):
+                    return error_from(ForbiddenError("your role may not change this"))
+                return await action(conn, user)
+        except DomainError as exc:
+            return error_from(exc, client_id)
+        except Exception as exc:
+            if attempt == TRANSIENT_ATTEMPTS or not is_transient(exc):
+                raise
+            log.info("transaction retried", attempt=attempt, reason=type(exc).__name__)
+            await asyncio.sleep(random.uniform(0, 0.05 * attempt))  # noqa: S311 - jitter
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def page_size(info: Info, first: int) -> int:
@@ -114,7 +132,9 @@ async def delete_record(info: Info, spec: EntitySpec, global_id: str) -> Any:
         client_id=global_id,
     )
     if isinstance(result, dict):
-        return DeletedRecord(id=strawberry.ID(global_id), deleted_at=result["updated_at"])
+        # The global id even when the record was named by its uuid: the field says so.
+        record = to_global_id(TYPE_NAMES[spec.type], record_id)
+        return DeletedRecord(id=record, deleted_at=result["updated_at"])
     return result
 
 

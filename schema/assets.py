@@ -56,6 +56,7 @@ class Asset(Node, SyncedRecord):
         """From an ``assets`` row."""
         return cls(
             id=to_global_id("Asset", row["id"]),
+            record_id=strawberry.ID(str(row["id"])),
             uuid=row["id"],
             customer_uuid=row["customer_id"],
             facility_uuid=row["facility_id"],

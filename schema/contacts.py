@@ -61,6 +61,7 @@ class Contact(Node, SyncedRecord):
         """From a ``contacts`` row."""
         return cls(
             id=to_global_id("Contact", row["id"]),
+            record_id=strawberry.ID(str(row["id"])),
             uuid=row["id"],
             customer_uuid=row["customer_id"],
             first_name=row["first_name"],

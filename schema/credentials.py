@@ -71,6 +71,7 @@ class Credential(Node, SyncedRecord):
         """From a ``credentials`` row (its encrypted columns are never read here)."""
         return cls(
             id=to_global_id("Credential", row["id"]),
+            record_id=strawberry.ID(str(row["id"])),
             uuid=row["id"],
             customer_uuid=row["customer_id"],
             contact_uuid=row["contact_id"],

@@ -158,18 +158,23 @@ def without_custom_fields(data: object) -> object:
     return SimpleNamespace(**{k: v for k, v in vars(data).items() if k != "custom_fields"})
 
 
-def set_custom_fields(patch: dict[str, Any], values: list[CustomFieldValueInput] | None) -> None:
+def set_custom_fields(patch: dict[str, Any], values: object) -> None:
     """Put an input's ``customFields`` into ``patch`` as the stored map merges them.
 
-    The values are merged by key into the record's map (a null value clears its key), so
-    an empty list, like ``customFields: null``, merges nothing: the stored values stay as
-    they are. To clear a field, send its key with a null value. What reaches the patch is
-    always a map, never the list or null the input allows.
+    Online inputs send a list of ``{key, value}``; sync patches send the map ``Change.data``
+    holds (any JSON, as the scalar takes it). The values are merged by key into the
+    record's map (a null value clears its key), so an empty list or map, like
+    ``customFields: null``, merges nothing: the stored values stay as they are. To clear a
+    field, send its key with a null value. A patch's JSON that is no map (a list of
+    ``{key, value}`` objects, text) goes into the patch as sent, for the shape check to
+    refuse with a field error.
     """
-    if values:
+    if values is None or values is strawberry.UNSET or values in ([], {}):
+        patch.pop("custom_fields", None)
+    elif isinstance(values, list) and all(isinstance(v, CustomFieldValueInput) for v in values):
         patch["custom_fields"] = custom_fields_patch(values)
     else:
-        patch.pop("custom_fields", None)
+        patch["custom_fields"] = values
 
 
 async def values_of(info: Info, entity: str, stored: Mapping[str, Any]) -> list[CustomFieldValue]:

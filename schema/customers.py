@@ -192,6 +192,7 @@ class Customer(Node, SyncedRecord):
         """From a ``customers`` row."""
         return cls(
             id=to_global_id("Customer", row["id"]),
+            record_id=strawberry.ID(str(row["id"])),
             uuid=row["id"],
             business_name=row["business_name"],
             first_name=row["first_name"],

@@ -79,6 +79,7 @@ class Facility(Node, SyncedRecord):
         address = row["address"]
         return cls(
             id=to_global_id("Facility", row["id"]),
+            record_id=strawberry.ID(str(row["id"])),
             uuid=row["id"],
             customer_uuid=row["customer_id"],
             name=row["name"],

@@ -48,6 +48,7 @@ __all__ = [
     "DocumentValidator",
     "LimitErrorCodes",
     "OperationLimits",
+    "code_for",
     "limit_extensions",
     "limit_rules",
 ]
@@ -58,7 +59,18 @@ _CODED_MESSAGES = (
     (re.compile(r"Document contains more than \d+ tokens"), QUERY_TOO_LARGE),
     (re.compile(r"^Validation aborted\.$"), QUERY_TOO_COMPLEX),
     (re.compile(r"^Too many validation errors, error limit reached"), QUERY_TOO_COMPLEX),
+    # A value outside an enum, as a variable or inline (a `types` filter naming no record
+    # type): the client's input, coded as for any other bad argument.
+    (re.compile(r"does not exist in '\w+' enum"), "BAD_USER_INPUT"),
 )
+
+
+def code_for(message: str) -> str | None:
+    """The code of a graphql-core error that has none of its own, by its message (for
+    transports that report errors without the executor, e.g. the WebSocket endpoint)."""
+    return next((code for pattern, code in _CODED_MESSAGES if pattern.search(message)), None)
+
+
 # graphql-core's field-merging rule compares same-named fields pairwise (quadratic): 1,200
 # copies of `me { id }` spent its default budget of 500,000 comparisons in 1.8 s. Documents
 # of real clients spend none of it (GraphiQL's introspection query and the frontend bench's

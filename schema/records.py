@@ -19,6 +19,10 @@ from sync.validation import camel
 class SyncedRecord:
     """Sync metadata every synced record exposes."""
 
+    record_id: strawberry.ID = strawberry.field(
+        description="The record's uuid: its id in the sync API (`Change.recordId`, patches)."
+        " Every id argument accepts it as well as the global `id`."
+    )
     version: VersionVector = strawberry.field(
         description="Current version vector; send it back as `baseVersion` when editing."
     )

@@ -15,11 +15,14 @@ class ChangeBatch:
     """One `next` payload of the `changes` subscription."""
 
     changes: list[Change] = strawberry.field(
-        description="In seq order; each record at most once per batch."
+        description="In seq order; each record at most once per batch, except a customer"
+        " that left and came back: EVICTs first, then whole."
     )
     checkpoint: str = strawberry.field(
-        description="Store it after applying the batch; resume (subscription or `pull`) from it."
+        description="Store it after applying the batch; resume (subscription or `pull`, with"
+        " the same `types`) from it."
     )
-    evicted_customer_ids: list[strawberry.ID] = strawberry.field(
-        description="Customers to drop from the device (unselected or archived)."
+    reset: bool = strawberry.field(
+        description="The feed started over (the checkpoint was older than the tombstone"
+        " horizon): drop every local record of the feed's types, then apply this batch."
     )

@@ -56,6 +56,23 @@ class ChangeOp(enum.Enum):
     DELETE = "DELETE"
 
 
+@strawberry.enum(
+    description="What a pulled change asks the device to do with its copy of the record."
+)
+class PullOp(enum.Enum):
+    """Operations of pulled changes: a device's own changes are only UPSERT or DELETE."""
+
+    UPSERT = strawberry.enum_value("UPSERT", description="Store `data` and `version`.")
+    DELETE = strawberry.enum_value(
+        "DELETE", description="The record was deleted: drop it (a tombstone)."
+    )
+    EVICT = strawberry.enum_value(
+        "EVICT",
+        description="The record left the device's view (its customer was unselected or"
+        " archived): drop the local copy; the record still exists.",
+    )
+
+
 @strawberry.enum(description="What happened to one pushed change.")
 class ChangeOutcome(enum.Enum):
     """Per-change outcomes (see docs/sync-protocol.md)."""
@@ -66,6 +83,23 @@ class ChangeOutcome(enum.Enum):
     DELETED = "DELETED"
     VALIDATION_FAILED = "VALIDATION_FAILED"
     FORBIDDEN = "FORBIDDEN"
+    NOT_TRIED = strawberry.enum_value(
+        "NOT_TRIED",
+        description="Not decided: too many changes of this push were refused by the database."
+        " No receipt is kept and the counter is unused: push the change again as it is.",
+    )
+
+
+@strawberry.enum(
+    description="Who settles a field changed on both sides for a device: SERVER applies the"
+    " tenant's conflict policy (MANUAL stores a SyncConflict for a person); CLIENT gets every"
+    " conflict back in the push result, with the record, and pushes its own decision."
+)
+class ConflictResolver(enum.Enum):
+    """Per-device conflict resolver."""
+
+    SERVER = "SERVER"
+    CLIENT = "CLIENT"
 
 
 @strawberry.enum(description="How a field changed on both sides is settled, per record type.")
@@ -77,7 +111,11 @@ class ConflictPolicy(enum.Enum):
     MANUAL = "MANUAL"
 
 
-@strawberry.enum(description="How a user settles a stored conflict.")
+@strawberry.enum(
+    description="How a stored conflict is settled: KEEP_SERVER, KEEP_CLIENT, or MERGE (the"
+    " given values; also how a conflict reads once a change naming it in"
+    " `resolvesConflictId` was accepted)."
+)
 class ConflictResolution(enum.Enum):
     """Resolutions."""
 
@@ -125,15 +163,22 @@ class DataTypeSync:
 class DeviceSyncState:
     """Status and the facts behind it."""
 
+    id: strawberry.ID = strawberry.field(
+        description="This state's own id (one per device): normalised caches keep the newest."
+    )
+    device_id: strawberry.ID = strawberry.field(description="The device it describes.")
     status: SyncStatus = strawberry.field(description="What the icon shows.")
     checkpoint: str | None = strawberry.field(
-        description="Where the device's last complete pull ended."
+        description="Where the device's slowest feed stands (the least, over the record types"
+        " it pulls, of where its last pull of that type ended), as a checkpoint of the"
+        " all-types feed."
     )
     head_checkpoint: str = strawberry.field(
         description="The newest position of the tenant's changes."
     )
     lag: int = strawberry.field(
-        description="Changes (seqs) between the device's checkpoint and the head."
+        description="Changes (seqs) between the device's checkpoint (its slowest feed) and the"
+        " head."
     )
     pending_changes: int = strawberry.field(description="Unpushed edits the device last reported.")
     open_conflicts: int = strawberry.field(description="Conflicts waiting for a decision.")
@@ -161,6 +206,10 @@ class Device(Node):
     user_email: str = strawberry.field(description="Owner of the device.")
     created_at: datetime = strawberry.field(description="When it was registered.")
     sync_state: DeviceSyncState = strawberry.field(description="Its sync state now.")
+    resolves_conflicts: ConflictResolver = strawberry.field(
+        description="Who settles this device's conflicts: SERVER (the tenant's policy) or"
+        " CLIENT (the app, from the push result)."
+    )
 
 
 @strawberry.input(description="A new device.")
@@ -175,6 +224,11 @@ class RegisterDeviceInput:
     )
     auto_sync: list[AutoSyncIntervalInput] = strawberry.field(
         default_factory=list, description="Auto-sync intervals per data type."
+    )
+    resolves_conflicts: ConflictResolver = strawberry.field(
+        default=ConflictResolver.SERVER,
+        description="Who settles this device's conflicts; SERVER unless the app resolves"
+        " them itself (CLIENT).",
     )
 
 
@@ -194,6 +248,11 @@ class ReportDeviceInput:
         default=strawberry.UNSET, description="Edits waiting in the phone's outbox."
     )
     app_version: str | None = strawberry.field(default=strawberry.UNSET, description="App version.")
+    resolves_conflicts: ConflictResolver | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Who settles this device's conflicts from now on (conflicts already"
+        " stored stay open until resolved).",
+    )
 
 
 @strawberry.type(description="One record change in a pull.")
@@ -201,60 +260,108 @@ class Change:
     """A record's current state (or its tombstone)."""
 
     entity: SyncEntity = strawberry.field(description="Record type.")
-    id: strawberry.ID = strawberry.field(description="Record id (uuid).")
+    record_id: strawberry.ID = strawberry.field(
+        description="The record's id (a uuid; `node` and the read API accept it too)."
+    )
     customer_id: strawberry.ID = strawberry.field(description="Customer the record belongs to.")
-    op: ChangeOp = strawberry.field(description="UPSERT: store `data`; DELETE: drop the record.")
+    op: PullOp = strawberry.field(
+        description="UPSERT: store `data`; DELETE: drop the record; EVICT: drop the local"
+        " copy (the record still exists)."
+    )
     version: VersionVector = strawberry.field(description="The record's version; edit from it.")
     data: JSON | None = strawberry.field(
-        description="All fields, as the patch inputs name them (null for DELETE)."
+        description="The record in its sync shape: every field, explicitly (all seven settings,"
+        " every address key, custom fields as a map of the set ones), named and shaped as the"
+        " patch inputs take them, so it goes back whole or in part as a patch (null for DELETE"
+        " and EVICT)."
     )
 
 
-@strawberry.type(description="A page of changes for a device.")
+@strawberry.type(description="A page of one feed's changes for a device.")
 class PullResult:
     """Pull page."""
 
-    changes: list[Change] = strawberry.field(description="In seq order.")
-    checkpoint: str = strawberry.field(description="Send as `since` next time (opaque).")
+    changes: list[Change] = strawberry.field(
+        description="In seq order; a customer that left and came back arrives as EVICTs"
+        " first, then whole."
+    )
+    checkpoint: str = strawberry.field(
+        description="Send as `since` next time, with the same `types` (opaque; it always"
+        " advances, to the head on the last page)."
+    )
     has_more: bool = strawberry.field(description="Pull again right away with `checkpoint`.")
-    evicted_customer_ids: list[strawberry.ID] = strawberry.field(
-        description="Customers to drop from the device (unselected or archived)."
-    )
-    resync_required: bool = strawberry.field(
-        description="The checkpoint is older than the tombstone horizon:"
-        " drop local data and pull from null."
+    reset: bool = strawberry.field(
+        description="The feed started over (your checkpoint was older than the tombstone"
+        " horizon): drop every local record of the feed's types, then apply this page."
     )
 
 
-@strawberry.input(description="Customer fields changed offline (create: include a name).")
+# A patch is named and shaped as `Change.data` (sync/record_shape.py): a pulled record's
+# data, whole or any part of it, is a valid patch. So custom fields are the map data holds,
+# not the online inputs' list of {key, value}: each patch redefines the field its online
+# base declares as that list (a narrower type mypy cannot see replaced), and the conversion
+# (schema.custom_fields.set_custom_fields) takes either form.
+CUSTOM_FIELDS_PATCH = (
+    "Custom field values by key, as `data` holds them, merged into the record's: a null value"
+    " clears its key; an empty map (or null) changes nothing. Each value is one scalar."
+)
+STAYS_PUT = " On an update it must be the record's own: records cannot move."
+
+
+@strawberry.input(
+    description="Customer fields changed offline, named and shaped as in `Change.data`"
+    " (create: include a name)."
+)
 class CustomerPatch(UpdateCustomerInput):
     """Customer patch."""
 
+    custom_fields: JSON | None = strawberry.field(  # type: ignore[assignment]  # see above
+        default=strawberry.UNSET, description=CUSTOM_FIELDS_PATCH
+    )
 
-@strawberry.input(description="Contact fields changed offline; `customerId` only on create.")
+
+@strawberry.input(
+    description="Contact fields changed offline, named and shaped as in `Change.data`."
+)
 class ContactPatch(ContactFields):
     """Contact patch."""
 
+    custom_fields: JSON | None = strawberry.field(  # type: ignore[assignment]  # see above
+        default=strawberry.UNSET, description=CUSTOM_FIELDS_PATCH
+    )
     customer_id: strawberry.ID | None = strawberry.field(
-        default=None, description="Customer (create only)."
+        default=None, description="The contact's customer (uuid): required on create." + STAYS_PUT
     )
 
 
-@strawberry.input(description="Facility fields changed offline; `customerId` only on create.")
+@strawberry.input(
+    description="Facility fields changed offline, named and shaped as in `Change.data`."
+)
 class FacilityPatch(FacilityFields):
     """Facility patch."""
 
+    custom_fields: JSON | None = strawberry.field(  # type: ignore[assignment]  # see above
+        default=strawberry.UNSET, description=CUSTOM_FIELDS_PATCH
+    )
     customer_id: strawberry.ID | None = strawberry.field(
-        default=None, description="Customer (create only)."
+        default=None, description="The facility's customer (uuid): required on create." + STAYS_PUT
     )
 
 
-@strawberry.input(description="Asset fields changed offline; `facilityId` only on create.")
+@strawberry.input(description="Asset fields changed offline, named and shaped as in `Change.data`.")
 class AssetPatch(AssetFields):
     """Asset patch."""
 
+    custom_fields: JSON | None = strawberry.field(  # type: ignore[assignment]  # see above
+        default=strawberry.UNSET, description=CUSTOM_FIELDS_PATCH
+    )
+    customer_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The asset's customer (uuid), optional: it is always its facility's, and a"
+        " given one must be that." + STAYS_PUT,
+    )
     facility_id: strawberry.ID | None = strawberry.field(
-        default=None, description="Facility (create only)."
+        default=None, description="The asset's facility (uuid): required on create." + STAYS_PUT
     )
 
 
@@ -283,8 +390,8 @@ class ChangeInput:
     client_mutation_id: str = strawberry.field(
         description="Idempotency key: a replay returns the first outcome."
     )
-    id: strawberry.ID = strawberry.field(
-        description="Record id (uuid; the device makes one for a create)."
+    record_id: strawberry.ID = strawberry.field(
+        description="The record's id (a uuid; the device makes one for a create)."
     )
     op: ChangeOp = strawberry.field(description="UPSERT or DELETE.")
     base_version: VersionVector | None = strawberry.field(
@@ -295,6 +402,13 @@ class ChangeInput:
         " 1,048,576 above the previous one."
     )
     patch: RecordPatch = strawberry.field(description="Only the changed fields.")
+    resolves_conflict_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The stored conflict this change settles (a SyncConflict id, or its"
+        " uuid): one of this device about this record. Closed (RESOLVED, MERGE) when the"
+        " change is APPLIED, MERGED or CONFLICT; any other id refuses the change"
+        " (VALIDATION_FAILED on `resolvesConflictId`).",
+    )
 
 
 # A push carries up to 1,000 of these: build them without per-value type resolution.
@@ -307,11 +421,17 @@ class ChangeResult:
 
     client_mutation_id: str = strawberry.field(description="As sent.")
     entity: SyncEntity = strawberry.field(description="Record type.")
-    id: strawberry.ID = strawberry.field(description="Record id.")
+    record_id: strawberry.ID = strawberry.field(description="The record's id, as sent.")
     outcome: ChangeOutcome = strawberry.field(description="What happened.")
     version: VersionVector | None = strawberry.field(description="The record's version afterwards.")
     conflict_id: strawberry.ID | None = strawberry.field(
-        description="Stored conflict (MANUAL policy)."
+        description="Stored conflict (MANUAL policy, SERVER resolver)."
+    )
+    record: Change | None = strawberry.field(
+        description="The record as it stands after the push, exactly as a pull sends it"
+        " (op DELETE: a tombstone). APPLIED, MERGED, CONFLICT: store it as pulled; DELETED:"
+        " the tombstone; other outcomes and replays: the current record if this device may"
+        " see it, else null. Null when the server holds no such record."
     )
     conflicts: list[FieldConflict] = strawberry.field(description="Fields changed on both sides.")
     field_errors: list[FieldError] = strawberry.field(description="Why validation failed.")
@@ -345,7 +465,9 @@ class SyncConflict(Node):
     server_version: VersionVector = strawberry.field(description="Server version at push time.")
     fields: list[FieldConflict] = strawberry.field(description="Each field changed on both sides.")
     client_patch: JSON = strawberry.field(description="The device's whole patch.")
-    status: str = strawberry.field(description="OPEN or RESOLVED.")
+    status: str = strawberry.field(
+        description="OPEN or RESOLVED (by resolveConflict, or by an accepted change naming it)."
+    )
     resolution: ConflictResolution | None = strawberry.field(description="How it was settled.")
     created_at: datetime = strawberry.field(description="When it was pushed.")
     resolved_at: datetime | None = strawberry.field(description="When it was settled.")

@@ -64,6 +64,10 @@ class ChangesSubscription:
     device_id: str
     since: str | None
     encoder: BatchEncoder
+    # The feed's record types as the schema's enum values (None: all).
+    types: list[Any] | None = None
+    # `since` was omitted (not given as null): resume from the server's position.
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,13 @@ class SubscriptionDocuments:
         [(root_key, nodes)] = fields.items()
         arguments = get_argument_values(root.fields["changes"], nodes[0], coerced)
         encoder = self._compile(root_key, nodes, fragments, coerced.coerced)
-        return ChangesSubscription(str(arguments["deviceId"]), arguments.get("since"), encoder)
+        return ChangesSubscription(
+            str(arguments["deviceId"]),
+            arguments.get("since"),
+            encoder,
+            arguments.get("types"),
+            "since" not in arguments,
+        )
 
     def _compile(
         self,

@@ -26,13 +26,17 @@ from typing import Any
 import orjson
 import strawberry
 import structlog
+from graphql import GraphQLError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.schema.base import BaseSchema
 
+from db.commands.sync import feed_name
 from db.engine import Database
 from db.queries.users import get_user
-from resolvers.context import Context
-from resolvers.sync import record_uuid
+from resolvers.context import Context, PublicError
+from resolvers.sync import feed_position, feed_types, record_uuid
+from schema.limits import code_for
+from schema.sync import SyncEntity
 from server.auth import InvalidTokenError, TokenClaims, bearer_token, read_token, still_valid
 from server.settings import Settings
 from server.subscription_documents import (
@@ -42,7 +46,6 @@ from server.subscription_documents import (
     OtherOperation,
     SubscriptionDocuments,
 )
-from sync import checkpoint as checkpoints
 from sync.hub import Batch, Hub, Subscriber, SubscriptionError
 
 log = structlog.get_logger("fieldsync.ws")
@@ -399,7 +402,7 @@ class Connection:
             )
         except DocumentError as exc:
             self.send_message(
-                {"id": op_id, "type": "error", "payload": [e.formatted for e in exc.errors]}
+                {"id": op_id, "type": "error", "payload": [_coded(e) for e in exc.errors]}
             )
             return
         if isinstance(prepared, OtherOperation):
@@ -415,9 +418,12 @@ class Connection:
             self._op_error(op_id, f"{prepared.device_id!r} is not a device id", "BAD_USER_INPUT")
             return
         try:
-            since = checkpoints.decode(prepared.since)
-        except checkpoints.InvalidCheckpointError as exc:
-            self._op_error(op_id, str(exc), "BAD_USER_INPUT")
+            types = None if prepared.types is None else [SyncEntity(t) for t in prepared.types]
+            feed = feed_types(types)
+            # An omitted `since` resumes from the server's position for the feed's types.
+            since = None if prepared.resume else feed_position(prepared.since, feed)
+        except PublicError as exc:
+            self._op_error(op_id, exc.message, str((exc.extensions or {}).get("code")))
             return
         sink = SocketSubscription(self, op_id, prepared.encoder)
         sink.subscriber = Subscriber(
@@ -427,6 +433,8 @@ class Connection:
             token_epoch=self.claims.epoch,
             sink=sink,
             since=since,
+            types=None if types is None else frozenset(t.value for t in feed),
+            feed=feed_name(feed),
         )
         self.operations[op_id] = sink
         self.server.hub.add(sink.subscriber)
@@ -467,6 +475,17 @@ class Connection:
                 self.server.hub.remove(operation.subscriber)
         elif operation is not None and operation is not asyncio.current_task():
             operation.cancel()
+
+
+def _coded(error: GraphQLError) -> dict[str, Any]:
+    """An error as sent, with the code the executor would give it (an unknown enum value in
+    the variables is BAD_USER_INPUT over HTTP too)."""
+    formatted = error.formatted
+    extensions = dict(formatted.get("extensions") or {})
+    code = extensions.get("code") or code_for(error.message)
+    if code is None:
+        return dict(formatted)
+    return {**formatted, "extensions": {**extensions, "code": code}}
 
 
 def _token_from(payload: object) -> str | None:

@@ -3,8 +3,16 @@
 :func:`decide` is pure. It takes the server's current copy of the record (or None), the
 change and the tenant's conflict policy for the entity type, and says what to write and
 which outcome to report. The caller writes ``apply`` / ``delete`` through the write path
-(which bumps the version and stamps field dots) and, under ``MANUAL``, stores a
-``SyncConflict`` for a ``CONFLICT`` outcome.
+(which bumps the version and stamps field dots) and stores a ``SyncConflict`` when
+``store_conflict`` says so (a ``CONFLICT`` under ``MANUAL`` for a device the server resolves
+for).
+
+**Who resolves.** Each device says who settles its conflicts (``ConflictResolver``):
+``SERVER`` (the tenant's policy per type, as below; ``MANUAL`` stores a conflict for a
+person) or ``CLIENT`` (the device's own code). For a ``CLIENT`` device no policy is applied:
+every conflict is decided as under ``MANUAL`` (``CONFLICT``, the fields not in conflict
+written, both values of the others reported) and none is stored; the device pushes its
+decision against the version it gets back, which covers the server's field dots.
 
 Rules, checked in this order (``base`` is ``change.base_version``; from rule 5 on, for a
 device (``sees_own_writes``), it also covers the device's own writes to the record,
@@ -50,15 +58,17 @@ on the merged view ``{**server.values, **apply}`` (the patch alone for a create)
 required after the device took its edit fails here, and the device fixes and pushes again.
 
 Invariants: a ``CONFLICT`` never writes a conflicting field and never deletes; ``apply`` only
-holds fields of the patch with the patch's values; ``FORBIDDEN`` is never produced here
-(permissions are checked before) but belongs to the outcome set callers report.
+holds fields of the patch with the patch's values; ``FORBIDDEN`` and ``NOT_TRIED`` are
+never produced here (permissions are checked before; a push leaves changes untried) but
+belong to the outcome set callers report; ``store_conflict`` only on a ``CONFLICT`` under
+``MANUAL`` for the ``SERVER`` resolver.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sync.field_dots import Dot, changed_since
 from sync.version_vector import Ordering, compare, dominates_or_equal
@@ -75,6 +85,16 @@ class Outcome(enum.Enum):
     DELETED = "DELETED"
     VALIDATION_FAILED = "VALIDATION_FAILED"
     FORBIDDEN = "FORBIDDEN"
+    # Never decided here, like FORBIDDEN: a push stops trying changes after too many
+    # database refusals, and those left over are neither accepted nor refused (no receipt).
+    NOT_TRIED = "NOT_TRIED"
+
+
+class ConflictResolver(enum.Enum):
+    """Who settles a field changed on both sides, per device."""
+
+    SERVER = "SERVER"
+    CLIENT = "CLIENT"
 
 
 class ConflictPolicy(enum.Enum):
@@ -140,6 +160,8 @@ class Decision:
     conflicts: tuple[FieldConflict, ...] = ()
     field_errors: Mapping[str, str] = field(default_factory=dict)
     message: str = ""
+    # A person settles this conflict later (resolveConflict): the caller stores it.
+    store_conflict: bool = False
 
 
 def _is_empty(vv: Mapping[str, int] | None) -> bool:
@@ -267,12 +289,40 @@ def decide(
     change: IncomingChange,
     policy: ConflictPolicy,
     validate: Validator | None = None,
+    resolver: ConflictResolver = ConflictResolver.SERVER,
 ) -> Decision:
     """Decide what one incoming change writes and which outcome it reports.
 
     ``validate`` takes a record's values and returns ``{field: message}`` (empty when
-    valid). The rules are in this module's docstring.
+    valid). The rules are in this module's docstring; ``resolver`` is the device's (online
+    edits are the server's).
     """
+    if resolver is ConflictResolver.CLIENT:
+        # The device decides: no tenant policy settles anything for it, and nothing waits
+        # on the server for a person.
+        decision = _decide(server, change, ConflictPolicy.MANUAL, validate)
+        if decision.outcome is Outcome.CONFLICT:
+            return replace(
+                decision,
+                message=f"{len(decision.conflicts)} field(s) changed on both sides: push your"
+                " decision for them against the returned version; the others were applied"
+                if change.op is Op.UPSERT
+                else "the server edited the record since the device's base version: push the"
+                " delete again against the returned version to delete it anyway",
+            )
+        return decision
+    decision = _decide(server, change, policy, validate)
+    if decision.outcome is Outcome.CONFLICT and policy is ConflictPolicy.MANUAL:
+        return replace(decision, store_conflict=True)
+    return decision
+
+
+def _decide(
+    server: ServerRecord | None,
+    change: IncomingChange,
+    policy: ConflictPolicy,
+    validate: Validator | None,
+) -> Decision:
     base = change.base_version
     if server is None:
         if not _is_empty(base):

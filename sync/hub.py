@@ -5,10 +5,10 @@ hub keeps, per tenant with subscribers here, the last seq it has read; on a poke
 ``(last, head]`` once (pokes arriving meanwhile are coalesced into one more read), then
 routes the rows:
 
-- each active subscriber gets the rows of the customers it sees and newer than its own
-  position (:func:`visible_indices`);
-- subscribers that share an encoding key and the same rows form a group, whose payload is
-  encoded once; each socket then only adds its own message envelope;
+- each active subscriber gets the rows of the customers it sees, of its feed's record types
+  and newer than its own position (:func:`visible_indices`);
+- subscribers that share an encoding key, a feed and the same rows form a group, whose
+  payload is encoded once; each socket then only adds its own message envelope;
 - a subscriber whose device changed selection, or that sees a customer archived or restored
   in the batch (:func:`needs_pull`), leaves the fast path and runs real pull pages from its
   position instead: the pull query owns the visibility rules (backfills, evictions), the hub
@@ -34,13 +34,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
-from sync.checkpoint import Checkpoint
+from sync.checkpoint import ALL_TYPES, Checkpoint
 
 log = logging.getLogger("fieldsync.hub")
 
 
 class Routable(Protocol):
     """What routing needs to know about a change (``db.pull.PulledChange`` fits)."""
+
+    @property
+    def entity(self) -> str:
+        """Its record type (a feed's types are these names)."""
 
     @property
     def customer_id(self) -> UUID:
@@ -90,8 +94,8 @@ class PulledPage:
     changes: Sequence[Routable]
     checkpoint: Checkpoint
     has_more: bool
-    evicted: Sequence[UUID]
-    resync_required: bool
+    # The feed started over (a checkpoint older than the compaction horizon).
+    reset: bool
     # The device's selection once the pull ended: None = ALL customers.
     selection: frozenset[UUID] | None
 
@@ -119,8 +123,11 @@ class Source(Protocol):
     async def read(self, org_id: UUID, after: int, devices: Sequence[UUID]) -> LiveRead:
         """The tenant's rows after ``after`` (one read for every subscriber)."""
 
-    async def pull(self, subscriber: Subscriber, since: Checkpoint, limit: int) -> PulledPage:
-        """One pull page for the subscriber's device; raises SubscriptionError."""
+    async def pull(
+        self, subscriber: Subscriber, since: Checkpoint | None, limit: int
+    ) -> PulledPage:
+        """One pull page of the subscriber's feed (``since`` None: from the device's own
+        position for the feed's types); raises SubscriptionError."""
 
     async def users(self, org_id: UUID, user_ids: Sequence[UUID]) -> dict[UUID, Any]:
         """Current :class:`UserState`-like facts of users (missing = deleted)."""
@@ -128,11 +135,12 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class Batch:
-    """What a subscriber receives: changes, the checkpoint after them, evictions."""
+    """What a subscriber receives: changes, the checkpoint after them, the reset marker."""
 
     changes: Sequence[Routable]
     checkpoint: str
-    evicted: Sequence[UUID] = ()
+    # Drop every local record of the feed's types before applying this batch.
+    reset: bool = False
 
 
 class Sink(Protocol):
@@ -167,7 +175,11 @@ class Subscriber:
     device_id: UUID
     token_epoch: int
     sink: Sink
-    since: Checkpoint
+    # Where catch-up starts; None: from the device's own position for the feed's types.
+    since: Checkpoint | None
+    # The feed's record types (None: all) and its name in checkpoints.
+    types: frozenset[str] | None = None
+    feed: str = ALL_TYPES
     # Every row up to this seq has been delivered (meaningful once active).
     position: int = 0
     selection: frozenset[UUID] | None = None
@@ -207,6 +219,15 @@ def visible_indices(
         and (selection is None or change.customer_id in selection)
         and (position > 0 or not change.deleted)
     )
+
+
+def of_types(
+    changes: Sequence[Routable], indices: tuple[int, ...], types: frozenset[str] | None
+) -> tuple[int, ...]:
+    """The ``indices`` whose rows are of a feed's ``types`` (None: all types)."""
+    if types is None:
+        return indices
+    return tuple(i for i in indices if changes[i].entity in types)
 
 
 @dataclass(eq=False)
@@ -365,23 +386,30 @@ class Hub:
         if changes:
             if tenant.all_mode:
                 shared = visible_indices(changes, archived, None, batch.after)
+                # Feeds of the same types share their rows too.
+                by_types: dict[frozenset[str] | None, tuple[int, ...]] = {None: shared}
                 for sub in tenant.all_mode:
-                    candidates[sub] = shared
+                    rows = by_types.get(sub.types)
+                    if rows is None:
+                        rows = by_types[sub.types] = of_types(changes, shared, sub.types)
+                    candidates[sub] = rows
             picked: dict[Subscriber, list[int]] = {}
             for i, change in enumerate(changes):
                 if archived[i]:
                     continue
                 for sub in tenant.by_customer.get(change.customer_id, ()):
-                    picked.setdefault(sub, []).append(i)
+                    if sub.types is None or change.entity in sub.types:
+                        picked.setdefault(sub, []).append(i)
             for sub, picked_rows in picked.items():
                 candidates[sub] = tuple(picked_rows)
-        checkpoint = self.encode_checkpoint(Checkpoint(batch.head))
-        groups: dict[tuple[Hashable, tuple[int, ...]], list[Subscriber]] = {}
+        # A checkpoint names its feed: one per feed among the groups.
+        checkpoints: dict[str, str] = {}
+        groups: dict[tuple[Hashable, str, tuple[int, ...]], list[Subscriber]] = {}
         for sub in list(tenant.subscribers):
             if not sub.active:
                 continue
             if needs_pull(sub, batch):
-                self._start_pull(sub, Checkpoint(sub.position))
+                self._start_pull(sub, Checkpoint(sub.position, feed=sub.feed))
                 continue
             indices = candidates.get(sub, ())
             if indices and (sub.position > batch.after or sub.position == 0):
@@ -396,8 +424,13 @@ class Hub:
             if not indices:
                 continue
             key = sub.sink.group_key
-            groups.setdefault((key if key is not None else sub, indices), []).append(sub)
-        for (_, indices), subs in groups.items():
+            groups.setdefault((key if key is not None else sub, sub.feed, indices), []).append(sub)
+        for (_, feed, indices), subs in groups.items():
+            checkpoint = checkpoints.get(feed)
+            if checkpoint is None:
+                checkpoint = checkpoints[feed] = self.encode_checkpoint(
+                    Checkpoint(batch.head, feed=feed)
+                )
             out = Batch([changes[i] for i in indices], checkpoint)
             encoded = subs[0].sink.encode(out)
             for sub in subs:
@@ -406,7 +439,7 @@ class Hub:
     # -- pulls (catch-up and re-filtering) -------------------------------------------
 
     def _start_pull(
-        self, subscriber: Subscriber, since: Checkpoint, *, initial: bool = False
+        self, subscriber: Subscriber, since: Checkpoint | None, *, initial: bool = False
     ) -> None:
         tenant = self._tenants.get(subscriber.org_id)
         if subscriber.active and tenant is not None:
@@ -414,7 +447,9 @@ class Hub:
         subscriber.active = False
         subscriber.task = asyncio.create_task(self._pull(subscriber, since, initial=initial))
 
-    async def _pull(self, subscriber: Subscriber, since: Checkpoint, *, initial: bool) -> None:
+    async def _pull(
+        self, subscriber: Subscriber, since: Checkpoint | None, *, initial: bool
+    ) -> None:
         first = initial
         try:
             while True:
@@ -422,23 +457,18 @@ class Hub:
                     page = await self.source.pull(subscriber, since, self.page_size)
                 if subscriber.closed:
                     return
-                if page.resync_required:
-                    raise SubscriptionError(
-                        "the checkpoint is older than the tombstone horizon:"
-                        " drop local data and subscribe (or pull) from null",
-                        "RESYNC_REQUIRED",
-                    )
-                since = page.checkpoint
-                # The first page always goes out (the client learns it is caught up);
-                # later ones only when they carry something.
-                if first or page.changes or page.evicted:
+                position = since = page.checkpoint
+                # The first page always goes out (the client learns it is caught up), and
+                # a reset (the client must drop what it holds first); later ones only when
+                # they carry something.
+                if first or page.changes or page.reset:
                     await subscriber.sink.put(
-                        Batch(page.changes, self.encode_checkpoint(since), page.evicted)
+                        Batch(page.changes, self.encode_checkpoint(position), page.reset)
                     )
                 first = False
                 if page.has_more or subscriber.closed:
                     continue
-                if self._activate(subscriber, since.seq, page.selection):
+                if self._activate(subscriber, position.seq, page.selection):
                     return
         except SubscriptionError as exc:
             if not subscriber.closed:
@@ -505,7 +535,7 @@ class Hub:
                 sub.sink.revoke("the user was deactivated or the token revoked")
             elif sub.active and sub.selection is not None and not facts.may_select:
                 # The capability was withdrawn: the pull switches the device to ALL.
-                self._start_pull(sub, Checkpoint(sub.position))
+                self._start_pull(sub, Checkpoint(sub.position, feed=sub.feed))
 
 
 def _current_task() -> asyncio.Task[Any] | None:

@@ -33,6 +33,9 @@ PHONE_TYPES = frozenset({"MOBILE", "HOME", "WORK", "FAX", "OTHER"})
 ADDRESS_TYPES = frozenset({"BILL_TO", "SHIP_TO", "PHYSICAL"})
 FIELD_TYPES = frozenset({"TEXT", "NUMBER", "DATE", "CHECKBOX", "DROPDOWN"})
 MAX_LIST_ITEMS = 50
+# Keys of one custom fields map: far more than any tenant defines for a record type, few
+# enough that a map of 100,000 keys is refused by its size before anything looks at them.
+MAX_CUSTOM_FIELDS = 1_000
 # Credentials: tighter caps than the general text limit, except notes.
 CREDENTIAL_LIMITS = {"name": 2_048, "username": 2_048, "url": 2_048, "notes": 10_000}
 _PHONE = re.compile(r"^[0-9+()\-. /x#*]{3,40}$")
@@ -247,6 +250,8 @@ def _check_json_shape(shape: Shape, value: object, path: str, errors: dict[str, 
         _object(value, path, _SETTING_KEYS, shape.value, errors)
     elif not isinstance(value, Mapping):
         errors.setdefault(path, f"must be {shape.value}")
+    elif len(value) > MAX_CUSTOM_FIELDS:
+        errors.setdefault(path, f"has too many keys ({len(value)}, at most {MAX_CUSTOM_FIELDS})")
     else:
         found = 0
         for key, inner in value.items():
@@ -294,7 +299,9 @@ _FITS: Mapping[Shape, Callable[[object], bool]] = {
     Shape.SITE_ADDRESS: lambda v: _object_fits(v, _SITE_ADDRESS_KEYS),
     Shape.SETTINGS: lambda v: _object_fits(v, _SETTING_KEYS),
     Shape.CUSTOM_FIELDS: lambda v: (
-        isinstance(v, dict) and all(isinstance(k, str) and _is_scalar(x) for k, x in v.items())
+        isinstance(v, dict)
+        and len(v) <= MAX_CUSTOM_FIELDS
+        and all(isinstance(k, str) and _is_scalar(x) for k, x in v.items())
     ),
 }
 
@@ -488,11 +495,15 @@ def validate_custom_fields(
     """Check custom field values against the tenant's definitions for the entity type."""
     given: Mapping[str, Any] = values if isinstance(values, Mapping) else {}
     by_key = {d.key: d for d in definitions}
+    unknown = 0
     for key, value in given.items():
         definition = by_key.get(key)
         path = f"customFields.{path_segment(key)}"
         if definition is None:
-            errors.setdefault(path, "is not a custom field of this record type")
+            # A few unknown keys name the mistake; hundreds would only swell the answer.
+            unknown += 1
+            if unknown <= _MAX_VALUE_ERRORS:
+                errors.setdefault(path, "is not a custom field of this record type")
         elif not _blank(value):
             problem = _check_custom_value(definition, value)
             if problem:

@@ -388,11 +388,12 @@ JS_DIR = Path(__file__).parent / "js"
 
 @pytest.fixture(scope="session")
 def js_packages() -> Path:
-    """tests/js with its npm packages (graphql-ws, graphql-http) installed from the lock file."""
+    """tests/js with its npm packages (graphql-ws, graphql-http, @apollo/client) installed
+    from the lock file."""
     node, npm = shutil.which("node"), shutil.which("npm")
     assert node, "Node.js 20+ is needed for the JavaScript client tests"
     assert npm, "npm is needed to install their packages"
-    wanted = ("graphql-ws", "graphql-http")
+    wanted = ("graphql-ws", "graphql-http", "@apollo/client")
     if not all((JS_DIR / "node_modules" / name).is_dir() for name in wanted):
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"],

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.commands.records import (
@@ -30,10 +31,10 @@ from db.errors import (
 from db.pull import PullPage, pull_page
 from db.queries import devices as queries
 from db.queries import records
-from db.queries.orgs import get_org, head_seq
-from db.tables import orgs, sync_conflicts
+from db.queries.orgs import head_seq
+from db.tables import devices, orgs, sync_conflicts
 from db.write_path import RecordWrite, lock_rows
-from sync.checkpoint import Checkpoint
+from sync.checkpoint import Checkpoint, feed_of
 from sync.sync_status import DeviceFacts, SyncStatus, status
 from sync.validation import shape_errors, validate_record, values_from_json
 
@@ -79,24 +80,123 @@ async def select_customers(
     )
 
 
+def feed_name(types: frozenset[EntityType]) -> str:
+    """The checkpoint feed name of ``types`` (``sync/checkpoint.py``)."""
+    return feed_of([t.value for t in types], [t.value for t in EntityType])
+
+
+def resume_position(device: Row, types: frozenset[EntityType]) -> tuple[Checkpoint, bool]:
+    """Where a feed resumes when the device sends no checkpoint, and whether it restarts.
+
+    The slowest of the types' positions: a faster type gets some changes again, which is
+    harmless, where a later start would skip changes. A type with no position was never
+    pulled: the feed starts from the beginning, marked reset if the device holds some of
+    its other types (a start from the beginning sends no deletes).
+    """
+    feed = feed_name(types)
+    positions = device["feed_positions"]
+    held = [positions[t.value] for t in types if t.value in positions]
+    if held and len(held) == len(types) and min(held) > 0:
+        return Checkpoint(int(min(held)), feed=feed), False
+    return Checkpoint(feed=feed), bool(held)
+
+
+# Only the feed's own types are merged into the positions, in one statement on the locked
+# row: a concurrent feed's UPDATE waits for this transaction and then merges into the row
+# as committed, so neither overwrites the other's types, and checkpoint_seq (the slowest
+# type) is computed from the merged positions.
+RECORD_PULL = text(
+    """
+    UPDATE devices SET
+      last_pull_at = :now,
+      head_at_last_pull = GREATEST(head_at_last_pull, :head),
+      feed_positions = feed_positions || :positions,
+      last_synced = last_synced || :synced,
+      checkpoint_seq = (
+        SELECT coalesce(min(p.value::bigint), 0)
+        FROM jsonb_each_text(feed_positions || :positions) p)
+    WHERE org_id = :org AND id = :device
+    """
+).bindparams(bindparam("positions", type_=JSONB), bindparam("synced", type_=JSONB))
+# A page that leaves the feed's positions as the device row has them (a pull under way,
+# from a position already recorded) only records the pull.
+RECORD_PAGE = text(
+    """
+    UPDATE devices SET last_pull_at = :now, head_at_last_pull = GREATEST(head_at_last_pull, :head)
+    WHERE org_id = :org AND id = :device
+    """
+)
+
+
+async def lock_for_feed(conn: AsyncConnection, org_id: UUID, user_id: UUID, device_id: UUID) -> Row:
+    """The caller's device, locked FOR KEY SHARE until the transaction ends.
+
+    That lock keeps selection changes and pushes (FOR UPDATE) out while the page is built,
+    so the page sees one selection, but not the device's other feeds: their locks share it,
+    and their bookkeeping UPDATEs (FOR NO KEY UPDATE) do not conflict with it either.
+    """
+    query = (
+        select(devices)
+        .where(devices.c.org_id == org_id, devices.c.id == device_id)
+        .with_for_update(read=True, key_share=True)
+    )
+    row = (await conn.execute(query)).mappings().first()
+    if row is None or row["user_id"] != user_id or not row["active"]:
+        raise NotFoundError("device", device_id)
+    return dict(row)
+
+
 async def pull(
     conn: AsyncConnection,
     *,
     org_id: UUID,
-    device: Row,
+    user_id: UUID,
+    device_id: UUID,
     may_select: bool,
-    since: Checkpoint,
+    since: Checkpoint | None,
     limit: int,
+    types: frozenset[EntityType] = frozenset(EntityType),
 ) -> PullPage:
-    """One page for the device, and the device's bookkeeping (last pull, checkpoint)."""
-    org = await get_org(conn, org_id)
-    assert org is not None
-    if device["selection_mode"] == "SELECTED" and not may_select:
-        # The capability was withdrawn: the device syncs everything again.
-        device = await queries.set_selection(
-            conn, org_id=org_id, device=device, mode="ALL", customer_ids=[]
+    """One page of the caller's device's feed of ``types``, and the device's bookkeeping.
+
+    ``since`` is a checkpoint of that feed (``Checkpoint(feed=...)``: from the beginning);
+    None resumes from the device's own position for those types (:func:`resume_position`).
+    Records, per type of the feed, where the device stands: the page's checkpoint once the
+    feed is caught up, else the seq the pull started from; the device's checkpoint_seq is
+    the slowest type's.
+    """
+    # Read before any lock, with the tenant's compaction horizon (one round trip for both).
+    facts = (
+        (
+            await conn.execute(
+                select(devices, orgs.c.compacted_seq)
+                .join(orgs, orgs.c.org_id == devices.c.org_id)
+                .where(devices.c.org_id == org_id, devices.c.id == device_id)
+            )
         )
+        .mappings()
+        .first()
+    )
+    if facts is None or facts["user_id"] != user_id or not facts["active"]:
+        raise NotFoundError("device", device_id)
+    compacted_seq = int(facts["compacted_seq"])
+    if facts["selection_mode"] == "SELECTED" and not may_select:
+        # The capability was withdrawn: the device syncs everything again. Locked for the
+        # switch before any share lock is held: two feeds switching at once queue here
+        # instead of deadlocking on upgrading their share locks.
+        device = await owned_device(conn, org_id, user_id, device_id, lock=True)
+        if device["selection_mode"] == "SELECTED":
+            device = await queries.set_selection(
+                conn, org_id=org_id, device=device, mode="ALL", customer_ids=[]
+            )
+    else:
+        device = await lock_for_feed(conn, org_id, user_id, device_id)
+    # The head is read under the device lock: a selection change committed before it is
+    # below the head, and none can commit until this page is done.
     head = await head_seq(conn, org_id)
+    restart = False
+    if since is None:
+        since, restart = resume_position(device, types)
     if since.seq > head:
         raise RecordValidationError({"since": "is ahead of the server: not a checkpoint it issued"})
     page = await pull_page(
@@ -105,15 +205,24 @@ async def pull(
         device=device,
         since=since,
         limit=limit,
-        compacted_seq=int(org["compacted_seq"]),
+        compacted_seq=compacted_seq,
         head=head,
+        types=types,
     )
+    if restart and not page.reset:
+        page = replace(page, reset=True)
     now = datetime.now(UTC)
-    values: dict[str, Any] = {"last_pull_at": now, "head_at_last_pull": page.head}
-    if not page.has_more and not page.resync_required:
-        values["checkpoint_seq"] = page.checkpoint.seq
-        values["last_synced"] = {t.value: now.isoformat() for t in EntityType}
-    await queries.update_device(conn, org_id, device["id"], values)
+    # Mid-pull the type stands where the pull started (0 after a reset): its tombstones
+    # from there on are still due, and compaction must keep them.
+    mark = page.checkpoint.since if page.has_more else page.checkpoint.seq
+    params: dict[str, Any] = {"org": org_id, "device": device_id, "now": now, "head": page.head}
+    held = device["feed_positions"]
+    if page.has_more and all(held.get(t.value) == mark for t in types):
+        await conn.execute(RECORD_PAGE, params)
+        return page
+    positions = {t.value: mark for t in types}
+    synced = {} if page.has_more else {t.value: now.isoformat() for t in types}
+    await conn.execute(RECORD_PULL, {**params, "positions": positions, "synced": synced})
     return page
 
 
@@ -187,10 +296,16 @@ async def list_conflicts(
     device_id: UUID | None,
     user_id: UUID | None,
 ) -> list[Row]:
-    """Conflicts, newest first, optionally by status, device and user."""
+    """Conflicts, newest first, optionally by status, device and user.
+
+    Open ones are those someone can still resolve, as ``syncState`` counts them: a conflict
+    whose record was deleted since is moot.
+    """
     query = select(sync_conflicts).where(sync_conflicts.c.org_id == org_id)
     if status_ is not None:
         query = query.where(sync_conflicts.c.status == status_)
+    if status_ == "OPEN":
+        query = query.where(queries.RESOLVABLE)
     if device_id is not None:
         query = query.where(sync_conflicts.c.device_id == device_id)
     if user_id is not None:

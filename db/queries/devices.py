@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.entities import ENTITIES
 from db.tables import customers, device_customers, devices, sync_conflicts
 from db.write_path import allocate_seqs, notify_change
 
@@ -134,12 +135,16 @@ async def set_selection(
 
     The change gets a seq like a write, so pulls from before it receive newly selected
     customers whole and removed ones as evictions; nothing is deleted on the server.
+    ``left_seq`` and ``selected_since_seq`` remember when customers left the device's view
+    (db/pull.py evicts them first if they came back since).
     """
     seq = await allocate_seqs(conn, org_id, 1)
     device_id = device["id"]
     values: dict[str, Any] = {"selection_mode": mode}
     if mode != device["selection_mode"]:
         values["mode_since_seq"] = seq
+        if mode == "SELECTED":
+            values["selected_since_seq"] = seq
     current = set(await selected_customer_ids(conn, org_id, device_id))
     wanted = set(customer_ids) if mode == "SELECTED" else set()
     changes = [(cid, True) for cid in wanted - current] + [(cid, False) for cid in current - wanted]
@@ -147,7 +152,11 @@ async def set_selection(
         stmt = pg_insert(device_customers)
         stmt = stmt.on_conflict_do_update(
             index_elements=["org_id", "device_id", "customer_id"],
-            set_={"selected": stmt.excluded.selected, "changed_seq": stmt.excluded.changed_seq},
+            set_={
+                "selected": stmt.excluded.selected,
+                "changed_seq": stmt.excluded.changed_seq,
+                "left_seq": func.greatest(device_customers.c.left_seq, stmt.excluded.left_seq),
+            },
         )
         await conn.execute(
             stmt,
@@ -158,6 +167,8 @@ async def set_selection(
                     "customer_id": cid,
                     "selected": selected,
                     "changed_seq": seq,
+                    # Switching to ALL unselects every row without hiding any customer.
+                    "left_seq": seq if not selected and mode == "SELECTED" else 0,
                 }
                 for cid, selected in changes
             ],
@@ -181,10 +192,31 @@ async def add_to_selection(
     )
 
 
+# A conflict someone can still settle: its record is live. resolveConflict writes the
+# record and refuses a deleted (or compacted) one, and a push naming the conflict gets
+# DELETED, which closes nothing: counted, such a conflict would hold the device in
+# CONFLICTS for good.
+# A conflict someone can still resolve: its record is live (resolveConflict answers NotFound
+# for a deleted one, so it would otherwise stay open for ever).
+RESOLVABLE = or_(
+    *(
+        and_(
+            sync_conflicts.c.entity == spec.type.value,
+            exists().where(
+                spec.table.c.org_id == sync_conflicts.c.org_id,
+                spec.table.c.id == sync_conflicts.c.record_id,
+                spec.table.c.deleted.is_(False),
+            ),
+        )
+        for spec in ENTITIES.values()
+    )
+)
+
+
 async def open_conflict_counts(
     conn: AsyncConnection, org_id: UUID, device_ids: Sequence[UUID]
 ) -> dict[UUID, int]:
-    """Open conflicts per device."""
+    """Open conflicts per device that someone can still resolve (their record is live)."""
     if not device_ids:
         return {}
     result = await conn.execute(
@@ -193,7 +225,32 @@ async def open_conflict_counts(
             sync_conflicts.c.org_id == org_id,
             sync_conflicts.c.device_id.in_(list(device_ids)),
             sync_conflicts.c.status == "OPEN",
+            RESOLVABLE,
         )
         .group_by(sync_conflicts.c.device_id)
     )
     return {row[0]: int(row[1]) for row in result}
+
+
+async def visible_customer_ids(
+    conn: AsyncConnection, org_id: UUID, device: Row, customer_ids: Sequence[UUID]
+) -> set[UUID]:
+    """Which of ``customer_ids`` the device may see records of: not archived, and selected
+    when the device is in SELECTED mode (what a pull would send it)."""
+    if not customer_ids:
+        return set()
+    query = select(customers.c.id).where(
+        customers.c.org_id == org_id,
+        customers.c.id.in_(list(customer_ids)),
+        customers.c.archived.is_(False),
+    )
+    if device["selection_mode"] == "SELECTED":
+        query = query.where(
+            exists().where(
+                device_customers.c.org_id == customers.c.org_id,
+                device_customers.c.device_id == device["id"],
+                device_customers.c.customer_id == customers.c.id,
+                device_customers.c.selected.is_(True),
+            )
+        )
+    return set((await conn.execute(query)).scalars())

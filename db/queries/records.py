@@ -13,7 +13,7 @@ from sqlalchemy import Select, Table, exists, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import raw
-from db.entities import EntitySpec
+from db.entities import ENTITIES, EntitySpec, EntityType
 from db.queries.pages import Page, PageRequest, Row, fetch_page
 from db.queries.text import escape_like, holds_nul
 
@@ -66,6 +66,22 @@ async def by_ids(
     """
     sql = _live_statement(spec.table, "id = ANY($2::uuid[])", "id")
     return _dicts(await raw.fetch(conn, sql, org_id, list(ids)))
+
+
+# Which synced table holds each of a set of ids: `node(id:)` given a bare uuid, which names
+# no type. One statement for every table (each part a primary-key lookup), not one a type.
+TYPES_SQL = " UNION ALL ".join(
+    f"SELECT id, '{spec.type.value}' AS entity FROM {spec.table.name}"
+    " WHERE org_id = $1 AND NOT deleted AND id = ANY($2::uuid[])"
+    for spec in ENTITIES.values()
+)
+
+
+async def entity_types(
+    conn: AsyncConnection, org_id: UUID, ids: Sequence[UUID]
+) -> dict[UUID, EntityType]:
+    """The type of each id that is a live record of the tenant (the others are left out)."""
+    return {r[0]: EntityType(r[1]) for r in await raw.fetch(conn, TYPES_SQL, org_id, list(ids))}
 
 
 async def by_parent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKeyConstraint,
@@ -38,8 +39,15 @@ devices = Table(
     # Seq at which the current selection mode began: ALL backfills every customer, SELECTED
     # evicts every unselected one, for pulls from before it.
     Column("mode_since_seq", BigInteger, nullable=False, server_default=text("0")),
-    # The newest seq this device has confirmed by pulling from it.
+    # Seq of the last switch from ALL to SELECTED (migration 0012): pulls from before it
+    # evict the customers not chosen then, even once the device is back in ALL mode.
+    Column("selected_since_seq", BigInteger, nullable=False, server_default=text("0")),
+    # Where the slowest of the device's feeds stands: the least of ``feed_positions``.
     Column("checkpoint_seq", BigInteger, nullable=False, server_default=text("0")),
+    # {"asset": seq, ...} (migration 0012): per record type, where the device's last pull of
+    # a feed with that type ended (its start while the pull is under way). Feeds of other
+    # types run concurrently; each merges only its own keys.
+    Column("feed_positions", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("head_at_last_pull", BigInteger, nullable=False, server_default=text("0")),
     # Highest change counter seen from this replica; a push below it went backwards.
     Column("max_counter", BigInteger, nullable=False, server_default=text("0")),
@@ -50,8 +58,13 @@ devices = Table(
     Column("last_synced", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("active", Boolean, nullable=False, server_default=text("true")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Who settles a field changed on both sides (migration 0011): SERVER applies the
+    # tenant's policy (MANUAL stores a conflict for a person), CLIENT gets every conflict
+    # back in the push result and pushes its own decision.
+    Column("conflict_resolver", Text, nullable=False, server_default=text("'SERVER'")),
     PrimaryKeyConstraint("org_id", "id"),
     ForeignKeyConstraint(["org_id", "user_id"], ["users.org_id", "users.id"], ondelete="CASCADE"),
+    CheckConstraint("conflict_resolver IN ('SERVER', 'CLIENT')", name="conflict_resolver"),
 )
 Index("uq_devices_replica", devices.c.replica_id, unique=True)
 Index("ix_devices_org_user", devices.c.org_id, devices.c.user_id)
@@ -66,6 +79,9 @@ device_customers = Table(
     # Seq allocated when the selection changed: pulls from before it get the customer whole
     # (selected) or an eviction (unselected).
     Column("changed_seq", BigInteger, nullable=False),
+    # Seq at which the device last unselected it in SELECTED mode (migration 0012; 0:
+    # never): a pull from before it evicts the customer first even if it was selected again.
+    Column("left_seq", BigInteger, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("org_id", "device_id", "customer_id"),
     ForeignKeyConstraint(
         ["org_id", "device_id"], ["devices.org_id", "devices.id"], ondelete="CASCADE"

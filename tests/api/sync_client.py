@@ -13,13 +13,14 @@ SELECT = """mutation($d: ID!, $mode: SelectionMode!, $ids: [ID!]) {
   selectCustomers(deviceId: $d, mode: $mode, customerIds: $ids) {
     __typename ... on Device { selectionMode selectedCustomerIds } ... on UserError { code message } } }"""
 
-PULL = """query($d: ID!, $since: String, $limit: Int!) { pull(deviceId: $d, since: $since, limit: $limit) {
-  checkpoint hasMore evictedCustomerIds resyncRequired
-  changes { entity id customerId op version data } } }"""
+PULL = """query($d: ID!, $since: String, $limit: Int!, $types: [SyncEntity!]) {
+  pull(deviceId: $d, since: $since, limit: $limit, types: $types) {
+  checkpoint hasMore reset
+  changes { entity recordId customerId op version data } } }"""
 
 PUSH = """mutation($d: ID!, $changes: [ChangeInput!]!) { pushChanges(deviceId: $d, changes: $changes) {
   __typename
-  ... on PushResult { reregisterRequired results { clientMutationId entity id outcome version conflictId
+  ... on PushResult { reregisterRequired results { clientMutationId entity recordId outcome version conflictId
       conflicts { field serverValue clientValue } fieldErrors { field message } message replayed } }
   ... on UserError { code message } } }"""
 
@@ -36,6 +37,8 @@ class Device:
     replica: str = ""
     store: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     checkpoint: str | None = None
+    # Checkpoints of per-type feeds, by their sorted types (the all-types feed: `checkpoint`).
+    feeds: dict[tuple[str, ...], str | None] = field(default_factory=dict)
     counter: int = 0
 
     async def register(self) -> Device:
@@ -48,17 +51,28 @@ class Device:
     async def select(self, mode: str, ids: list[str] | None = None) -> dict[str, Any]:
         return (await self.api(SELECT, {"d": self.id, "mode": mode, "ids": ids}))["selectCustomers"]
 
-    async def pull_page(self, limit: int = 500) -> dict[str, Any]:
-        page = (await self.api(PULL, {"d": self.id, "since": self.checkpoint, "limit": limit}))[
-            "pull"
-        ]
-        if page["resyncRequired"]:
-            self.store.clear()
-            self.checkpoint = None
-            return page
+    async def pull_page(self, limit: int = 500, types: list[str] | None = None) -> dict[str, Any]:
+        """One page of the feed of ``types`` (None: all), applied to the store."""
+        feed = None if types is None else tuple(sorted(types))
+        since = self.checkpoint if feed is None else self.feeds.get(feed)
+        variables = {"d": self.id, "since": since, "limit": limit, "types": types}
+        page = (await self.api(PULL, variables))["pull"]
+        self.apply(page, types)
+        if feed is None:
+            self.checkpoint = page["checkpoint"]
+        else:
+            self.feeds[feed] = page["checkpoint"]
+        return page
+
+    def apply(self, page: dict[str, Any], types: list[str] | None = None) -> None:
+        """Apply a pull page or subscription batch of the feed of ``types`` to the store."""
+        if page["reset"]:
+            dropped = None if types is None else {t.lower() for t in types}
+            for key in [k for k in self.store if dropped is None or k[0] in dropped]:
+                del self.store[key]
         for change in page["changes"]:
-            key = (change["entity"].lower(), change["id"])
-            if change["op"] == "DELETE":
+            key = (change["entity"].lower(), change["recordId"])
+            if change["op"] in ("DELETE", "EVICT"):
                 self.store.pop(key, None)
             else:
                 self.store[key] = {
@@ -66,19 +80,14 @@ class Device:
                     "version": change["version"],
                     "customerId": change["customerId"],
                 }
-        for customer_id in page["evictedCustomerIds"]:
-            for key in [k for k, v in self.store.items() if v["customerId"] == customer_id]:
-                del self.store[key]
-        self.checkpoint = page["checkpoint"]
-        return page
 
-    async def sync(self, limit: int = 500) -> int:
-        """Pull until there is no more; returns the number of pages."""
+    async def sync(self, limit: int = 500, types: list[str] | None = None) -> int:
+        """Pull the feed of ``types`` until there is no more; returns the number of pages."""
         pages = 0
         while True:
             pages += 1
-            page = await self.pull_page(limit)
-            if not page["hasMore"] and not page["resyncRequired"]:
+            page = await self.pull_page(limit, types)
+            if not page["hasMore"]:
                 return pages
 
     def change(
@@ -97,7 +106,7 @@ class Device:
             base = held["version"] if held else None
         return {
             "clientMutationId": uuid.uuid4().hex,
-            "id": record_id,
+            "recordId": record_id,
             "op": op,
             "baseVersion": base,
             "counter": self.counter,

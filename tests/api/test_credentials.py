@@ -628,7 +628,7 @@ class TestSync:
         [change] = [c for c in page["changes"] if c["entity"].lower() == "credential"]
         assert change["version"] == {"server": 2}
         assert SECRET_PASSWORD not in str(change)
-        assert change["id"] == record_id
+        assert change["recordId"] == record_id
         assert change["customerId"] == str(from_global_id(customer["id"])[1])
 
     async def test_a_reveal_on_a_registered_device_is_logged_with_it(self, tenant):

@@ -118,7 +118,7 @@ async def subscribe(load: Load, ws_url: str, device: Device) -> None:
                     break  # an error for the subscription: resubscribe from the checkpoint
                 batch = message["payload"]["data"]["changes"]
                 now = time.monotonic()
-                load.received += [(now, session, c["id"]) for c in batch["changes"]]
+                load.received += [(now, session, c["recordId"]) for c in batch["changes"]]
                 checkpoint = batch["checkpoint"]
         except (ConnectionClosed, OSError):
             pass

@@ -22,11 +22,11 @@ from sync.hub import Batch
 from tests.api.queries import CREATE_ASSET, UPDATE_CUSTOMER, make_tree
 from tests.api.sync_client import PUSH, Device
 
-FULL = "entity id customerId op version data __typename"
+FULL = "entity recordId customerId op version data __typename"
 
 # `changes` twice with different selections: no single shape, so graphql-core resolves it.
 TYPED = f"""query($d: ID!) {{ pull(deviceId: $d, limit: 1000) {{
-  changes {{ {FULL} }} other: changes {{ id }} }} }}"""
+  changes {{ {FULL} }} other: changes {{ recordId }} }} }}"""
 ENCODED = f"""query($d: ID!) {{ pull(deviceId: $d, limit: 1000) {{ changes {{ {FULL} }} }} }}"""
 
 
@@ -50,7 +50,7 @@ async def test_an_encoded_page_equals_the_typed_resolution(tenant):
     encoded = (await tenant.admin(ENCODED, {"d": device.id}))["pull"]
     assert len(encoded["changes"]) == 5
     assert encoded["changes"] == typed["changes"]
-    assert typed["other"] == [{"id": c["id"]} for c in typed["changes"]]
+    assert typed["other"] == [{"recordId": c["recordId"]} for c in typed["changes"]]
     boiler = next(c for c in encoded["changes"] if (c["data"] or {}).get("kind") == "Boiler")
     assert boiler["data"]["installDate"] == "2024-02-29"
     assert boiler["data"]["notes"] == 'quote " and \\ backslash, ünïcode'
@@ -68,7 +68,7 @@ async def test_aliases_fragments_and_directives_shape_the_encoded_page(tenant):
           hasMore
         }
       }
-      fragment Ids on Change { recordId: id customerId }
+      fragment Ids on Change { recordId customerId }
     """
     page = (await tenant.admin(query, {"d": device.id, "withData": False, "hideOp": True}))["pull"]
     assert page["hasMore"] is False
@@ -95,29 +95,33 @@ def _changes_field(document: str) -> tuple[dict, list[FieldNode]]:
 def test_a_selection_compiles_to_keys_in_document_order():
     """Outside a resolver (the WebSocket endpoint) the same shape comes from the document."""
     fragments, nodes = _changes_field(
-        "query($skip: Boolean!) { changes { a: id ...F op @skip(if: $skip) id } }"
-        " fragment F on Change { entity a: id }"
+        "query($skip: Boolean!) { changes { a: recordId ...F op @skip(if: $skip) recordId } }"
+        " fragment F on Change { entity a: recordId }"
     )
     shape = compile_shape(CHANGE, fragments, {"skip": True}, nodes)
-    assert shape == (("a", "id", None), ("entity", "entity", None), ("id", "id", None))
+    assert shape == (
+        ("a", "recordId", None),
+        ("entity", "entity", None),
+        ("recordId", "recordId", None),
+    )
     change = PulledChange(EntityType.ASSET, uuid.UUID(int=1), uuid.UUID(int=2), True, {}, 7, None)
     assert encode_changes(shape, [change]) == (
         b'[{"a":"00000000-0000-0000-0000-000000000001","entity":"ASSET",'
-        b'"id":"00000000-0000-0000-0000-000000000001"}]'
+        b'"recordId":"00000000-0000-0000-0000-000000000001"}]'
     )
 
 
 def test_merged_selections_under_one_key_give_one_shape():
     """A response key selected twice (directly and in a fragment) merges into one shape."""
     document = parse(
-        "query($d: Boolean!) { pull(deviceId: 1) { ... on PullResult { rows: changes { id } }"
-        " rows: changes { op @include(if: $d) } other: changes { id op } hasMore } }"
+        "query($d: Boolean!) { pull(deviceId: 1) { ... on PullResult { rows: changes { recordId } }"
+        " rows: changes { op @include(if: $d) } other: changes { recordId op } hasMore } }"
     )
     [operation] = document.definitions
     info = SimpleNamespace(fragments={}, variable_values={"d": True})
     fields = convert_selections(info, operation.selection_set.selections)  # type: ignore[arg-type]
     shape = nested_change_shape(fields, "PullResult", "changes")
-    assert shape == (("id", "id", None), ("op", "op", None))
+    assert shape == (("recordId", "recordId", None), ("op", "op", None))
     info.variable_values = {"d": False}
     fields = convert_selections(info, operation.selection_set.selections)  # type: ignore[arg-type]
     assert nested_change_shape(fields, "PullResult", "changes") is None
@@ -125,22 +129,22 @@ def test_merged_selections_under_one_key_give_one_shape():
 
 def test_an_unknown_directive_is_left_to_ordinary_execution():
     """A directive other than @skip/@include cannot be reduced to a fixed shape."""
-    fragments, nodes = _changes_field("{ changes { id @deprecated } }")
+    fragments, nodes = _changes_field("{ changes { recordId @deprecated } }")
     assert compile_shape(CHANGE, fragments, {}, nodes) is None
 
 
 def test_keys_that_are_not_graphql_names_are_refused():
     """The encoder is generated from the keys: anything but a GraphQL name is rejected."""
     with pytest.raises(ValueError, match="not a GraphQL name"):
-        encode_changes((("x': 1, 'y", "id", None),), [])
+        encode_changes((("x': 1, 'y", "recordId", None),), [])
 
 
-RESULT = """clientMutationId entity id outcome version conflictId
+RESULT = """clientMutationId entity recordId outcome version conflictId
   conflicts { field serverValue clientValue } fieldErrors { field message } message"""
 # `results` twice with different selections: resolved by graphql-core, object by object.
 TYPED_PUSH = f"""mutation($d: ID!, $changes: [ChangeInput!]!) {{
   pushChanges(deviceId: $d, changes: $changes) {{ __typename
-    ... on PushResult {{ results {{ {RESULT} replayed }} other: results {{ id }} }} }} }}"""
+    ... on PushResult {{ results {{ {RESULT} replayed }} other: results {{ recordId }} }} }} }}"""
 
 
 async def test_encoded_push_outcomes_equal_the_typed_resolution(tenant):
@@ -163,7 +167,7 @@ async def test_encoded_push_outcomes_equal_the_typed_resolution(tenant):
     # The replay returns the stored outcomes; this document takes the typed path.
     typed = (await device.api(TYPED_PUSH, {"d": device.id, "changes": changes}))["pushChanges"]
     assert [r["replayed"] for r in typed["results"]] == [True, True, True]
-    assert [r["id"] for r in typed["other"]] == [r["id"] for r in encoded["results"]]
+    assert [r["recordId"] for r in typed["other"]] == [r["recordId"] for r in encoded["results"]]
     for first, replay in zip(encoded["results"], typed["results"], strict=True):
         assert {**first, "replayed": True} == replay
     assert encoded["results"][0]["conflictId"]
@@ -192,20 +196,26 @@ def test_a_subscription_batch_encodes_as_its_document_selects():
     documents = SubscriptionDocuments(build_schema()._schema, OperationLimits())
     prepared = documents.prepare(
         "subscription($d: ID!, $skip: Boolean!) { live: changes(deviceId: $d) {"
-        " __typename ...B cp: checkpoint evictedCustomerIds @skip(if: $skip) } }"
-        " fragment B on ChangeBatch { rows: changes { op id } }",
+        " __typename ...B cp: checkpoint reset @skip(if: $skip) } }"
+        " fragment B on ChangeBatch { rows: changes { op recordId } }",
         {"d": "00000000-0000-0000-0000-000000000009", "skip": True},
         None,
     )
     assert isinstance(prepared, ChangesSubscription)
     assert prepared.device_id == "00000000-0000-0000-0000-000000000009"
     change = PulledChange(EntityType.ASSET, uuid.UUID(int=1), uuid.UUID(int=2), False, {}, 7, {})
-    batch = Batch([change], "v1.7", [uuid.UUID(int=3)])
+    evicted = PulledChange(
+        EntityType.ASSET, uuid.UUID(int=3), uuid.UUID(int=4), False, {}, 7, None, True
+    )
+    batch = Batch([change, evicted], "v1.7", True)
     assert orjson.loads(prepared.encoder.encode(batch)) == {
         "data": {
             "live": {
                 "__typename": "ChangeBatch",
-                "rows": [{"op": "UPSERT", "id": "00000000-0000-0000-0000-000000000001"}],
+                "rows": [
+                    {"op": "UPSERT", "recordId": "00000000-0000-0000-0000-000000000001"},
+                    {"op": "EVICT", "recordId": "00000000-0000-0000-0000-000000000003"},
+                ],
                 "cp": "v1.7",
             }
         }

@@ -747,7 +747,7 @@ class TestDevices:
                 await socket.subscribe("1", device.id)
                 first = await socket.collect("1", bool)
                 customer_uuid = str(uuid.UUID(_uuid_of(customer)))
-                assert customer_uuid in [c["id"] for c in first[0]["changes"]]
+                assert customer_uuid in [c["recordId"] for c in first[0]["changes"]]
                 result = await _upload(
                     live, source, csv_bytes([row("C-3", "Crane Locks Ltd", "c@crane.example")])
                 )
@@ -755,12 +755,15 @@ class TestDevices:
                 batches = await socket.collect(
                     "1",
                     lambda b: any(
-                        c["id"] == customer_uuid and c["data"]["businessName"] == "Crane Locks Ltd"
+                        c["recordId"] == customer_uuid
+                        and c["data"]["businessName"] == "Crane Locks Ltd"
                         for batch in b
                         for c in batch["changes"]
                     ),
                 )
-                change = next(c for b in batches for c in b["changes"] if c["id"] == customer_uuid)
+                change = next(
+                    c for b in batches for c in b["changes"] if c["recordId"] == customer_uuid
+                )
                 assert change["op"] == "UPSERT"
                 assert change["version"]["server"] >= 2
             finally:

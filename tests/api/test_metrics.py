@@ -92,7 +92,7 @@ async def test_metrics_after_requests_pushes_and_a_subscription(server, http, db
     # A replay of the first: outcomes are counted as returned.
     await writer.api.post(PUSH_NAMED, {"d": writer.id, "c": changes[:1]})
     batches = await socket.collect("s", lambda bs: len(ids_in(bs)) >= 2)
-    assert ids_in(batches) == [c["id"] for c in changes]
+    assert ids_in(batches) == [c["recordId"] for c in changes]
     await tenant.admin("query Me { me { id } }")
 
     scraped = await scrape(http)

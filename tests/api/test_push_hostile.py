@@ -207,8 +207,9 @@ class TestDatabaseRefusalsArePerChange:
         self, tenant, database_url
     ):
         """Finding each refused change costs batch work, so past 16 refusals the rest of
-        the push is left untried: its changes say so on `changes`, keep no receipt and no
-        counter, and the device pushes them again as they are."""
+        the push is left untried: its changes come back NOT_TRIED (not a final
+        VALIDATION_FAILED), keep no receipt and no counter, and the device pushes them
+        again as they are."""
         poison = f"poison-{uuid.uuid4().hex[:8]}"
         name = f"test_{poison.replace('-', '_')}"
         await owner_ddl(
@@ -223,8 +224,9 @@ class TestDatabaseRefusalsArePerChange:
             changes += [create(device, "B")]
             first = await device.push(changes)
             fields = [[e["field"] for e in r["fieldErrors"]] for r in first["results"]]
-            assert fields == [[]] + [["patch"]] * 16 + [["changes"]] * 5
-            assert outcomes(first)[0] == "APPLIED"
+            assert fields == [[]] + [["patch"]] * 16 + [[]] * 5
+            assert outcomes(first) == ["APPLIED"] + ["VALIDATION_FAILED"] * 16 + ["NOT_TRIED"] * 5
+            assert all("not tried" in r["message"] for r in first["results"][17:])
             again = await device.push(changes[17:])
             assert outcomes(again) == ["VALIDATION_FAILED"] * 4 + ["APPLIED"]
             assert not any(r["replayed"] for r in again["results"])
@@ -321,7 +323,7 @@ def inline_push(
     base: str = "null", counter: str = "1", patch: str = '{customer: {businessName: "X"}}'
 ) -> str:
     return f"""mutation($d: ID!) {{ pushChanges(deviceId: $d, changes: [{{
-      clientMutationId: "{uuid.uuid4().hex}", id: "{uuid.uuid4()}", op: UPSERT,
+      clientMutationId: "{uuid.uuid4().hex}", recordId: "{uuid.uuid4()}", op: UPSERT,
       baseVersion: {base}, counter: {counter}, patch: {patch}}}]) {{
       __typename ... on PushResult {{ results {{ outcome fieldErrors {{ field message }} }} }}
       ... on UserError {{ code message }} }} }}"""
@@ -378,7 +380,7 @@ class TestMalformedVersionVectors:
         """A custom field value written inline as a huge integer fails its change (orjson
         cannot store it) instead of the whole push."""
         device = await Device(tenant.admin).register()
-        patch = '{customer: {businessName: "X", customFields: [{key: "n", value: 99999999999999999999}]}}'
+        patch = '{customer: {businessName: "X", customFields: {n: 99999999999999999999}}}'
         body = assert_typed(await tenant.admin.post(inline_push(patch=patch), {"d": device.id}))
         assert body["data"]["pushChanges"]["results"][0]["outcome"] == "VALIDATION_FAILED", body
 
@@ -396,7 +398,7 @@ FORGED = {
 }
 
 PULL = """query($d: ID!, $since: String) { pull(deviceId: $d, since: $since) {
-  checkpoint hasMore changes { id } } }"""
+  checkpoint hasMore changes { recordId } } }"""
 
 
 class TestForgedCheckpoints:

@@ -16,7 +16,7 @@ from schema.sync import ChangeInput
 CHANGES: list[dict[str, Any]] = [
     {
         "clientMutationId": "a",
-        "id": "0b7a3c56-8f43-4a51-9d6e-0b1f2c3d4e5f",
+        "recordId": "0b7a3c56-8f43-4a51-9d6e-0b1f2c3d4e5f",
         "op": "UPSERT",
         "baseVersion": {"server": 2, "phone-1": 1},
         "counter": 1,
@@ -25,13 +25,13 @@ CHANGES: list[dict[str, Any]] = [
                 "notificationEmails": ["a@example.com"],
                 "phones": [{"type": "MOBILE", "number": "+1 555 0100"}],
                 "email": None,
-                "customFields": [{"key": "color", "value": {"nested": [1, "x"]}}],
+                "customFields": {"color": {"nested": [1, "x"]}, "size": None},
             }
         },
     },
     {
         "clientMutationId": "b",
-        "id": "0b7a3c56-8f43-4a51-9d6e-0b1f2c3d4e60",
+        "recordId": "0b7a3c56-8f43-4a51-9d6e-0b1f2c3d4e60",
         "op": "UPSERT",
         "counter": 2,
         "patch": {
@@ -44,11 +44,24 @@ CHANGES: list[dict[str, Any]] = [
     },
     {
         "clientMutationId": "c",
-        "id": "0b7a3c56-8f43-4a51-9d6e-0b1f2c3d4e61",
+        "recordId": "0b7a3c56-8f43-4a51-9d6e-0b1f2c3d4e61",
         "op": "DELETE",
         "baseVersion": None,
         "counter": 3,
         "patch": {"asset": {"installDate": "2024-02-29", "notes": "gone"}},
+    },
+    {
+        "clientMutationId": "d",
+        "recordId": "0b7a3c56-8f43-4a51-9d6e-0b1f2c3d4e62",
+        "op": "UPSERT",
+        "counter": 4,
+        "patch": {
+            "asset": {
+                "facilityId": "0b7a3c56-8f43-4a51-9d6e-0b1f2c3d4e63",
+                "customerId": "0b7a3c56-8f43-4a51-9d6e-0b1f2c3d4e5f",
+                "customFields": [{"key": "color", "value": "red"}],
+            }
+        },
     },
 ]
 

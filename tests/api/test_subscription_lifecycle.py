@@ -179,7 +179,7 @@ async def push_customers(writer: Device, n: int, size: int = 0) -> list[str]:
     ]
     result = await writer.push(changes)
     assert {r["outcome"] for r in result["results"]} == {"APPLIED"}, result
-    return [c["id"] for c in changes]
+    return [c["recordId"] for c in changes]
 
 
 BATCH_BYTES = 100_000
@@ -508,14 +508,16 @@ class TestSchemaSubscribe:
                 first = await next_result(stream)
                 assert first.errors is None, first.errors
                 catch_up = first.data["changes"]
-                assert sorted(c["id"] for c in catch_up["changes"]) == sorted(existing)
-                assert catch_up["evictedCustomerIds"] == []
+                assert sorted(c["recordId"] for c in catch_up["changes"]) == sorted(existing)
+                assert catch_up["reset"] is False
                 assert hub.subscriber_count == 1
                 created = await customers(tenant.admin, 1, "Live")
                 live = await next_result(stream)
                 assert live.errors is None, live.errors
                 batch = live.data["changes"]
-                assert [(c["id"], c["op"]) for c in batch["changes"]] == [(created[0], "UPSERT")]
+                assert [(c["recordId"], c["op"]) for c in batch["changes"]] == [
+                    (created[0], "UPSERT")
+                ]
                 assert batch["changes"][0]["data"]["businessName"] == "Live0"
                 checkpoint = batch["checkpoint"]
             finally:
@@ -532,7 +534,7 @@ class TestSchemaSubscribe:
             try:
                 resumed = await next_result(stream)
                 assert resumed.errors is None, resumed.errors
-                assert [c["id"] for c in resumed.data["changes"]["changes"]] == later
+                assert [c["recordId"] for c in resumed.data["changes"]["changes"]] == later
             finally:
                 await stream.aclose()
             assert hub.subscriber_count == 0

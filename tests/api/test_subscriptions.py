@@ -89,12 +89,13 @@ class TestGqlClient:
         async with Client(transport=gql_transport(a, device.api.token)) as session:
             stream = session.subscribe(request)
             first = (await asyncio.wait_for(anext(stream), 15))["changes"]
-            assert sorted(c["id"] for c in first["changes"]) == sorted(existing)
-            assert first["evictedCustomerIds"] == []
+            assert sorted(c["recordId"] for c in first["changes"]) == sorted(existing)
+            assert first["reset"] is False
+            assert {c["op"] for c in first["changes"]} == {"UPSERT"}
             created = await customers(live.admin, 1, "Live")
             live_batch = (await asyncio.wait_for(anext(stream), 15))["changes"]
             seen = live_batch["changes"]
-            assert [c["id"] for c in seen] == created
+            assert [c["recordId"] for c in seen] == created
             assert seen[0]["op"] == "UPSERT"
             assert seen[0]["data"]["businessName"] == "Live0"
             checkpoint = live_batch["checkpoint"]
@@ -108,7 +109,7 @@ class TestGqlClient:
         async with Client(transport=gql_transport(a, device.api.token)) as session:
             stream = session.subscribe(request)
             resumed = (await asyncio.wait_for(anext(stream), 15))["changes"]
-            assert [(c["id"], c["data"]["businessName"]) for c in resumed["changes"]] == [
+            assert [(c["recordId"], c["data"]["businessName"]) for c in resumed["changes"]] == [
                 (created[0], "Renamed")
             ]
             await stream.aclose()
@@ -147,7 +148,7 @@ class TestFanOut:
             ]
             result = await writer.push(changes)
             assert {r["outcome"] for r in result["results"]} == {"APPLIED"}
-            backlog += [c["id"] for c in changes]
+            backlog += [c["recordId"] for c in changes]
         socket = await Socket.open(b.ws_url, device.api.token)
         await socket.subscribe("s", device.id)
 
@@ -158,7 +159,7 @@ class TestFanOut:
                     "customer", str(uuid.uuid4()), {"businessName": "N"}, base=None
                 )
                 await writer.push([change])
-                ids.append(change["id"])
+                ids.append(change["recordId"])
             return ids
 
         concurrent = asyncio.create_task(write_during_catch_up())
@@ -210,7 +211,7 @@ class TestFanOut:
 
 class TestRefiltering:
     async def test_selection_change_takes_effect_on_the_open_stream(self, server_pair, live):
-        """Selecting another customer sends it whole and the old one as an eviction; other rows stay filtered."""
+        """Selecting another customer sends it whole and the old one as EVICTs; other rows stay filtered."""
         a, _ = server_pair
         device = await phone(live, syncByCustomer=True)
         x, y = await customers(live.admin, 2)
@@ -229,11 +230,14 @@ class TestRefiltering:
             {"id": _gid(x)},
         )
         [batch] = await socket.collect("1", lambda bs: len(bs) >= 1)
-        assert [(c["id"], c["data"]["businessName"]) for c in batch["changes"]] == [(x, "x2")]
+        assert [(c["recordId"], c["data"]["businessName"]) for c in batch["changes"]] == [(x, "x2")]
         await device.select("SELECTED", [y])
-        batches = await socket.collect("1", lambda bs: any(b["evictedCustomerIds"] for b in bs))
-        assert ids_in(batches) == [y]
-        assert batches[-1]["evictedCustomerIds"] == [x]
+        batches = await socket.collect("1", lambda bs: y in ids_in(bs))
+        # The same seq: x's eviction first, then y whole.
+        assert [(c["recordId"], c["op"]) for b in batches for c in b["changes"]] == [
+            (x, "EVICT"),
+            (y, "UPSERT"),
+        ]
         await socket.close()
 
     async def test_archive_evicts_and_capability_withdrawal_switches_to_all(
@@ -248,8 +252,8 @@ class TestRefiltering:
         await socket.subscribe("1", device.id)
         await socket.collect("1", lambda bs: len(bs) >= 1)
         await live.admin(ARCHIVE_CUSTOMER, {"id": _gid(y)})
-        batches = await socket.collect("1", lambda bs: any(b["evictedCustomerIds"] for b in bs))
-        assert batches[-1]["evictedCustomerIds"] == [y]
+        batches = await socket.collect("1", lambda bs: y in ids_in(bs))
+        assert [(c["recordId"], c["op"]) for b in batches for c in b["changes"]] == [(y, "EVICT")]
         me = await device.api("{ me { id } }")
         await live.admin(
             """mutation($id: ID!) { setUserPermissions(userId: $id, capabilities: {syncByCustomer: false}) { __typename } }""",

@@ -67,11 +67,11 @@ async def test_graphql_ws_client_subscribes_and_resumes(server_pair, db, node_cl
         batches = await run_client(
             node_client, b.ws_url, device.api.token, device.id, None, 3, on_first=write_live
         )
-        assert sorted(c["id"] for c in batches[0]["changes"]) == sorted(existing)
-        assert [c["id"] for batch in batches[1:] for c in batch["changes"]] == created
+        assert sorted(c["recordId"] for c in batches[0]["changes"]) == sorted(existing)
+        assert [c["recordId"] for batch in batches[1:] for c in batch["changes"]] == created
         # Disconnected: a change happens meanwhile; resuming delivers exactly it.
         missed = await customers(tenant.admin, 1, "Missed")
         resumed = await run_client(
             node_client, a.ws_url, device.api.token, device.id, batches[-1]["checkpoint"], 1
         )
-        assert [c["id"] for batch in resumed for c in batch["changes"]] == missed
+        assert [c["recordId"] for batch in resumed for c in batch["changes"]] == missed

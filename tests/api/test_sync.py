@@ -16,6 +16,11 @@ def raw_id(global_id: str) -> str:
     return base64.b64decode(global_id).decode().split(":", 1)[1]
 
 
+def evicted(page) -> list[str]:
+    """Customers whose records the page evicts (each with all its records)."""
+    return sorted({c["customerId"] for c in page["changes"] if c["op"] == "EVICT"})
+
+
 async def technician(tenant, **caps):
     return await Device(await tenant.add_user("TECHNICIAN", **caps)).register()
 
@@ -96,7 +101,8 @@ class TestPull:
 
     async def test_selection_limits_and_new_customers_arrive_whole(self, tenant):
         """Only selected customers sync; a newly selected one arrives whole even though its
-        rows are older than the checkpoint; an unselected one comes back as an eviction."""
+        rows are older than the checkpoint; an unselected one comes back as EVICTs of its
+        records."""
         a = await make_tree(tenant.admin, name="A")
         b = await make_tree(tenant.admin, name="B")
         device = await technician(tenant, syncByCustomer=True)
@@ -109,7 +115,8 @@ class TestPull:
         assert len(device.store) == 8
         await device.select("SELECTED", [raw_id(b["customer"])])
         page = await device.pull_page()
-        assert page["evictedCustomerIds"] == [raw_id(a["customer"])]
+        assert evicted(page) == [raw_id(a["customer"])]
+        assert [c["op"] for c in page["changes"]] == ["EVICT"] * 4
         assert device.customers() == {raw_id(b["customer"])}
         assert len(device.store) == 4
 
@@ -121,14 +128,14 @@ class TestPull:
         fresh = await technician(tenant, syncByCustomer=True)
         await fresh.select("SELECTED", [raw_id(a["customer"])])
         page = await fresh.pull_page()
-        assert page["evictedCustomerIds"] == []
+        assert evicted(page) == []
         assert fresh.customers() == {raw_id(a["customer"])}
         everything = await technician(tenant, syncByCustomer=True)
         await everything.sync()
         assert everything.customers() == {raw_id(a["customer"]), raw_id(b["customer"])}
         await everything.select("SELECTED", [raw_id(a["customer"])])
         page = await everything.pull_page()
-        assert page["evictedCustomerIds"] == [raw_id(b["customer"])]
+        assert evicted(page) == [raw_id(b["customer"])]
         assert everything.customers() == {raw_id(a["customer"])}
 
     async def test_archive_evicts_and_reenable_brings_back(self, tenant):
@@ -141,7 +148,7 @@ class TestPull:
             {"id": ids["customer"]},
         )
         page = await device.pull_page()
-        assert page["evictedCustomerIds"] == [raw_id(ids["customer"])]
+        assert evicted(page) == [raw_id(ids["customer"])]
         assert device.store == {}
         await tenant.admin(
             "mutation($id: ID!) { reenableCustomer(id: $id) { __typename } }",
@@ -355,7 +362,7 @@ class TestPush:
         fixed = device.change(
             "asset",
             raw_id(ids["asset"]),
-            {"notes": "done", "customFields": [{"key": "inspected", "value": "2026-11-20"}]},
+            {"notes": "done", "customFields": {"inspected": "2026-11-20"}},
         )
         [ok] = (await device.push([fixed]))["results"]
         assert ok["outcome"] == "APPLIED"

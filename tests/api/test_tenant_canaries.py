@@ -299,8 +299,8 @@ def operations(w: World) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
         ),
         device.map(
             lambda d: (
-                """query($d: ID!) { pull(deviceId: $d) { checkpoint evictedCustomerIds
-                   changes { entity id customerId data } } syncState(deviceId: $d) { status } }""",
+                """query($d: ID!) { pull(deviceId: $d) { checkpoint reset
+                   changes { entity recordId customerId data } } syncState(deviceId: $d) { status } }""",
                 {"d": d},
             )
         ),
@@ -389,14 +389,14 @@ def operations(w: World) -> st.SearchStrategy[tuple[str, dict[str, Any]]]:
             lambda t: (
                 """mutation($d: ID!, $changes: [ChangeInput!]!) { pushChanges(deviceId: $d,
                 changes: $changes) { __typename ... on UserError { code message }
-                ... on PushResult { results { id outcome version message conflictId
+                ... on PushResult { results { recordId outcome version message conflictId
                 conflicts { field serverValue clientValue } fieldErrors { field message } } } } }""",
                 {
                     "d": t[0],
                     "changes": [
                         {
                             "clientMutationId": uuid.uuid4().hex,
-                            "id": t[1],
+                            "recordId": t[1],
                             "op": t[3],
                             "counter": t[4],
                             "patch": {t[2]: {}},

@@ -121,7 +121,7 @@ async def customer_conflict(tenant: Tenant) -> tuple[Device, dict[str, str], str
         "email": "phone@acme.example",
         "phones": [{"type": "MOBILE", "number": "+1 555 0199"}],
         "settings": {"taxRate": 7},
-        "customFields": [{"key": "note", "value": "phone"}],
+        "customFields": {"note": "phone"},
     }
     [outcome] = (await device.push([device.change("customer", raw_id(ids["customer"]), client)]))[
         "results"
@@ -189,8 +189,17 @@ class TestConflictMergeValues:
         read = await read_everything(tenant.admin, source=source)
         pulled = read["pulled"][("customer", raw_id(ids["customer"]))]["data"]
         assert pulled["phones"] == merged["phones"]
-        # The merged settings are merged by key into the server's, as any settings patch.
-        assert pulled["settings"] == {"taxRate": 5, "taxFree": True}
+        # The merged settings are merged by key into the server's, as any settings patch;
+        # data holds all seven, the unset ones at their defaults.
+        assert pulled["settings"] == {
+            "taxFree": True,
+            "taxRate": 5,
+            "smsEnabled": False,
+            "billingEmails": True,
+            "marketingEmails": False,
+            "reportEmails": True,
+            "noEmail": False,
+        }
 
     async def test_another_customers_email_is_refused(self, tenant):
         """Merging in an email another customer holds is a validation error on email, not
@@ -280,7 +289,8 @@ class TestEmptyCustomFieldLists:
 
     @pytest.mark.parametrize("entity", ["customer", "contact", "facility", "asset"])
     async def test_pushed_writes_keep_the_values(self, tenant, entity):
-        """A pushed create or edit with customFields [] stores a map, and pulls deliver one."""
+        """A pushed create or edit with customFields [] or {} stores a map, and pulls
+        deliver one (a patch's custom fields are the map `data` holds)."""
         await define_field(tenant.admin, entity.upper())
         ids = await make_tree(tenant.admin)
         device = await Device(tenant.admin).register()
@@ -296,17 +306,18 @@ class TestEmptyCustomFieldLists:
         create = {**fields, **links, "customFields": []}
         [outcome] = (await device.push([device.change(entity, new, create)]))["results"]
         assert outcome["outcome"] == "APPLIED", outcome
-        kept = [{"key": "note", "value": "kept"}]
+        kept = {"note": "kept"}
         existing = raw_id(ids[entity])
         [outcome] = (await device.push([device.change(entity, existing, {"customFields": kept})]))[
             "results"
         ]
         assert outcome["outcome"] == "APPLIED", outcome
         await device.sync()
-        [outcome] = (await device.push([device.change(entity, existing, {"customFields": []})]))[
-            "results"
-        ]
-        assert outcome["outcome"] in ("APPLIED", "MERGED"), outcome
+        empties: list[Any] = [[], {}]
+        for empty in empties:
+            change = device.change(entity, existing, {"customFields": empty})
+            [outcome] = (await device.push([change]))["results"]
+            assert outcome["outcome"] in ("APPLIED", "MERGED"), outcome
         read = await read_everything(tenant.admin, ids=list(ids.values()))
         assert read["pulled"][(entity, new)]["data"]["customFields"] == {}
         assert read["pulled"][(entity, existing)]["data"]["customFields"] == {"note": "kept"}
@@ -411,7 +422,7 @@ class TestNestedCustomFieldValues:
         ids = await make_tree(tenant.admin)
         device = await Device(tenant.admin).register()
         await device.sync()
-        patch = {"customFields": [{"key": "note", "value": value}]}
+        patch = {"customFields": {"note": value}}
         [outcome] = (await device.push([device.change("asset", raw_id(ids["asset"]), patch)]))[
             "results"
         ]
@@ -427,7 +438,7 @@ class TestNestedCustomFieldValues:
         change = device.change(
             "customer",
             "0000aaaa-0000-4000-8000-000000000002",
-            {"businessName": "A", "customFields": [{"key": "note", "value": "PLACEHOLDER"}]},
+            {"businessName": "A", "customFields": {"note": "PLACEHOLDER"}},
         )
         variables = json.dumps({"d": device.id, "changes": [change]}).replace(
             '"PLACEHOLDER"', "[" * 500 + "1" + "]" * 500

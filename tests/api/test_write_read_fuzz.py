@@ -264,7 +264,9 @@ class TestHostileWritesThenReads:
             "facility": {"customerId": raw_id(ids["customer"])},
             "asset": {"facilityId": raw_id(ids["facility"])},
         }
-        for entity, op, values in drawn(writes):
+        for entity, op, inputs in drawn(writes):
+            # A patch holds custom fields as the map a pull's data holds.
+            values = as_patch(inputs)
             if op == "create":
                 record = str(uuid.uuid4())
                 required = {k: v for k, v in parents(ids, entity).items() if not k.endswith("Id")}
@@ -328,7 +330,7 @@ class TestHostileWritesThenReads:
             client = {**server, "businessName": "Phone", "firstName": "P"}
             client |= {"email": f"p{index}@acme.example", "settings": {"taxRate": 7}}
             client |= {"phones": [], "addresses": [], "notificationEmails": []}
-            client |= {"customFields": [{"key": "note", "value": "phone"}]}
+            client |= {"customFields": {"note": "phone"}}
             [outcome] = (await device.push([device.change("customer", customer, client)]))[
                 "results"
             ]
@@ -403,6 +405,14 @@ scalar_cells = st.one_of(
     emails,
     st.sampled_from(["active", "inactive", "+1 555 0100", "Acme"]),
 )
+
+
+def as_patch(values: dict[str, Any]) -> dict[str, Any]:
+    """Online input values as a sync patch: custom fields as a map, not a list."""
+    custom = values.get("customFields")
+    if not isinstance(custom, list):
+        return values
+    return {**values, "customFields": {item["key"]: item["value"] for item in custom}}
 
 
 def _global(entity: str, record: str) -> str:

@@ -11,8 +11,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-CHANGES = """subscription($d: ID!, $since: String) { changes(deviceId: $d, since: $since) {
-  changes { entity id customerId op version data } checkpoint evictedCustomerIds } }"""
+CHANGES = """subscription($d: ID!, $since: String, $types: [SyncEntity!]) {
+  changes(deviceId: $d, since: $since, types: $types) {
+  changes { entity recordId customerId op version data } checkpoint reset } }"""
 
 
 class Socket:
@@ -53,14 +54,24 @@ class Socket:
             return message  # type: ignore[no-any-return]
 
     async def subscribe(
-        self, op_id: str, device_id: str, since: str | None = None, query: str = CHANGES
+        self,
+        op_id: str,
+        device_id: str,
+        since: str | None = None,
+        query: str = CHANGES,
+        *,
+        types: list[str] | None = None,
+        resume: bool = False,
     ) -> None:
+        """Subscribe from ``since`` (null: the beginning), or with ``resume`` omit it (the
+        server's own position for the feed); ``types`` filters the feed."""
+        variables: dict[str, Any] = {"d": device_id}
+        if not resume:
+            variables["since"] = since
+        if types is not None:
+            variables["types"] = types
         await self.send(
-            {
-                "id": op_id,
-                "type": "subscribe",
-                "payload": {"query": query, "variables": {"d": device_id, "since": since}},
-            }
+            {"id": op_id, "type": "subscribe", "payload": {"query": query, "variables": variables}}
         )
 
     async def closed(self, seconds: float = 15) -> int:
@@ -97,4 +108,4 @@ class Socket:
 
 def ids_in(batches: list[dict[str, Any]]) -> list[str]:
     """Record ids of every change of every batch, in arrival order."""
-    return [c["id"] for b in batches for c in b["changes"]]
+    return [c["recordId"] for b in batches for c in b["changes"]]

@@ -26,9 +26,10 @@ class TestCompaction:
             result = await compact(conn, tenant.org_id)
         assert result.removed == 1
 
-    async def test_device_behind_the_horizon_must_resync(self, db, tenant):
-        """A device whose checkpoint is older than the horizon gets resyncRequired, then
-        a pull from the beginning restores exactly the live data."""
+    async def test_device_behind_the_horizon_gets_a_reset(self, db, tenant):
+        """A device whose checkpoint is older than the horizon gets the feed's first page
+        again, marked reset: dropping what it holds and applying it restores exactly the
+        live data."""
         ids = await make_tree(tenant.admin)
         old = await Device(tenant.admin).register()
         await old.sync()
@@ -41,7 +42,8 @@ class TestCompaction:
             await compact(conn, tenant.org_id, device_ttl=timedelta(seconds=0))
         old.checkpoint = stale_checkpoint
         page = await old.pull_page()
-        assert page["resyncRequired"] is True
-        assert old.store == {}
-        await old.sync()
+        assert page["reset"] is True
+        assert len(page["changes"]) == 3
         assert len(old.store) == 3
+        page = await old.pull_page()
+        assert page["reset"] is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -9,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from db.entities import CUSTOMER
+from db.entities import CONTACT, CUSTOMER
 from db.tables import change_log, customers
 from db.write_path import RecordWrite, lock_rows, next_row, persist_rows, write_records
 
@@ -111,3 +112,70 @@ class TestWritePath:
                     ],
                 )
         assert "uq_customers_org_email" in str(raised.value.orig)
+
+
+class TestLockOrder:
+    async def test_a_child_create_is_not_blocked_by_a_writer_holding_its_parent(self, db, tenant):
+        """Writer A locks customer C for an update; writer B then allocates seqs and inserts a
+        contact of C (its foreign-key check takes a key-share lock on C); then A allocates
+        seqs. Row locks must let B's check through, else A waits for B's seq row and B for
+        C: a deadlock PostgreSQL breaks by failing one of them (it failed pushes with
+        INTERNAL_SERVER_ERROR)."""
+        customer = uuid4()
+        async with db.tenant(tenant.org_id) as conn:
+            await write_records(
+                conn,
+                org_id=tenant.org_id,
+                spec=CUSTOMER,
+                writes=[RecordWrite(customer, {"business_name": "C"})],
+                replica="server",
+            )
+
+        async def create_contact() -> None:
+            async with db.tenant(tenant.org_id) as b:
+                await write_records(
+                    b,
+                    org_id=tenant.org_id,
+                    spec=CONTACT,
+                    writes=[
+                        RecordWrite(uuid4(), {"first_name": "N"}, links={"customer_id": customer})
+                    ],
+                    replica="server",
+                )
+
+        async with db.tenant(tenant.org_id) as a:
+            locked = await lock_rows(a, CUSTOMER, tenant.org_id, [customer])
+            # B commits while A holds C: its insert must not wait for A.
+            await asyncio.wait_for(create_contact(), timeout=5)
+            await write_records(
+                a,
+                org_id=tenant.org_id,
+                spec=CUSTOMER,
+                writes=[RecordWrite(customer, {"last_name": "Edited"})],
+                replica="server",
+                current=locked,
+            )
+
+
+class TestTransientErrors:
+    async def test_deadlocks_and_serialization_failures_are_retried_others_are_not(
+        self, db, tenant
+    ):
+        """A real deadlock-detected error from PostgreSQL is transient; a unique violation is
+        not (run_write retries only the first)."""
+        from sqlalchemy import text
+
+        from db.errors import is_transient
+
+        async with db.tenant(tenant.org_id) as conn:
+            for sqlstate, transient in (("40P01", True), ("40001", True), ("23505", False)):
+                with pytest.raises(Exception) as raised:  # noqa: PT011 - the driver's class
+                    async with conn.begin_nested():
+                        await conn.execute(
+                            text(
+                                "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '"
+                                + sqlstate
+                                + "'; END $$"
+                            )
+                        )
+                assert is_transient(raised.value) is transient, sqlstate

@@ -8,7 +8,7 @@ import WebSocket from "ws";
 const [url, token, deviceId, since, count] = process.argv.slice(2);
 const want = Number(count);
 const query = `subscription($d: ID!, $since: String) { changes(deviceId: $d, since: $since) {
-  changes { entity id customerId op version data } checkpoint evictedCustomerIds } }`;
+  changes { entity recordId customerId op version data } checkpoint reset } }`;
 
 const client = createClient({
   url,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sync.decision import (
     ConflictPolicy,
+    ConflictResolver,
     Decision,
     FieldConflict,
     IncomingChange,
@@ -555,3 +556,69 @@ class TestOwnWrites:
             op=Op.UPSERT, base_version={"server": 1}, patch={"name": "A's"}, replica="server"
         )
         assert decide(server, change, ConflictPolicy.MANUAL).outcome is Outcome.CONFLICT
+
+
+class TestWhoResolves:
+    """A device says who settles its conflicts: the server (the tenant's policy) or itself."""
+
+    @pytest.mark.parametrize("policy", list(ConflictPolicy))
+    def test_a_client_resolver_gets_every_conflict_back(self, policy: ConflictPolicy) -> None:
+        """Whatever the tenant's policy, a CLIENT device's edit of a field the server changed
+        is a CONFLICT that writes the other fields, lists both values, and stores nothing."""
+        change = upsert({"email": "phone@x.test", "phone": "556"})
+        decision = decide(SERVER, change, policy, resolver=ConflictResolver.CLIENT)
+        assert decision.outcome is Outcome.CONFLICT
+        assert decision.apply == {"phone": "556"}
+        assert decision.conflicts == (FieldConflict("email", "new@x.test", "phone@x.test"),)
+        assert decision.store_conflict is False
+        assert "returned version" in decision.message
+
+    @pytest.mark.parametrize("policy", list(ConflictPolicy))
+    def test_a_client_resolvers_delete_after_server_edits_is_a_conflict(
+        self, policy: ConflictPolicy
+    ) -> None:
+        """A CLIENT device's delete over server edits deletes nothing and is not stored."""
+        decision = decide(SERVER, delete(), policy, resolver=ConflictResolver.CLIENT)
+        assert decision.outcome is Outcome.CONFLICT
+        assert not writes(decision)
+        assert decision.store_conflict is False
+
+    def test_the_resolution_pushed_against_the_returned_version_applies(self) -> None:
+        """The device's answer, edited from the version that covers the server's dots,
+        is APPLIED: the server has nothing newer."""
+        after = ServerRecord(
+            values={**SERVER.values, "phone": "556"},
+            version={"s": 2, "d": 2},
+            dots={**SERVER.dots, "phone": ("d", 2)},
+            deleted=False,
+        )
+        change = IncomingChange(
+            Op.UPSERT, after.version, {"email": "phone@x.test"}, "d", sees_own_writes=True
+        )
+        decision = decide(after, change, ConflictPolicy.MANUAL, resolver=ConflictResolver.CLIENT)
+        assert decision.outcome is Outcome.APPLIED
+        assert decision.apply == {"email": "phone@x.test"}
+
+    def test_only_a_server_resolved_manual_conflict_is_stored(self) -> None:
+        """MANUAL stores the conflict for a person; SERVER_WINS settles it (nothing stored)."""
+        change = upsert({"email": "phone@x.test"})
+        assert decide(SERVER, change, ConflictPolicy.MANUAL).store_conflict is True
+        assert decide(SERVER, delete(), ConflictPolicy.SERVER_WINS).store_conflict is False
+        assert decide(SERVER, change, ConflictPolicy.SERVER_WINS).store_conflict is False
+
+    @PROPERTY
+    @given(realistic_scenarios(), policies, validators)
+    def test_a_client_resolver_is_decided_as_manual_and_never_stored(
+        self, scenario: Scenario, policy: ConflictPolicy, validate: Validator | None
+    ) -> None:
+        """For a CLIENT device the tenant's policy plays no part: the decision is MANUAL's
+        (same outcome, writes, conflicts and errors) and nothing is stored."""
+        client = decide(
+            scenario.server, scenario.change, policy, validate, resolver=ConflictResolver.CLIENT
+        )
+        manual = decide(scenario.server, scenario.change, ConflictPolicy.MANUAL, validate)
+        assert client.outcome is manual.outcome
+        assert (client.apply, client.delete) == (manual.apply, manual.delete)
+        assert client.conflicts == manual.conflicts
+        assert client.field_errors == manual.field_errors
+        assert client.store_conflict is False

@@ -27,6 +27,7 @@ class Row:
     customer_id: UUID
     seq: int
     deleted: bool = False
+    entity: str = "customer"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class FakeSource:
     reads: int = 0
     pulls: int = 0
     on_pull: Any = None
+    # The `since` of every pull, and pages to answer with first (then the log's rows).
+    asked: list[Checkpoint | None] = field(default_factory=list)
+    scripted: list[PulledPage] = field(default_factory=list)
 
     @property
     def head(self) -> int:
@@ -59,12 +63,20 @@ class FakeSource:
 
     async def pull(self, subscriber, since, limit):
         self.pulls += 1
+        self.asked.append(since)
+        if self.scripted:
+            return self.scripted.pop(0)
         head = self.head
-        new = [r for r in self.rows if r.seq > since.seq]
+        new = [
+            r
+            for r in self.rows
+            if r.seq > (since.seq if since else 0)
+            and (subscriber.types is None or r.entity in subscriber.types)
+        ]
         if self.on_pull is not None:
             # Whatever the hook commits lands after this page's snapshot.
             await self.on_pull()
-        return PulledPage(new, Checkpoint(head), False, [], False, None)
+        return PulledPage(new, Checkpoint(head, feed=subscriber.feed), False, False, None)
 
     async def users(self, org_id, user_ids):
         return {}
@@ -328,4 +340,70 @@ class TestRecheck:
         await settle()
         await hub.recheck(A)
         assert [e.code for e in sink.errors] == ["REVOKED"]
+        await hub.close()
+
+
+class TestFeeds:
+    async def test_a_typed_subscriber_gets_its_types_under_its_feeds_checkpoints(self):
+        """A subscriber of the asset feed gets only asset rows, live too, with checkpoints
+        naming its feed; an all-types subscriber with the same encoding key gets every row
+        in a group of its own (the checkpoint differs)."""
+        source = FakeSource(rows=[Row(B, 1), Row(B, 2, entity="asset")])
+        hub = Hub(source, encode_checkpoint=lambda c: f"{c.feed}@{c.seq}", recheck_seconds=0)
+        typed, whole = FakeSink(), FakeSink()
+        sub = subscriber(typed)
+        sub.types, sub.feed = frozenset({"asset"}), "asset"
+        hub.add(sub)
+        hub.add(subscriber(whole))
+        await until(lambda: typed.batches and whole.batches)
+        assert seqs(typed) == [2]
+        assert typed.batches[0].checkpoint == "asset@2"
+        source.rows += [Row(C, 3), Row(C, 4, entity="asset")]
+        hub.poke(A)
+        await until(lambda: len(typed.batches) == 2 and len(whole.batches) == 2)
+        await settle()
+        assert [c.seq for c in typed.batches[1].changes] == [4]
+        assert typed.batches[1].checkpoint == "asset@4"
+        assert [c.seq for c in whole.batches[1].changes] == [3, 4]
+        assert whole.batches[1].checkpoint == "*@4"
+        assert len(typed.encodes) == len(whole.encodes) == 1
+        await hub.close()
+
+    async def test_a_reset_page_goes_out_marked_and_the_feed_goes_on(self):
+        """A catch-up page marked reset reaches the sink marked (it is not an error any
+        more), and the subscriber then follows the live stream."""
+        source = FakeSource(rows=[Row(B, 1)])
+        source.scripted = [PulledPage([Row(B, 1)], Checkpoint(1), False, True, None)]
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        sink = FakeSink()
+        hub.add(subscriber(sink))
+        await until(lambda: len(sink.batches) == 1)
+        assert sink.batches[0].reset is True
+        assert sink.errors == []
+        source.rows.append(Row(B, 2))
+        hub.poke(A)
+        await until(lambda: len(sink.batches) == 2)
+        assert sink.batches[1].reset is False
+        await hub.close()
+
+    async def test_without_since_the_source_resumes_and_later_pulls_carry_the_feed(self):
+        """A subscriber without `since` asks the source to resume (None); a re-filtering
+        pull later starts from its live position in its own feed."""
+        source = FakeSource(rows=[Row(B, 1, entity="asset")])
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        device = uuid4()
+        sub = subscriber(FakeSink(), device)
+        sub.since, sub.types, sub.feed = None, frozenset({"asset"}), "asset"
+        hub.add(sub)
+        await until(lambda: sub.active)
+        assert source.asked == [None]
+        source.rows.append(Row(C, 2))
+
+        async def reselected(org_id, after, devices):
+            return Read(after, source.head, [], [], reselected_devices=frozenset({device}))
+
+        source.read = reselected  # type: ignore[method-assign]
+        hub.poke(A)
+        await until(lambda: len(source.asked) == 2 and sub.active)
+        assert source.asked[1] == Checkpoint(1, feed="asset")
         await hub.close()

@@ -204,6 +204,15 @@ class TestFieldShapes:
         errors = validate_record(
             "customer", _customer(custom_fields={str(i): [i] for i in range(100_000)}), []
         )
+        assert errors == {"customFields": "has too many keys (100000, at most 1000)"}
+        errors = validate_record(
+            "customer", _customer(custom_fields={str(i): [i] for i in range(1_000)}), []
+        )
+        assert len(errors) == 20
+        # Well-shaped but unknown keys: a few are named, not a thousand.
+        errors = validate_record(
+            "customer", _customer(custom_fields={str(i): i for i in range(1_000)}), []
+        )
         assert len(errors) == 20
         assert time.perf_counter() - started < 2
 

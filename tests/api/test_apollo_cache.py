@@ -1,0 +1,84 @@
+"""Apollo Client's normalised cache returns what the server sent for the sync API.
+
+A normalised cache stores every object that has an ``id`` under ``Type:id`` and merges
+objects with the same key. A sync type that borrowed another object's id (a push result
+carrying its record's id) made two results of one push into one object, and a sync state
+without a key of its own kept showing an old status after a refetch. The Node script runs
+the real ``@apollo/client`` ``InMemoryCache`` against a server process and prints both
+what came over the wire and what Apollo returned, step by step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.sync_client import Device
+from tests.conftest import LiveServer, new_tenant
+
+
+@pytest.fixture(scope="session")
+def apollo_script(js_packages: Path) -> Path:
+    """The Node script (its packages installed)."""
+    return js_packages / "apollo_cache.mjs"
+
+
+async def test_apollo_cache_keeps_every_result_and_the_newest_sync_state(
+    live_server: LiveServer, db, apollo_script: Path
+) -> None:
+    """Two results for one record stay two; a refetched sync state shows the server's status."""
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as http:
+        tenant = await new_tenant(db, http)
+        created = await tenant.admin(
+            'mutation { createCustomer(input: {businessName: "Acme"})'
+            " { ... on Customer { id recordId } } }"
+        )
+        record_id = created["createCustomer"]["recordId"]
+        device = await Device(tenant.admin).register()
+        await device.sync()
+        # Two changes of one record in one push, with different outcomes.
+        changes = [
+            device.change("customer", record_id, {"lastName": "Lee"}),
+            device.change("customer", record_id, {"email": "not an email"}),
+        ]
+        token = tenant.admin.token
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(apollo_script),
+        f"{live_server.url}/graphql",
+        token,
+        device.id,
+        json.dumps(changes),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    steps = {step["name"]: step for step in json.loads(out)}
+    for name, step in steps.items():
+        assert step["apollo"] == step["server"], name
+    results = steps["push"]["server"]["pushChanges"]["results"]
+    assert [(r["clientMutationId"], r["outcome"]) for r in results] == [
+        (changes[0]["clientMutationId"], "APPLIED"),
+        (changes[1]["clientMutationId"], "VALIDATION_FAILED"),
+    ]
+    before = steps["state before pull"]["server"]["syncState"]
+    after = steps["state after pull"]["server"]["syncState"]
+    # The push moved the head past the device's checkpoint: behind until it pulls.
+    assert (before["status"], after["status"]) == ("BEHIND", "SYNCED")
+    assert before["id"] == after["id"]
+    assert after["deviceId"] == device.id
+    assert steps["state from cache"]["apollo"]["syncState"]["status"] == "SYNCED"
+    [listed] = steps["devices after pull"]["server"]["devices"]
+    assert listed["syncState"]["status"] == "SYNCED"
+    assert uuid.UUID(record_id)
