@@ -213,8 +213,10 @@ class Simulation:
         *,
         phones: int,
         compact: Callable[[], Awaitable[None]],
+        report: Callable[[str], None] | None = None,
     ) -> None:
         self.tenant = tenant
+        self.report = report
         self.rng = rng
         self.phone_count = phones
         self.compact = compact
@@ -579,7 +581,10 @@ class Simulation:
                 await self.admin_resolves(1)
             elif phone.can_select:
                 await self.select(phone)
-            if not compacted and sum(edits.values()) >= total * 0.6:
+            done = sum(edits.values())
+            if self.report and done and done % max(total // 10, 1) == 0 and roll < 0.70:
+                self.report(f"{done}/{total} edits, {self.figures.pushes} pushes")
+            if not compacted and done >= total * 0.6:
                 # Every phone's checkpoint falls behind the horizon: feeds restart with reset.
                 compacted = True
                 await self.compact()
@@ -648,10 +653,11 @@ async def simulate(
     edits: int,
     seed: int,
     compact: Callable[[], Awaitable[None]],
+    report: Callable[[str], None] | None = None,
 ) -> tuple[Simulation, float, float]:
     """Run one seeded simulation and check it; returns it, its time and the baseline time."""
     rng = random.Random(seed)  # a reproducible simulation, not a secret
-    sim = Simulation(tenant, rng, phones=phones, compact=compact)
+    sim = Simulation(tenant, rng, phones=phones, compact=compact, report=report)
     started = time.perf_counter()
     await sim.setup()
     await sim.run(edits)
@@ -706,7 +712,12 @@ async def _bench(url: str, phones: int, edits: int, seed: int) -> None:
                         await compact(conn, org_id, device_ttl=timedelta(0))
 
                 sim, elapsed, baseline = await simulate(
-                    BenchTenant(), phones=phones, edits=edits, seed=seed, compact=compact_now
+                    BenchTenant(),
+                    phones=phones,
+                    edits=edits,
+                    seed=seed,
+                    compact=compact_now,
+                    report=common.log,
                 )
     finally:
         await database.close()
