@@ -113,12 +113,17 @@ class EditConflictError(DomainError):
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
 
-def is_transient(exc: BaseException) -> bool:
-    """The exception (or the driver error it wraps) aborted the transaction for a reason that
-    a retry of the whole transaction removes."""
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, from SQLAlchemy's wrapper or the driver's own."""
     orig = getattr(exc, "orig", None)
-    for candidate in (exc, orig, getattr(orig, "__cause__", None), exc.__cause__):
+    for candidate in (orig, getattr(orig, "__cause__", None), exc, exc.__cause__):
         code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(code, str) and code in _TRANSIENT_SQLSTATES:
-            return True
-    return False
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The exception aborted the transaction for a reason that a retry of the whole
+    transaction removes."""
+    return sqlstate(exc) in _TRANSIENT_SQLSTATES

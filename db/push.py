@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db import raw
 from db.commands.records import field_definitions, merge_keyed_fields, server_record
 from db.entities import CUSTOMER, ENTITIES, EntitySpec, EntityType
-from db.errors import EMAIL_TAKEN
+from db.errors import EMAIL_TAKEN, sqlstate
 from db.pull import PulledChange
 from db.queries import devices as device_queries
 from db.queries import records
@@ -405,7 +405,7 @@ async def _apply_isolated(
                 "push change refused by the database",
                 entity=changes[0].entity.value,
                 record_id=str(changes[0].record_id),
-                sqlstate=_sqlstate(exc) or type(exc).__name__,
+                sqlstate=sqlstate(exc) or type(exc).__name__,
             )
             return [_refused(changes[0], Outcome.VALIDATION_FAILED, errors)]
     half = len(changes) // 2
@@ -428,15 +428,6 @@ async def _apply_isolated(
         named=named,
     )
     return first + rest
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    orig = getattr(exc, "orig", None)
-    for candidate in (orig, getattr(orig, "__cause__", None), exc):
-        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(code, str):
-            return code
-    return None
 
 
 def _constraint(exc: BaseException) -> str | None:
@@ -462,7 +453,7 @@ def refused_by_database(exc: BaseException) -> dict[str, str] | None:
             if isinstance(exc, ValueError)
             else None
         )
-    state = _sqlstate(exc)
+    state = sqlstate(exc)
     if state is None or not state.startswith(_REFUSABLE_SQLSTATE_CLASSES):
         return None
     if _constraint(exc) == "uq_customers_org_email":
