@@ -61,12 +61,14 @@ class Load:
     received: list[tuple[float, int, str]] = field(default_factory=list)
     sessions: int = 0
     readyz: list[tuple[float, int]] = field(default_factory=list)
+    # The writer stops first so the subscriber can still receive the last acknowledged changes.
+    stop_writing: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def write(load: Load, device: Device) -> None:
     """One new customer per push, sequentially, until told to stop."""
-    while not load.stop.is_set():
+    while not load.stop_writing.is_set():
         record_id = str(uuid.uuid4())
         change = device.change("customer", record_id, {"businessName": "F"}, base=None)
         load.attempted.append((record_id, change["clientMutationId"]))
@@ -157,6 +159,11 @@ async def running_load(
         await wait_for(lambda: len(load.received) >= 3, 20, "the load to start flowing")
         yield load
     finally:
+        load.stop_writing.set()
+        await asyncio.wait(tasks[1:2], timeout=10)
+        # Whatever was acknowledged gets a bounded while to arrive; check_consistency judges.
+        with contextlib.suppress(AssertionError):
+            await wait_for(lambda: not undelivered(load), 20, "every change delivered")
         load.stop.set()
         await asyncio.wait(tasks, timeout=10)
         for task in tasks:
@@ -181,6 +188,12 @@ def recovery(load: Load, fault_end: float) -> tuple[float, float]:
     return push, delivery
 
 
+def undelivered(load: Load) -> list[str]:
+    """Acknowledged changes the subscriber has not received."""
+    received = {r for _, _, r in load.received}
+    return [r for _, r, _ in load.acked if r not in received]
+
+
 def delivered_after(load: Load, moment: float) -> bool:
     """A change acknowledged after ``moment`` has reached the subscriber."""
     after = {r for t, r, _ in load.acked if t > moment}
@@ -190,9 +203,13 @@ def delivered_after(load: Load, moment: float) -> bool:
 async def check_consistency(load: Load, owner_url: str) -> None:
     """Acknowledged pushes stored and delivered in order; no push half-applied."""
     acked_ids = [record_id for _, record_id, _ in load.acked]
-    # The subscriber gets every acknowledged change (the writer has stopped by now).
-    await wait_for(
-        lambda: set(acked_ids) <= {r for _, _, r in load.received}, 20, "every change delivered"
+    # The subscriber got every acknowledged change (running_load waited for it).
+    missing = undelivered(load)
+    assert not missing, (
+        f"{len(missing)} of {len(acked_ids)} acknowledged changes never delivered: {missing[:5]}"
+        f" (acked at {[round(t, 2) for t, r, _ in load.acked if r in missing[:5]]},"
+        f" last received {round(load.received[-1][0], 2) if load.received else None},"
+        f" {load.sessions} sessions)"
     )
     rows = await owner_sql(
         owner_url,
