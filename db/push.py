@@ -42,7 +42,7 @@ from db.pull import PulledChange
 from db.queries import devices as device_queries
 from db.queries import records
 from db.queries.orgs import conflict_policies
-from db.sync_records import current_changes
+from db.sync_records import current_changes, visible_customer_ids
 from db.write_path import RecordWrite, Row, lock_rows, next_row, persist_rows
 from sync.canonical import canonical_json
 from sync.decision import ConflictResolver, IncomingChange, Op, Outcome, decide
@@ -337,8 +337,8 @@ async def _attach_records(
     # client that applies every returned record as it applies a pull drops its copy
     # instead of keeping one that no pull will ever update again. A tombstone is sent as
     # it is: gone for everyone.
-    visible = await device_queries.visible_customer_ids(
-        conn, org_id, device, list({r.customer_id for r in found.values() if not r.deleted})
+    visible = await visible_customer_ids(
+        conn, org_id, device, {r.customer_id for r in found.values() if not r.deleted}
     )
     for change, result in answers:
         record = found.get((change.entity, change.record_id))
@@ -513,6 +513,8 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
     customers_now.update(await _customer_states(conn, org_id, wanted - customers_now.keys()))
     emails, email_keys = await _email_owners(conn, org_id, changes, original)
     writes: dict[EntityType, list[tuple[int, Row]]] = {t: [] for t in EntityType}
+    # The fields the written changes set, per type: the write path updates only those.
+    patched: dict[EntityType, set[str]] = {t: set() for t in EntityType}
     conflicts: list[dict[str, Any]] = []
     results: list[ChangeResult] = []
     now = datetime.now(UTC)
@@ -568,13 +570,21 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
         if moved:
             results.append(_refused(change, Outcome.VALIDATION_FAILED, moved))
             continue
-        # Fields only: a new row's defaults also hold bookkeeping columns (restored_seq).
-        source = row if row is not None else spec.new_row_defaults()
-        base_values = {f: source[f] for f in spec.fields}
+        server = server_record(spec, row)
+        # Fields only (the server record's values are those of the row): a new row's
+        # defaults also hold bookkeeping columns (restored_seq).
+        base_values: Mapping[str, Any]
+        if server is not None:
+            base_values = server.values
+        else:
+            defaults = spec.new_row_defaults()
+            base_values = {f: defaults[f] for f in spec.fields}
         patch = merge_keyed_fields(change.patch, base_values)
 
         def validate(
-            values: Mapping[str, object], base: Row = base_values, s: EntitySpec = spec
+            values: Mapping[str, object],
+            base: Mapping[str, Any] = base_values,
+            s: EntitySpec = spec,
         ) -> Mapping[str, str]:
             return validate_record(
                 s.type.value, {**base, **values}, definitions[s.type], max_length=max_length
@@ -582,7 +592,7 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
 
         policy = policies[change.entity]
         decision = decide(
-            server_record(spec, row),
+            server,
             IncomingChange(
                 op=change.op,
                 base_version=change.base_version,
@@ -623,12 +633,22 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
                     )
                     continue
             write = RecordWrite(change.record_id, decision.apply, decision.delete, links)
-            new_row = next_row(spec, org_id, row, write, replica, now)
+            new_row = next_row(
+                spec,
+                org_id,
+                row,
+                write,
+                replica,
+                now,
+                # Decoded once per row: server_record already read the stored dots.
+                current_dots=server.dots if server is not None else None,
+            )
             if new_row is not None:
                 if spec is CUSTOMER:
                     _move_email(emails, email_keys, row, new_row)
                 rows[key] = new_row
                 writes[change.entity].append((index, new_row))
+                patched[change.entity].update(write.patch)
                 result.version = dict(new_row["version"])
         if decision.store_conflict and row is not None:
             conflict_id = uuid4()
@@ -646,7 +666,7 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
                     "fields": result.conflicts,
                 }
             )
-    await _write_batch(conn, org_id, device, writes, original, now)
+    await _write_batch(conn, org_id, device, writes, patched, original, now)
     if conflicts:
         await _insert_conflicts(conn, org_id, device, conflicts)
     return results
@@ -657,6 +677,7 @@ async def _write_batch(
     org_id: UUID,
     device: Row,
     writes: Mapping[EntityType, list[tuple[int, Row]]],
+    patched: Mapping[EntityType, set[str]],
     original: Mapping[Key, Row],
     now: datetime,
 ) -> None:
@@ -677,6 +698,7 @@ async def _write_batch(
             replica=replica,
             device_id=device["id"],
             now=now,
+            fields=patched[entity],
         )
         if spec is not CUSTOMER or device["selection_mode"] != "SELECTED":
             continue

@@ -20,7 +20,7 @@ keys without changing synced data (``db/queries/credentials.py: set_wrapping``).
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +105,45 @@ def _array_columns(spec: EntitySpec, skip: set[str]) -> list[tuple[str, str, str
 
 
 _STATEMENTS: dict[str, _Statements] = {}
+_FIELD_NAMES: dict[str, frozenset[str]] = {}
+# Columns every write of an existing row may set besides its patch's fields (next_row,
+# persist_rows); the other columns of a locked row stay as they were read.
+_BOOKKEEPING = frozenset({"version", "field_dots", "deleted", "updated_at", "seq", "restored_seq"})
+# UPDATE statements of a table that set only some columns, by the columns they set.
+_PARTIAL_UPDATES: dict[tuple[str, frozenset[str]], tuple[str, tuple[str, ...]]] = {}
+
+
+def _partial_update(spec: EntitySpec, columns: frozenset[str]) -> tuple[str, tuple[str, ...]]:
+    """An UPDATE of the locked rows that sets ``columns`` (and nothing else), and the
+    columns its arrays carry, in order: a push that edits two fields of a
+    thousand customers neither encodes nor sends the other ones, and PostgreSQL parses
+    no JSON it already holds."""
+    key = (spec.table.name, columns)
+    found = _PARTIAL_UPDATES.get(key)
+    if found is None:
+        names = [c.name for c in _writable_columns(spec) if c.name != "org_id"]
+        arrays = [
+            (name, array)
+            for name, array in zip(names, _array_columns(spec, {"org_id"}), strict=True)
+            if name == "id" or name in columns
+        ]
+        unnest = ", ".join(f"${i}::{t}" for i, (_, (_, t, _)) in enumerate(arrays, start=2))
+        alias = ", ".join(n for _, (n, _, _) in arrays)
+        sql = (
+            f"UPDATE {spec.table.name} AS t SET "
+            + ", ".join(f"{n} = {e}" for name, (n, _, e) in arrays if name != "id")
+            + f" FROM unnest({unnest}) AS u({alias}) WHERE t.org_id = $1 AND t.id = u.id"
+        )
+        found = _PARTIAL_UPDATES[key] = (sql, tuple(name for name, _ in arrays))
+    return found
+
+
+def _field_names(spec: EntitySpec) -> frozenset[str]:
+    """The writable fields of ``spec`` as a set (a patch's keys are checked against it)."""
+    found = _FIELD_NAMES.get(spec.table.name)
+    if found is None:
+        found = _FIELD_NAMES[spec.table.name] = frozenset(spec.fields)
+    return found
 
 
 def _statements(spec: EntitySpec) -> _Statements:
@@ -157,13 +196,17 @@ def next_row(
     write: RecordWrite,
     replica: str,
     now: datetime,
+    *,
+    current_dots: Mapping[str, Dot] | None = None,
 ) -> Row | None:
     """The row after ``write``, or None when the write changes nothing.
 
     Pure: bumps the writer's counter in the version vector and stamps the dot of every
-    field whose value changed; a delete turns the row into a tombstone.
+    field whose value changed; a delete turns the row into a tombstone. ``current_dots``:
+    the field dots of ``current`` as :func:`sync.field_dots.dots_from_json` decoded them,
+    for a caller that already did (a push decides on them first).
     """
-    unknown = set(write.patch) - set(spec.fields)
+    unknown = write.patch.keys() - _field_names(spec)
     if unknown:
         raise UnknownFieldError(f"unknown field(s) for {spec.type.value}: {sorted(unknown)}")
     # The last wall: a value stored in the wrong shape makes every later read fail.
@@ -202,7 +245,9 @@ def next_row(
     version = increment(row["version"], replica)
     dot: Dot = (replica, version[replica])
     row["version"] = version
-    row["field_dots"] = dots_to_json(stamp(dots_from_json(row["field_dots"]), changed, dot))
+    if current_dots is None:
+        current_dots = dots_from_json(row["field_dots"])
+    row["field_dots"] = dots_to_json(stamp(current_dots, changed, dot))
     row["deleted"] = write.delete
     row["updated_at"] = now
     return row
@@ -280,13 +325,16 @@ async def persist_rows(
     replica: str,
     device_id: UUID | None,
     now: datetime,
+    fields: Collection[str] | None = None,
 ) -> None:
     """Store rows made by :func:`next_row` (in write order), as steps 3-5 of this module.
 
     Sets each row's ``seq`` (and a restored customer's ``restored_seq``). ``existing``
     holds the ids whose rows this transaction locked: those are updated, the others
-    inserted. For callers that decided the rows themselves (the batched push) and
-    :func:`write_records`.
+    inserted. ``fields``: every field the patches of these rows' writes name (None: any);
+    an update then sets only those and the bookkeeping columns, the rest of a locked row
+    being as it was read. For callers that decided the rows themselves (the batched push)
+    and :func:`write_records`.
     """
     if not rows:
         return
@@ -302,15 +350,24 @@ async def persist_rows(
     inserts = [row for record_id, row in final.items() if record_id not in existing]
     statements = _statements(spec)
     if updates:
+        if fields is None:
+            update, columns = statements.update, statements.columns
+        else:
+            update, columns = _partial_update(spec, frozenset(fields) | _BOOKKEEPING)
         status = await raw.execute(
-            conn, statements.update, org_id, *_arrays(statements, updates, versions)
+            conn, update, org_id, *_arrays(statements, columns, updates, versions)
         )
         if status != f"UPDATE {len(updates)}":
             # A locked row cannot vanish, but a caller's ``existing`` may be stale: the
             # upsert below writes the same values whichever rows are there.
             inserts = updates + inserts
     if inserts:
-        await raw.execute(conn, statements.upsert, org_id, *_arrays(statements, inserts, versions))
+        await raw.execute(
+            conn,
+            statements.upsert,
+            org_id,
+            *_arrays(statements, statements.columns, inserts, versions),
+        )
     await raw.execute(
         conn,
         _CHANGE_LOG,
@@ -344,11 +401,14 @@ def _json(value: object) -> str:
 
 
 def _arrays(
-    statements: _Statements, rows: Sequence[Row], versions: Mapping[UUID, str]
+    statements: _Statements,
+    columns: Sequence[str],
+    rows: Sequence[Row],
+    versions: Mapping[UUID, str],
 ) -> list[list[Any]]:
-    """One array per column but org_id (the first parameter), in statement order."""
+    """One array per column of ``columns`` but org_id (the first parameter), in order."""
     arrays: list[list[Any]] = []
-    for name in statements.columns:
+    for name in columns:
         if name == "org_id":
             continue
         if name == "version":

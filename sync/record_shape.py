@@ -49,31 +49,40 @@ CANNOT_MOVE = "must be the record's own: records cannot move"
 NOT_THE_FACILITYS_CUSTOMER = "must be the customer of the asset's facility"
 
 
+# (key, default) pairs in the read API's order: one pass over them builds the settings.
+_SETTING_PAIRS = tuple(SETTING_DEFAULTS.items())
+# Tells a key that is absent from one that holds null, in one dictionary lookup.
+_ABSENT: Any = object()
+
+
 def complete_settings(stored: Mapping[str, Any]) -> dict[str, Any]:
     """All seven settings, unset (absent or null) ones at their defaults."""
-    out = {}
-    for key, default in SETTING_DEFAULTS.items():
-        value = stored.get(key)
-        out[key] = default if value is None else value
-    return out
+    get = stored.get
+    return {
+        key: default if (value := get(key)) is None else value for key, default in _SETTING_PAIRS
+    }
 
 
 def complete_address(stored: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     """The address with every one of ``keys``, missing ones null (and no others)."""
-    return {key: stored.get(key) for key in keys}
+    get = stored.get
+    return {key: get(key) for key in keys}
 
 
 def _complete_customer(data: dict[str, Any]) -> None:
     data.pop("archived", None)
-    if "settings" in data:
-        data["settings"] = complete_settings(data["settings"])
-    if data.get("addresses"):
-        data["addresses"] = [complete_address(a, ADDRESS_KEYS) for a in data["addresses"]]
+    settings = data.get("settings", _ABSENT)
+    if settings is not _ABSENT:
+        data["settings"] = complete_settings(settings)
+    addresses = data.get("addresses")
+    if addresses:
+        data["addresses"] = [complete_address(a, ADDRESS_KEYS) for a in addresses]
 
 
 def _complete_facility(data: dict[str, Any]) -> None:
-    if "address" in data:
-        data["address"] = complete_address(data["address"] or {}, SITE_ADDRESS_KEYS)
+    address = data.get("address", _ABSENT)
+    if address is not _ABSENT:
+        data["address"] = complete_address(address or {}, SITE_ADDRESS_KEYS)
 
 
 # Record types whose stored data needs completing; the others are complete as stored.

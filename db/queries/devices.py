@@ -230,27 +230,3 @@ async def open_conflict_counts(
         .group_by(sync_conflicts.c.device_id)
     )
     return {row[0]: int(row[1]) for row in result}
-
-
-async def visible_customer_ids(
-    conn: AsyncConnection, org_id: UUID, device: Row, customer_ids: Sequence[UUID]
-) -> set[UUID]:
-    """Which of ``customer_ids`` the device may see records of: not archived, and selected
-    when the device is in SELECTED mode (what a pull would send it)."""
-    if not customer_ids:
-        return set()
-    query = select(customers.c.id).where(
-        customers.c.org_id == org_id,
-        customers.c.id.in_(list(customer_ids)),
-        customers.c.archived.is_(False),
-    )
-    if device["selection_mode"] == "SELECTED":
-        query = query.where(
-            exists().where(
-                device_customers.c.org_id == customers.c.org_id,
-                device_customers.c.device_id == device["id"],
-                device_customers.c.customer_id == customers.c.id,
-                device_customers.c.selected.is_(True),
-            )
-        )
-    return set((await conn.execute(query)).scalars())

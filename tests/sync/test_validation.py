@@ -17,6 +17,8 @@ from db.entities import ENTITIES
 from sync.validation import (
     FIELD_SHAPES,
     Shape,
+    _check_strings,
+    _strings_fit,
     _surely_valid_email,
     camel,
     is_valid_email,
@@ -261,3 +263,45 @@ class TestFieldShapes:
             assert shape_errors("customer", {column: value}) == {}
             encoded = orjson.dumps(value)
             assert b"\\u0000" not in encoded
+
+
+class TestFastPaths:
+    """The quick checks of a clean value say "fine" only where the detailed checks they
+    stand in front of would find nothing (they exist for speed, never for a verdict)."""
+
+    @settings(max_examples=400, derandomize=True, deadline=None)
+    @given(
+        value=value_strategies.hostile_values
+        | st.sampled_from(
+            ["x" * 10, "\ud800", "caf\u00e9", date(2024, 1, 2), b"\x00", (1, "\x00")]
+        ),
+        max_length=st.sampled_from([5, 10_000]),
+    )
+    def test_strings_fit_only_where_check_strings_finds_nothing(
+        self, value: object, max_length: int
+    ) -> None:
+        errors: dict[str, str] = {}
+        _check_strings(value, "field", max_length, errors)
+        if _strings_fit(value, max_length):
+            assert errors == {}
+        if not errors:
+            # The quick check looks closely only at what it cannot vouch for.
+            assert _strings_fit(value, max_length) or type(value) not in (str, dict, list)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(name=st.sampled_from(sorted(value_strategies.stored_values)), data=st.data())
+    def test_whole_records_are_judged_as_before(self, name: str, data: st.DataObject) -> None:
+        """validate_record with its quick checks gives the detailed walk's answer: the same
+        paths, messages and order."""
+        column = "".join("_" + c.lower() if c.isupper() else c for c in name)
+        value = data.draw(value_strategies.hostile_values | value_strategies.stored_values[name])
+        record = _customer(**{column: value})
+        errors = validate_record("customer", record, [], max_length=8)
+        if shape_errors("customer", record):
+            return
+        expected: dict[str, str] = {}
+        for key, inner in record.items():
+            if key != "custom_fields":
+                _check_strings(inner, camel(key), 8, expected)
+        # The string problems come first, in field order, as the detailed walk finds them.
+        assert list(errors.items())[: len(expected)] == list(expected.items())
