@@ -2,7 +2,7 @@
 
 Seeds 20,000 customers (``db.seed.seed_records``) into a fresh tenant and registers an
 accounting source mapping company, first and last name, email and phone. Then two imports
-through ``db.commands.external.import_file`` (the code behind the GraphQL mutation and the
+through ``db.commands.window_imports.import_file`` (the code behind the GraphQL mutation and the
 CLI), each timed from the file's bytes to the committed window:
 
 1. **first import**: 19,000 rows (95%) carrying the customers' own values, so every one is
@@ -35,14 +35,16 @@ import orjson
 from sqlalchemy import select
 
 from bench.common import app_database, asyncpg_dsn, bench_database, bench_tenant, log, machine
-from db.commands.external import Actor, create_source, import_file
 from db.commands.records import SERVER_REPLICA
+from db.commands.window_audit import Actor
+from db.commands.window_imports import import_file
+from db.commands.window_sources import create_source
 from db.entities import CUSTOMER
 from db.queries.external import category_counts
 from db.seed import seed_records
 from db.tables import customers
 from db.write_path import RecordWrite, write_records
-from sync.external import Category, Direction, ImportFormat
+from sync.window import Category, Direction, ImportFormat
 
 HEADER = ["Customer No", "Company", "First", "Last", "E-mail", "Phone"]
 MAPPING = [

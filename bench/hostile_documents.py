@@ -20,8 +20,8 @@ import time
 from graphql import parse, specified_rules
 
 from bench.frontend.queries import FIELDSYNC_A
-from schema.build import build_schema
 from schema.limits import DocumentValidator, OperationLimits, limit_rules
+from server.schema import build_schema
 
 
 def chain(levels: int, body: str = "...F{n} ...F{n}") -> str:

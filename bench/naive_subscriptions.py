@@ -45,6 +45,7 @@ from strawberry.asgi import GraphQL
 from strawberry.schema.config import StrawberryConfig
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from db.auth import InvalidTokenError, read_token
 from db.commands import sync as commands
 from db.engine import Database
 from db.errors import NotFoundError, RecordValidationError
@@ -55,7 +56,7 @@ from resolvers.context import CurrentUser
 from resolvers.sync import change_from
 from schema.scalars import SCALAR_MAP
 from schema.sync import Change
-from server.auth import InvalidTokenError, bearer_token, read_token
+from server.auth import bearer_token
 from sync import checkpoint as checkpoints
 
 PAGE_LIMIT = 1000  # the pull query's maximum

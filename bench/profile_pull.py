@@ -44,13 +44,17 @@ from bench.common import (
 from bench.pull_initial_sync import PASSWORD, _analyze, seed
 from db import raw
 from db.commands.sync import pull as pull_command
-from db.pull import PAGE_PLANNING, PAGE_STATEMENT, PARAM_ORDER, page_parameters
+from db.engine import SET_READ_PLANNING
+from db.pull import PAGE_STATEMENT, PARAM_ORDER, page_parameters
 from db.queries import devices as device_queries
 from db.queries.users import list_users
-from resolvers.change_json import CHANGE, encode_changes
+from resolvers.selection_json.changes import CHANGE
+from resolvers.selection_json.shapes import encode
 from server.app import create_app
 from server.settings import Settings
 from sync.checkpoint import Checkpoint
+
+REPO = str(Path(__file__).resolve().parents[1])  # frames of our own code
 
 PAGE = 1000
 
@@ -117,7 +121,7 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
                     limit=PAGE,
                 )
                 t1 = time.perf_counter()
-                encoded = encode_changes(shape, page.changes)
+                encoded = encode(CHANGE, shape, page.changes)
                 t2 = time.perf_counter()
             page_times.append(t1 - t0)
             python_times.append(t2 - t1)
@@ -129,7 +133,7 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
                 break
         walk = time.perf_counter() - walk_started
         print(
-            f"\n== in-process walk (db.commands.sync.pull + encode_changes), {pages} pages,"
+            f"\n== in-process walk (db.commands.sync.pull + encode), {pages} pages,"
             f" {changes} changes: {walk:.2f}s"
         )
         total_sql = 0.0
@@ -150,7 +154,7 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
         print(
             f"  all SQL statements: {total_sql:.2f}s; pull_command total {sum(page_times):.2f}s"
             f" (so Python in db.pull/commands {sum(page_times) - total_sql:.2f}s);"
-            f" encode_changes (the page's JSON) {sum(python_times):.2f}s"
+            f" encode (the page's JSON) {sum(python_times):.2f}s"
         )
 
         # EXPLAIN of first, middle and last page.
@@ -167,7 +171,7 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
                 ("middle", positions[len(positions) // 2]),
                 ("last", positions[-1]),
             ):
-                await raw.execute(conn, PAGE_PLANNING)
+                await raw.execute(conn, SET_READ_PLANNING)
                 params = page_parameters(org_id, device, pos, head, PAGE)
                 plan = [
                     row[0]
@@ -210,9 +214,9 @@ CATEGORIES = (
         lambda st: any("graphql/validation" in p or "graphql/language" in p for p, _ in st),
     ),
     (
-        "resolver Python: the page's rows and their JSON (db.pull._change, encode_changes)",
+        "resolver Python: the page's rows and their JSON (db.pull._change, encode)",
         lambda st: any(
-            f in ("_change", "encode_changes", "<listcomp>") and "/work/main" in p for p, f in st
+            f in ("_change", "encode", "<listcomp>") and p.startswith(REPO) for p, f in st
         ),
     ),
     (

@@ -129,7 +129,7 @@ class Phases:
 
         import resolvers.sync as resolvers
         from db import push
-        from resolvers import encoded
+        from resolvers.selection_json import shapes as encoded
 
         self.wrap(executor, "get_variable_values", "graphql-core: coerce variables")
         self.wrap(push, "_lock_all", "  lock the rows (one SELECT per type)")

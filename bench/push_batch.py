@@ -58,11 +58,11 @@ from bench.common import (
     py_spy,
     running_server,
 )
+from db.auth import hash_password
 from db.commands.records import save
 from db.engine import Database
 from db.entities import CUSTOMER
 from db.seed import create_org_with_admin, ensure_demo_fields, seed_records
-from server.auth import hash_password
 
 PASSWORD = "bench-password-123"  # noqa: S105 - a throw-away bench tenant
 APPLIED, MERGED, CONFLICT = "APPLIED", "MERGED", "CONFLICT"

@@ -133,12 +133,21 @@ async def set_tenant(conn: AsyncConnection, org_id: UUID, *, plan_each: bool = F
     await conn.execute(PLAN_EACH if plan_each else SCOPE, {"org": str(org_id)})
 
 
+# The read settings of ``plan_each``: the one place they are spelled. Transaction-local
+# ``set_config`` calls, appended to the statement that sets the tenant.
+READ_PLANNING = {"plan_cache_mode": "force_custom_plan", "random_page_cost": "1.1"}
+PLAN_EACH_CONFIG = "".join(
+    f", set_config('{name}', '{value}', true)" for name, value in READ_PLANNING.items()
+)
+# The same settings as statements, for a transaction already under way (pull pages on the
+# raw connection, where each part of the page statement stops after a few rows, which the
+# planner cannot know).
+SET_READ_PLANNING = "; ".join(
+    f"SET LOCAL {name} = {value}" for name, value in READ_PLANNING.items()
+)
+
 # Fixed texts: building the expression anew for each transaction cost more Python than the
 # round trip. This is the transaction's first statement, so it goes through SQLAlchemy,
 # which begins the transaction lazily (``db.raw`` statements come after it).
 SCOPE = text("SELECT set_config('app.org_id', :org, true)")
-PLAN_EACH = text(
-    "SELECT set_config('app.org_id', :org, true),"
-    " set_config('plan_cache_mode', 'force_custom_plan', true),"
-    " set_config('random_page_cost', '1.1', true)"
-)
+PLAN_EACH = text("SELECT set_config('app.org_id', :org, true)" + PLAN_EACH_CONFIG)

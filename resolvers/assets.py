@@ -13,7 +13,8 @@ from resolvers.lists import child_connection, parent_filter
 from resolvers.writes import delete_record, link, save_record
 from schema.assets import Asset, AssetFields, AssetResult, CreateAssetInput
 from schema.custom_fields import set_custom_fields, without_custom_fields
-from schema.customers import DeleteResult
+from schema.customers import DeletedRecord, DeleteResult
+from schema.errors import UserError
 from schema.pagination import Connection
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
@@ -54,13 +55,15 @@ class AssetQueries:
 class AssetMutations:
     """Asset writes."""
 
-    @strawberry.mutation(description="Add an asset (door, equipment) to a facility.")
-    async def create_asset(self, info: Info, input: CreateAssetInput) -> AssetResult:
+    @strawberry.mutation(
+        description="Add an asset (door, equipment) to a facility.", graphql_type=AssetResult
+    )
+    async def create_asset(self, info: Info, input: CreateAssetInput) -> Asset | UserError:
         """New asset."""
         facility = link(input.facility_id, "Facility")
         if not isinstance(facility, UUID):
-            return facility  # type: ignore[return-value]
-        return await save_record(  # type: ignore[no-any-return]
+            return facility
+        return await save_record(
             info,
             ASSET,
             Asset.from_row,
@@ -69,7 +72,7 @@ class AssetMutations:
             links={"facility_id": facility},
         )
 
-    @strawberry.mutation(description="Change an asset's fields.")
+    @strawberry.mutation(description="Change an asset's fields.", graphql_type=AssetResult)
     async def update_asset(
         self,
         info: Info,
@@ -79,9 +82,9 @@ class AssetMutations:
             VersionVector | None,
             strawberry.argument(description=BASE_VERSION_DOC),
         ] = None,
-    ) -> AssetResult:
+    ) -> Asset | UserError:
         """Partial update."""
-        return await save_record(  # type: ignore[no-any-return]
+        return await save_record(
             info,
             ASSET,
             Asset.from_row,
@@ -90,7 +93,9 @@ class AssetMutations:
             base_version=base_version,
         )
 
-    @strawberry.mutation(description="Delete an asset (devices receive a tombstone).")
-    async def delete_asset(self, info: Info, id: strawberry.ID) -> DeleteResult:
+    @strawberry.mutation(
+        description="Delete an asset (devices receive a tombstone).", graphql_type=DeleteResult
+    )
+    async def delete_asset(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
         """Delete."""
-        return await delete_record(info, ASSET, id)  # type: ignore[no-any-return]
+        return await delete_record(info, ASSET, id)

@@ -13,7 +13,8 @@ from resolvers.lists import child_connection, parent_filter
 from resolvers.writes import delete_record, link, save_record
 from schema.contacts import Contact, ContactFields, ContactResult, CreateContactInput
 from schema.custom_fields import set_custom_fields, without_custom_fields
-from schema.customers import DeleteResult
+from schema.customers import DeletedRecord, DeleteResult
+from schema.errors import UserError
 from schema.pagination import Connection
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
@@ -53,13 +54,13 @@ class ContactQueries:
 class ContactMutations:
     """Contact writes."""
 
-    @strawberry.mutation(description="Add a contact to a customer.")
-    async def create_contact(self, info: Info, input: CreateContactInput) -> ContactResult:
+    @strawberry.mutation(description="Add a contact to a customer.", graphql_type=ContactResult)
+    async def create_contact(self, info: Info, input: CreateContactInput) -> Contact | UserError:
         """New contact."""
         customer = link(input.customer_id, "Customer")
         if not isinstance(customer, UUID):
-            return customer  # type: ignore[return-value]
-        return await save_record(  # type: ignore[no-any-return]
+            return customer
+        return await save_record(
             info,
             CONTACT,
             Contact.from_row,
@@ -68,7 +69,7 @@ class ContactMutations:
             links={"customer_id": customer},
         )
 
-    @strawberry.mutation(description="Change a contact's fields.")
+    @strawberry.mutation(description="Change a contact's fields.", graphql_type=ContactResult)
     async def update_contact(
         self,
         info: Info,
@@ -78,9 +79,9 @@ class ContactMutations:
             VersionVector | None,
             strawberry.argument(description=BASE_VERSION_DOC),
         ] = None,
-    ) -> ContactResult:
+    ) -> Contact | UserError:
         """Partial update."""
-        return await save_record(  # type: ignore[no-any-return]
+        return await save_record(
             info,
             CONTACT,
             Contact.from_row,
@@ -89,7 +90,9 @@ class ContactMutations:
             base_version=base_version,
         )
 
-    @strawberry.mutation(description="Delete a contact (devices receive a tombstone).")
-    async def delete_contact(self, info: Info, id: strawberry.ID) -> DeleteResult:
+    @strawberry.mutation(
+        description="Delete a contact (devices receive a tombstone).", graphql_type=DeleteResult
+    )
+    async def delete_contact(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
         """Delete."""
-        return await delete_record(info, CONTACT, id)  # type: ignore[no-any-return]
+        return await delete_record(info, CONTACT, id)

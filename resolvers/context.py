@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import strawberry
@@ -15,11 +15,63 @@ from graphql import GraphQLError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection
 
+from db.auth import InvalidTokenError, TokenClaims, read_token, still_valid
+from db.crypto import KeyRing
 from db.engine import Database, set_tenant
 from db.queries.users import get_user
 from resolvers.loaders import Loaders
-from server.auth import InvalidTokenError, TokenClaims, read_token, still_valid
-from server.settings import Settings
+
+
+class RequestSettings(Protocol):
+    """The settings resolvers read, as the server's ``Settings`` provides them: resolvers
+    get them through the context and never import the server."""
+
+    @property
+    def secret_key(self) -> str | None:
+        """Token signing key (HS256)."""
+
+    @property
+    def token_ttl_seconds(self) -> int:
+        """Lifetime of a token issued at sign-in."""
+
+    @property
+    def max_page_size(self) -> int:
+        """Cap on `first` of every connection."""
+
+    @property
+    def max_string_length(self) -> int:
+        """Cap on any text field."""
+
+    @property
+    def max_import_bytes(self) -> int:
+        """Cap on an uploaded import file of the sync window."""
+
+    @property
+    def login_rate_window_seconds(self) -> int:
+        """The window of the sign-in rate limits."""
+
+    @property
+    def login_rate_per_email(self) -> int:
+        """Sign-in attempts per email in the window."""
+
+    @property
+    def login_rate_per_address(self) -> int:
+        """Sign-in attempts per client address in the window."""
+
+    @property
+    def reveal_rate_per_minute(self) -> int:
+        """Credential reveals per user a minute."""
+
+    @property
+    def reveal_rate_per_address_per_minute(self) -> int:
+        """Credential reveals per client address a minute."""
+
+    def key_ring(self) -> KeyRing | None:
+        """The master keys that wrap credential data keys (None: not configured)."""
+
+
+def _no_outcomes(outcomes: list[str]) -> None:
+    """Push outcomes go nowhere unless the server counts them."""
 
 
 class Role(enum.Enum):
@@ -87,8 +139,10 @@ class Context:
 
     request: HTTPConnection
     db: Database
-    settings: Settings
+    settings: RequestSettings
     token: str | None
+    # Called with the outcome of every pushed change (the server counts them in its metrics).
+    count_push_outcomes: Callable[[list[str]], None] = _no_outcomes
     # The operation is a query (set once it is parsed): the caller is then read in the
     # request's read transaction instead of a transaction of its own.
     reads_only: bool = False

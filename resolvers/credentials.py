@@ -28,7 +28,7 @@ from schema.credentials import (
     RevealResult,
 )
 from schema.customers import DeletedRecord, DeleteResult
-from schema.errors import UserError, error_from, forbidden
+from schema.errors import Forbidden, UserError, error_from, forbidden
 from schema.node import InvalidIdError, to_global_id
 from schema.pagination import Connection
 from schema.records import patch_from
@@ -70,7 +70,7 @@ async def in_transaction(
         return error_from(exc, client_ids.get(entity))
 
 
-async def _permitted(info: Info, capability: str) -> UserError | None:
+async def _permitted(info: Info, capability: str) -> Forbidden | None:
     user = await info.context.user()
     if commands.may(user.role.value, user.capabilities, capability):
         return None
@@ -182,13 +182,16 @@ class CredentialMutations:
 
     @strawberry.mutation(
         description="Add a credential to a customer or a contact; its password is encrypted"
-        " on arrival."
+        " on arrival.",
+        graphql_type=CredentialResult,
     )
-    async def create_credential(self, info: Info, input: CreateCredentialInput) -> CredentialResult:
+    async def create_credential(
+        self, info: Info, input: CreateCredentialInput
+    ) -> Credential | UserError:
         """New credential."""
         denied = await _permitted(info, commands.CREATE)
         if denied is not None:
-            return denied  # type: ignore[return-value]
+            return denied
         parents: dict[str, UUID] = {}
         for column, (global_id, type_name) in {
             "customer_id": (input.customer_id, "Customer"),
@@ -198,7 +201,7 @@ class CredentialMutations:
                 try:
                     parents[column] = decode_id(global_id, type_name)
                 except InvalidIdError as exc:
-                    return bad_id(global_id, exc)  # type: ignore[return-value]
+                    return bad_id(global_id, exc)
         values, _, password = _fields(input)
         ring = key_ring(info) if password is not None else None
         result = await in_transaction(
@@ -218,22 +221,23 @@ class CredentialMutations:
                 "contact": str(input.contact_id),
             },
         )
-        return Credential.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return Credential.from_row(result) if isinstance(result, dict) else result
 
     @strawberry.mutation(
-        description="Change a credential; a new password is encrypted under a fresh key and nonce."
+        description="Change a credential; a new password is encrypted under a fresh key and nonce.",
+        graphql_type=CredentialResult,
     )
     async def update_credential(
         self, info: Info, id: strawberry.ID, input: CredentialFields
-    ) -> CredentialResult:
+    ) -> Credential | UserError:
         """Partial update."""
         denied = await _permitted(info, commands.EDIT)
         if denied is not None:
-            return denied  # type: ignore[return-value]
+            return denied
         try:
             credential_id = decode_id(id, "Credential")
         except InvalidIdError as exc:
-            return bad_id(id, exc)  # type: ignore[return-value]
+            return bad_id(id, exc)
         values, change_password, password = _fields(input)
         ring = key_ring(info) if password is not None else None
         result = await in_transaction(
@@ -250,20 +254,21 @@ class CredentialMutations:
             ),
             client_ids={"credential": id},
         )
-        return Credential.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return Credential.from_row(result) if isinstance(result, dict) else result
 
     @strawberry.mutation(
-        description="Delete a credential (devices receive a tombstone; the password is erased)."
+        description="Delete a credential (devices receive a tombstone; the password is erased).",
+        graphql_type=DeleteResult,
     )
-    async def delete_credential(self, info: Info, id: strawberry.ID) -> DeleteResult:
+    async def delete_credential(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
         """Delete."""
         denied = await _permitted(info, commands.DELETE)
         if denied is not None:
-            return denied  # type: ignore[return-value]
+            return denied
         try:
             credential_id = decode_id(id, "Credential")
         except InvalidIdError as exc:
-            return bad_id(id, exc)  # type: ignore[return-value]
+            return bad_id(id, exc)
         result = await in_transaction(
             info,
             lambda conn, user: commands.delete(
@@ -275,14 +280,15 @@ class CredentialMutations:
             # The global id even when the credential was named by its uuid.
             record = to_global_id("Credential", credential_id)
             return DeletedRecord(id=record, deleted_at=result["updated_at"])
-        return result  # type: ignore[return-value]
+        return result
 
     @strawberry.mutation(
         description="Reveal a credential's password to a user with the 'view credentials'"
         " permission. Every reveal is written to the access log in the same transaction;"
         " a refusal reveals and logs nothing. Rate-limited per user and per client address."
         " Needs a connection to"
-        " the server: devices never hold passwords."
+        " the server: devices never hold passwords.",
+        graphql_type=RevealResult,
     )
     async def reveal_credential_password(
         self,
@@ -292,19 +298,19 @@ class CredentialMutations:
             strawberry.ID | None,
             strawberry.argument(description="The device asking, recorded in the access log."),
         ] = None,
-    ) -> RevealResult:
+    ) -> RevealedPassword | UserError:
         """Decrypt and log."""
         await info.context.user()
         try:
             credential_id = decode_id(id, "Credential")
         except InvalidIdError as exc:
-            return bad_id(id, exc)  # type: ignore[return-value]
+            return bad_id(id, exc)
         device = None
         if device_id is not None:
             try:
                 device = decode_id(device_id, "Device")
             except InvalidIdError as exc:
-                return bad_id(device_id, exc)  # type: ignore[return-value]
+                return bad_id(device_id, exc)
         ring = key_ring(info)
         settings = info.context.settings
         result = await in_transaction(
@@ -328,4 +334,4 @@ class CredentialMutations:
                 password=result.password,
                 revealed_at=result.access["revealed_at"],
             )
-        return result  # type: ignore[return-value]
+        return result

@@ -15,7 +15,7 @@ from schema.custom_fields import (
     CustomFieldEntity,
     UpdateCustomFieldInput,
 )
-from schema.errors import Duplicate, Forbidden, NotFound, ValidationError
+from schema.errors import Duplicate, Forbidden, NotFound, UserError, ValidationError
 from schema.node import InvalidIdError
 from schema.records import plain
 
@@ -47,10 +47,10 @@ class CustomFieldQueries:
 class CustomFieldMutations:
     """Custom field management (admins only)."""
 
-    @strawberry.mutation(description="Define a custom field.")
+    @strawberry.mutation(description="Define a custom field.", graphql_type=CustomFieldResult)
     async def create_custom_field(
         self, info: Info, input: CreateCustomFieldInput
-    ) -> CustomFieldResult:
+    ) -> CustomFieldDefinition | UserError:
         """New definition."""
         values: dict[str, Any] = {
             "entity_type": input.entity_type.value,
@@ -66,19 +66,20 @@ class CustomFieldMutations:
             lambda conn, user: commands.create_definition(conn, user.org_id, values),
             allowed=_admin,
         )
-        return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result
 
     @strawberry.mutation(
-        description="Change a custom field. Making it required makes later writes without it fail."
+        description="Change a custom field. Making it required makes later writes without it fail.",
+        graphql_type=CustomFieldResult,
     )
     async def update_custom_field(
         self, info: Info, id: strawberry.ID, input: UpdateCustomFieldInput
-    ) -> CustomFieldResult:
+    ) -> CustomFieldDefinition | UserError:
         """Partial update."""
         try:
             def_id = decode_id(id, "CustomFieldDefinition")
         except InvalidIdError as exc:
-            return bad_id(id, exc)  # type: ignore[return-value]
+            return bad_id(id, exc)
         values = {k: plain(v) for k, v in vars(input).items() if v is not strawberry.UNSET}
         values = {k: v for k, v in values.items() if v is not None}
         result = await run_write(
@@ -87,21 +88,24 @@ class CustomFieldMutations:
             client_id=id,
             allowed=_admin,
         )
-        return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result
 
     @strawberry.mutation(
-        description="Remove a custom field definition (stored values are ignored)."
+        description="Remove a custom field definition (stored values are ignored).",
+        graphql_type=CustomFieldResult,
     )
-    async def delete_custom_field(self, info: Info, id: strawberry.ID) -> CustomFieldResult:
+    async def delete_custom_field(
+        self, info: Info, id: strawberry.ID
+    ) -> CustomFieldDefinition | UserError:
         """Delete."""
         try:
             def_id = decode_id(id, "CustomFieldDefinition")
         except InvalidIdError as exc:
-            return bad_id(id, exc)  # type: ignore[return-value]
+            return bad_id(id, exc)
         result = await run_write(
             info,
             lambda conn, user: commands.delete_definition(conn, user.org_id, def_id),
             client_id=id,
             allowed=_admin,
         )
-        return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 from uuid import UUID
 
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.entities import CUSTOMER
 from db.queries import customers as queries
-from resolvers import record_json
-from resolvers.context import Info, Role
-from resolvers.encoded import cached_shape, encode, nested_shape, selected_shape
-from resolvers.lists import page_connection, page_request
+from db.queries.records import sees_customer
+from resolvers.context import Info
+from resolvers.lists import counted_connection, page_request
 from resolvers.writes import decode_id, delete_record, save_record
 from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import (
@@ -22,13 +22,14 @@ from schema.customers import (
     CustomerOrder,
     CustomerOrderField,
     CustomerResult,
+    DeletedRecord,
     DeleteResult,
     OrderDirection,
     UpdateCustomerInput,
 )
+from schema.errors import UserError
 from schema.node import InvalidIdError
 from schema.pagination import Connection
-from schema.preencoded import PreEncoded
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -51,6 +52,27 @@ def customer_patch(data: CreateCustomerInput) -> dict[str, Any]:
     return patch
 
 
+def list_request(
+    first: int,
+    after: tuple[Any, UUID] | None,
+    flt: CustomerFilter | None,
+    order: CustomerOrder | None,
+) -> queries.ListRequest:
+    """What ``customers(first, after, filter, orderBy)`` asks of the list, with the input
+    types' own defaults (both read paths build it here)."""
+    flt = flt or CustomerFilter()
+    order = order or CustomerOrder()
+    return queries.ListRequest(
+        first=first,
+        after=after,
+        descending=order.direction is OrderDirection.DESC,
+        sort=SORTS[order.field],
+        archived=flt.archived,
+        email=flt.email,
+        search=flt.search,
+    )
+
+
 @strawberry.type
 class CustomerQueries:
     """Customer reads."""
@@ -66,42 +88,18 @@ class CustomerQueries:
     ) -> Connection[Customer]:
         """Keyset-paginated customer list."""
         user = await info.context.user()
-        flt = filter or CustomerFilter()
-        order = order_by or CustomerOrder()
-        sort = SORTS[order.field]
-        query_filter = queries.CustomerFilter(
-            search=flt.search,
-            archived=flt.archived,
-            email=flt.email,
-            only_id=user.customer_id if user.role is Role.PORTAL else None,
-        )
-        request = page_request(
-            info, first, after, descending=order.direction is OrderDirection.DESC
-        )
+        checked = page_request(info, first, after)
+        request = list_request(checked.first, checked.after, filter, order_by)
         async with info.context.read() as conn:
-            page, query = await queries.customer_page(
-                conn, user.org_id, query_filter, sort, request
-            )
+            page = await queries.page(conn, request, org_id=user.org_id, user_id=user.id)
+        sort = request.sort.value
 
-        def key(row: dict[str, Any]) -> tuple[Any, UUID]:
-            return row[sort.value], row["id"]
+        async def count(conn: AsyncConnection) -> int:
+            return await queries.count(conn, request, org_id=user.org_id, user_id=user.id)
 
-        edge = record_json.CUSTOMER_EDGE
-        shape = cached_shape(
-            info,
-            "customers.edges",
-            lambda: nested_shape(edge, info.selected_fields, "CustomerConnection", "edges"),
+        return counted_connection(
+            info, checked, page, count, Customer.from_row, lambda row: (row[sort], row["id"])
         )
-        if shape is None:
-            return page_connection(info, request, page, query, Customer.from_row, key)
-        # The whole page in one pass (resolvers/record_json.py): no per-field completion.
-        for _, name, node_shape in shape:
-            if name == "node" and node_shape is not None:
-                await record_json.attach(info.context, record_json.CUSTOMER, node_shape, page.rows)
-        connection = page_connection(info, request, page, query, lambda row: row, key)
-        edges = encode(edge, shape, connection.edges)
-        connection.edges = cast("list[Any]", PreEncoded(edges))
-        return cast("Connection[Customer]", connection)
 
     @strawberry.field(
         description="One customer by global id or by its uuid (`recordId`); null if unknown."
@@ -113,31 +111,24 @@ class CustomerQueries:
             customer_id = decode_id(id, "Customer")
         except InvalidIdError:
             return None
-        if user.role is Role.PORTAL and customer_id != user.customer_id:
+        if not sees_customer(user.role.value, user.customer_id, customer_id):
             return None
         row = await info.context.loaders.customer_by_id.load(customer_id)
-        if row is None:
-            return None
-        spec = record_json.CUSTOMER
-        shape = cached_shape(info, "customer", lambda: selected_shape(spec, info.selected_fields))
-        if shape is None:
-            return Customer.from_row(row)
-        await record_json.attach(info.context, spec, shape, [row])
-        return cast("Customer", PreEncoded(record_json.encode_one(spec, shape, row)))
+        return None if row is None else Customer.from_row(row)
 
 
 @strawberry.type
 class CustomerMutations:
     """Customer writes; each returns the customer or a typed error, never half-done."""
 
-    @strawberry.mutation(description="Create a customer.")
-    async def create_customer(self, info: Info, input: CreateCustomerInput) -> CustomerResult:
+    @strawberry.mutation(description="Create a customer.", graphql_type=CustomerResult)
+    async def create_customer(self, info: Info, input: CreateCustomerInput) -> Customer | UserError:
         """New customer."""
-        return await save_record(  # type: ignore[no-any-return]
+        return await save_record(
             info, CUSTOMER, Customer.from_row, global_id=None, patch=customer_patch(input)
         )
 
-    @strawberry.mutation(description="Change a customer's fields.")
+    @strawberry.mutation(description="Change a customer's fields.", graphql_type=CustomerResult)
     async def update_customer(
         self,
         info: Info,
@@ -147,9 +138,9 @@ class CustomerMutations:
             VersionVector | None,
             strawberry.argument(description=BASE_VERSION_DOC),
         ] = None,
-    ) -> CustomerResult:
+    ) -> Customer | UserError:
         """Partial update."""
-        return await save_record(  # type: ignore[no-any-return]
+        return await save_record(
             info,
             CUSTOMER,
             Customer.from_row,
@@ -158,23 +149,29 @@ class CustomerMutations:
             base_version=base_version,
         )
 
-    @strawberry.mutation(description="Archive: hide the customer and stop syncing it to devices.")
-    async def archive_customer(self, info: Info, id: strawberry.ID) -> CustomerResult:
+    @strawberry.mutation(
+        description="Archive: hide the customer and stop syncing it to devices.",
+        graphql_type=CustomerResult,
+    )
+    async def archive_customer(self, info: Info, id: strawberry.ID) -> Customer | UserError:
         """Archive."""
-        return await save_record(  # type: ignore[no-any-return]
+        return await save_record(
             info, CUSTOMER, Customer.from_row, global_id=id, patch={"archived": True}
         )
 
-    @strawberry.mutation(description="Re-enable an archived customer; it syncs again.")
-    async def reenable_customer(self, info: Info, id: strawberry.ID) -> CustomerResult:
+    @strawberry.mutation(
+        description="Re-enable an archived customer; it syncs again.", graphql_type=CustomerResult
+    )
+    async def reenable_customer(self, info: Info, id: strawberry.ID) -> Customer | UserError:
         """Re-enable."""
-        return await save_record(  # type: ignore[no-any-return]
+        return await save_record(
             info, CUSTOMER, Customer.from_row, global_id=id, patch={"archived": False}
         )
 
     @strawberry.mutation(
-        description="Delete a customer with nothing attached; otherwise archive it instead."
+        description="Delete a customer with nothing attached; otherwise archive it instead.",
+        graphql_type=DeleteResult,
     )
-    async def delete_customer(self, info: Info, id: strawberry.ID) -> DeleteResult:
+    async def delete_customer(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
         """Delete (tombstone)."""
-        return await delete_record(info, CUSTOMER, id)  # type: ignore[no-any-return]
+        return await delete_record(info, CUSTOMER, id)

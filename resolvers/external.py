@@ -11,9 +11,10 @@ from uuid import UUID
 import orjson
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.datastructures import UploadFile
 from strawberry.file_uploads import Upload
 
-from db.commands import external as commands
+from db.commands import window_actions, window_audit, window_imports, window_runs, window_sources
 from db.errors import DomainError
 from db.queries import external as queries
 from db.queries.pages import Row
@@ -43,13 +44,13 @@ from schema.external import (
     pair_from_row,
 )
 from schema.node import InvalidIdError, from_global_id, to_global_id
-from sync import external as rules
+from sync import window as rules
 
 ADMINS_ONLY = "only admins may use the external sync window"
 
 
-def _actor(user: CurrentUser) -> commands.Actor:
-    return commands.Actor(id=user.id, name=user.email)
+def _actor(user: CurrentUser) -> window_audit.Actor:
+    return window_audit.Actor(id=user.id, name=user.email)
 
 
 def _admin(user: CurrentUser) -> bool:
@@ -109,7 +110,7 @@ async def _pairs(
     category: rules.Category | None = None,
 ) -> list[Any]:
     """Window lines for rows, with their audit trails read in one query."""
-    fields = rules.mapped_fields(commands.source_mapping(source))
+    fields = rules.mapped_fields(window_sources.source_mapping(source))
     external_ids = [r["external_id"] for r in rows if r.get("external_id")]
     customer_ids = [r["c_id"] for r in rows if not r.get("external_id") and r.get("c_id")]
     audit = await queries.audit_entries(
@@ -226,16 +227,16 @@ class ExternalSyncQueries:
             if not isinstance(source, dict):
                 raise PublicError(f"external source {source_id} not found", "NOT_FOUND")
             rows = await queries.export_rows(conn, user.org_id, source["id"])
-        mapping = commands.source_mapping(source)
+        mapping = window_sources.source_mapping(source)
         fields = rules.mapped_fields(mapping)
         return rules.export_csv(
             mapping, ((r["external_id"], rules.local_values(r, fields)) for r in rows)
         )
 
 
-# A window action of ``db.commands.external``: called with the connection and ``org_id``,
+# A window action of ``db.commands.window_actions``: called with the connection and ``org_id``,
 # ``source_id`` and ``actor`` by keyword, plus the action's own arguments.
-Command = Callable[..., Awaitable[commands.ActionOutcome]]
+Command = Callable[..., Awaitable[window_actions.ActionOutcome]]
 
 
 async def _action(
@@ -245,7 +246,7 @@ async def _action(
     *,
     refused: Sequence[SyncItemRefusal] = (),
     **arguments: Any,
-) -> Any:
+) -> SyncActionResult | UserError:
     """Run one window action in a transaction and shape its result; ``refused`` lists the
     items the resolver turned away before the action ran."""
     caller = await _admin_and_source(info, source_id)
@@ -290,14 +291,17 @@ class ExternalSyncMutations:
     """Writes of the external sync window (admins only); each action works on one or many
     records in one transaction and reports the items it refused."""
 
-    @strawberry.mutation(description="Register an external system with its field mapping.")
+    @strawberry.mutation(
+        description="Register an external system with its field mapping.",
+        graphql_type=ExternalSourceResult,
+    )
     async def create_external_source(
         self, info: Info, input: CreateExternalSourceInput
-    ) -> ExternalSourceResult:
+    ) -> ExternalSource | UserError:
         """New source; a mapping to a field that does not exist is refused."""
         result = await run_write(
             info,
-            lambda conn, user: commands.create_source(
+            lambda conn, user: window_sources.create_source(
                 conn,
                 org_id=user.org_id,
                 name=input.name,
@@ -307,12 +311,14 @@ class ExternalSyncMutations:
             ),
             allowed=_admin,
         )
-        return ExternalSource.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return ExternalSource.from_row(result) if isinstance(result, dict) else result
 
-    @strawberry.mutation(description="Change a source's direction or mapping.")
+    @strawberry.mutation(
+        description="Change a source's direction or mapping.", graphql_type=ExternalSourceResult
+    )
     async def update_external_source(
         self, info: Info, id: strawberry.ID, input: UpdateExternalSourceInput
-    ) -> ExternalSourceResult:
+    ) -> ExternalSource | UserError:
         """Source changes apply from the next import or refresh."""
         try:
             source_id = _source_id(id)
@@ -320,7 +326,7 @@ class ExternalSyncMutations:
             return not_found(id, str(exc))
         result = await run_write(
             info,
-            lambda conn, user: commands.update_source(
+            lambda conn, user: window_sources.update_source(
                 conn,
                 org_id=user.org_id,
                 source_id=source_id,
@@ -330,13 +336,14 @@ class ExternalSyncMutations:
             client_id=id,
             allowed=_admin,
         )
-        return ExternalSource.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return ExternalSource.from_row(result) if isinstance(result, dict) else result
 
     @strawberry.mutation(
         description="Import a source's full customer list from a CSV or JSON file: as an"
         " upload (`file`, a multipart request per the GraphQL multipart request spec, with"
         " the header `X-Fieldsync-CSRF` or `Apollo-Require-Preflight`) or as text"
-        " (`content`). Applied whole or refused whole; the same file again changes nothing."
+        " (`content`). Applied whole or refused whole; the same file again changes nothing.",
+        graphql_type=ImportResult,
     )
     async def import_external_records(
         self,
@@ -355,7 +362,7 @@ class ExternalSyncMutations:
             ImportFormat | None,
             strawberry.argument(description="CSV or JSON; default: from the name or content."),
         ] = None,
-    ) -> ImportResult:
+    ) -> ImportBatch | ImportRefused | UserError:
         """Hand the bytes to the import command."""
         caller = await _admin_and_source(info, source_id)
         if isinstance(caller, Forbidden | NotFound):
@@ -365,14 +372,19 @@ class ExternalSyncMutations:
             return invalid({"file": "give either `file` (an upload) or `content` (text)"})
         limit = info.context.settings.max_import_bytes
         if file is not None:
-            # Starlette's UploadFile: read at most one byte past the limit.
-            data: bytes = await file.read(limit + 1)  # type: ignore[attr-defined]
-            file_name = file_name or getattr(file, "filename", None)
+            # strawberry types an Upload as bytes; a multipart request hands over Starlette's
+            # UploadFile (anything else came as a plain variable, not as a file).
+            upload: object = file
+            if not isinstance(upload, UploadFile):
+                return invalid({"file": "send the file as a multipart upload"})
+            # Read at most one byte past the limit.
+            data = await upload.read(limit + 1)
+            file_name = file_name or upload.filename
         else:
             assert content is not None
             data = content.encode()
         try:
-            outcome = await commands.import_file(
+            outcome = await window_imports.import_file(
                 info.context.db,
                 org_id=user.org_id,
                 source_id=uuid,
@@ -384,7 +396,7 @@ class ExternalSyncMutations:
                 max_length=info.context.settings.max_string_length,
             )
         except DomainError as exc:
-            return error_from(exc, source_id)  # type: ignore[return-value]
+            return error_from(exc, source_id)
         batch = ImportBatch.from_row(outcome.batch, already_imported=outcome.already_imported)
         if outcome.batch["status"] == "REFUSED":
             return ImportRefused.from_batch(batch)
@@ -392,9 +404,12 @@ class ExternalSyncMutations:
 
     @strawberry.mutation(
         description="Compare a source's pairs again against its last import (after local"
-        " edits), applying one-sided changes per its direction; no file needed."
+        " edits), applying one-sided changes per its direction; no file needed.",
+        graphql_type=SyncRefreshPayload,
     )
-    async def refresh_sync_window(self, info: Info, source_id: strawberry.ID) -> SyncRefreshPayload:
+    async def refresh_sync_window(
+        self, info: Info, source_id: strawberry.ID
+    ) -> SyncRefreshResult | UserError:
         """A sync run without a file."""
         caller = await _admin_and_source(info, source_id)
         if isinstance(caller, Forbidden | NotFound):
@@ -402,19 +417,22 @@ class ExternalSyncMutations:
         user, uuid = caller
         try:
             async with info.context.write() as conn:
-                run = await commands.refresh(
+                run = await window_runs.refresh(
                     conn, org_id=user.org_id, source_id=uuid, actor=_actor(user)
                 )
         except DomainError as exc:
-            return error_from(exc, source_id)  # type: ignore[return-value]
+            return error_from(exc, source_id)
         return SyncRefreshResult(
             applied_to_local=run.applied, counts=category_counts(run.categories)
         )
 
-    @strawberry.mutation(description="Pair new external records with chosen customers.")
+    @strawberry.mutation(
+        description="Pair new external records with chosen customers.",
+        graphql_type=SyncActionPayload,
+    )
     async def pair_external_records(
         self, info: Info, source_id: strawberry.ID, pairs: list[PairInput]
-    ) -> SyncActionPayload:
+    ) -> SyncActionResult | UserError:
         """Pair; a fresh pair whose values differ shows as a conflict."""
         refused: list[SyncItemRefusal] = []
         items: list[tuple[str, UUID]] = []
@@ -430,32 +448,34 @@ class ExternalSyncMutations:
                 )
             else:
                 items.append((item.external_id, customer_id))
-        return await _action(  # type: ignore[no-any-return]
-            info, source_id, commands.pair, refused=refused, items=items
-        )
+        return await _action(info, source_id, window_actions.pair, refused=refused, items=items)
 
-    @strawberry.mutation(description="Create customers from new external records and pair them.")
+    @strawberry.mutation(
+        description="Create customers from new external records and pair them.",
+        graphql_type=SyncActionPayload,
+    )
     async def create_customers_from_external(
         self, info: Info, source_id: strawberry.ID, external_ids: list[str]
-    ) -> SyncActionPayload:
+    ) -> SyncActionResult | UserError:
         """Create through the write path (devices receive them)."""
-        return await _action(  # type: ignore[no-any-return]
+        return await _action(
             info,
             source_id,
-            commands.create_customers,
+            window_actions.create_customers,
             external_ids=external_ids,
             max_length=info.context.settings.max_string_length,
         )
 
     @strawberry.mutation(
         description="Settle conflicts: keep local or keep external, per pair or per field."
-        " Keeping external writes the customer (devices receive it)."
+        " Keeping external writes the customer (devices receive it).",
+        graphql_type=SyncActionPayload,
     )
     async def resolve_external_conflicts(
         self, info: Info, source_id: strawberry.ID, resolutions: list[ConflictResolutionInput]
-    ) -> SyncActionPayload:
+    ) -> SyncActionResult | UserError:
         """Keep one side."""
-        items: list[commands.Resolution] = []
+        items: list[window_actions.Resolution] = []
         refused: list[SyncItemRefusal] = []
         for r in resolutions:
             unknown = [f for f in r.fields or [] if f not in rules.FIELDS]
@@ -469,42 +489,47 @@ class ExternalSyncMutations:
                 )
                 continue
             items.append(
-                commands.Resolution(
+                window_actions.Resolution(
                     external_id=r.external_id,
                     keep=rules.Side(r.keep.name),
                     fields=tuple(rules.FIELDS[f] for f in r.fields) if r.fields else None,
                 )
             )
-        return await _action(  # type: ignore[no-any-return]
-            info, source_id, commands.resolve_conflicts, refused=refused, resolutions=items
+        return await _action(
+            info, source_id, window_actions.resolve_conflicts, refused=refused, resolutions=items
         )
 
     @strawberry.mutation(
-        description="Switch sync off (DEACTIVATED) or back on for pairs (`active: true`)."
+        description="Switch sync off (DEACTIVATED) or back on for pairs (`active: true`).",
+        graphql_type=SyncActionPayload,
     )
     async def set_external_sync_active(
         self, info: Info, source_id: strawberry.ID, external_ids: list[str], active: bool
-    ) -> SyncActionPayload:
+    ) -> SyncActionResult | UserError:
         """Deactivate or reactivate."""
-        return await _action(  # type: ignore[no-any-return]
-            info, source_id, commands.set_sync_active, external_ids=external_ids, active=active
+        return await _action(
+            info,
+            source_id,
+            window_actions.set_sync_active,
+            external_ids=external_ids,
+            active=active,
         )
 
     @strawberry.mutation(
         description="Undo pairs: records become NEW_EXTERNAL and customers NEW_LOCAL; later"
-        " imports do not pair them again by email."
+        " imports do not pair them again by email.",
+        graphql_type=SyncActionPayload,
     )
     async def unlink_external_records(
         self, info: Info, source_id: strawberry.ID, external_ids: list[str]
-    ) -> SyncActionPayload:
+    ) -> SyncActionResult | UserError:
         """Unlink."""
-        return await _action(  # type: ignore[no-any-return]
-            info, source_id, commands.unlink, external_ids=external_ids
-        )
+        return await _action(info, source_id, window_actions.unlink, external_ids=external_ids)
 
     @strawberry.mutation(
         description="Settle DELETED pairs: a record gone externally is removed (its customer"
-        " archived with `archiveLocal`); a record whose customer was deleted is unpaired."
+        " archived with `archiveLocal`); a record whose customer was deleted is unpaired.",
+        graphql_type=SyncActionPayload,
     )
     async def remove_deleted_external_records(
         self,
@@ -512,12 +537,12 @@ class ExternalSyncMutations:
         source_id: strawberry.ID,
         external_ids: list[str],
         archive_local: bool = False,
-    ) -> SyncActionPayload:
+    ) -> SyncActionResult | UserError:
         """Remove after deletion."""
-        return await _action(  # type: ignore[no-any-return]
+        return await _action(
             info,
             source_id,
-            commands.remove_deleted,
+            window_actions.remove_deleted,
             external_ids=external_ids,
             archive_local=archive_local,
         )

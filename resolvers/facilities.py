@@ -12,7 +12,8 @@ from resolvers.context import Info
 from resolvers.lists import child_connection, parent_filter
 from resolvers.writes import delete_record, link, save_record
 from schema.custom_fields import set_custom_fields, without_custom_fields
-from schema.customers import DeleteResult
+from schema.customers import DeletedRecord, DeleteResult
+from schema.errors import UserError
 from schema.facilities import CreateFacilityInput, Facility, FacilityFields, FacilityResult
 from schema.pagination import Connection
 from schema.records import BASE_VERSION_DOC, patch_from
@@ -59,13 +60,15 @@ class FacilityQueries:
 class FacilityMutations:
     """Facility writes."""
 
-    @strawberry.mutation(description="Add a facility (building or site) to a customer.")
-    async def create_facility(self, info: Info, input: CreateFacilityInput) -> FacilityResult:
+    @strawberry.mutation(
+        description="Add a facility (building or site) to a customer.", graphql_type=FacilityResult
+    )
+    async def create_facility(self, info: Info, input: CreateFacilityInput) -> Facility | UserError:
         """New facility."""
         customer = link(input.customer_id, "Customer")
         if not isinstance(customer, UUID):
-            return customer  # type: ignore[return-value]
-        return await save_record(  # type: ignore[no-any-return]
+            return customer
+        return await save_record(
             info,
             FACILITY,
             Facility.from_row,
@@ -74,7 +77,7 @@ class FacilityMutations:
             links={"customer_id": customer},
         )
 
-    @strawberry.mutation(description="Change a facility's fields.")
+    @strawberry.mutation(description="Change a facility's fields.", graphql_type=FacilityResult)
     async def update_facility(
         self,
         info: Info,
@@ -84,9 +87,9 @@ class FacilityMutations:
             VersionVector | None,
             strawberry.argument(description=BASE_VERSION_DOC),
         ] = None,
-    ) -> FacilityResult:
+    ) -> Facility | UserError:
         """Partial update."""
-        return await save_record(  # type: ignore[no-any-return]
+        return await save_record(
             info,
             FACILITY,
             Facility.from_row,
@@ -95,7 +98,9 @@ class FacilityMutations:
             base_version=base_version,
         )
 
-    @strawberry.mutation(description="Delete a facility with no assets left.")
-    async def delete_facility(self, info: Info, id: strawberry.ID) -> DeleteResult:
+    @strawberry.mutation(
+        description="Delete a facility with no assets left.", graphql_type=DeleteResult
+    )
+    async def delete_facility(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
         """Delete."""
-        return await delete_record(info, FACILITY, id)  # type: ignore[no-any-return]
+        return await delete_record(info, FACILITY, id)

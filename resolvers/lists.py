@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.entities import EntitySpec
 from db.queries import pages, records
 from db.queries.pages import Page, PageRequest
-from resolvers.context import Info, PublicError, Role
+from db.queries.records import portal_customer
+from resolvers.context import Info, PublicError
 from resolvers.writes import page_size
 from schema.node import InvalidIdError, from_global_id
 from schema.pagination import Connection, InvalidCursorError, build_connection, decode_cursor
@@ -44,8 +46,9 @@ async def child_connection(
 ) -> Connection[T]:
     """A keyset page of child records; portal users see only their customer's."""
     user = await info.context.user()
-    if user.role is Role.PORTAL:
-        equals = {**equals, "customer_id": user.customer_id} if user.customer_id else equals
+    confined = portal_customer(user.role.value, user.customer_id)
+    if confined is not None:
+        equals = {**equals, "customer_id": confined}
     request = page_request(info, first, after)
     async with info.context.read() as conn:
         page, query = await records.child_page(
@@ -74,10 +77,24 @@ def page_connection(
     key: Callable[[dict[str, Any]], tuple[Any, UUID]],
 ) -> Connection[T]:
     """A connection of ``page``; ``totalCount`` counts ``query`` only when asked for."""
+    return counted_connection(
+        info, request, page, lambda conn: pages.count(conn, query), from_row, key
+    )
+
+
+def counted_connection(
+    info: Info,
+    request: PageRequest,
+    page: Page,
+    count: Callable[[AsyncConnection], Awaitable[int]],
+    from_row: Callable[[dict[str, Any]], T],
+    key: Callable[[dict[str, Any]], tuple[Any, UUID]],
+) -> Connection[T]:
+    """A connection of ``page``; ``totalCount`` runs ``count`` only when asked for."""
 
     async def counter() -> int:
         async with info.context.read() as conn:
-            return await pages.count(conn, query)
+            return await count(conn)
 
     return build_connection(
         [from_row(r) for r in page.rows],

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import strawberry
 
 from db.entities import EntityType
-from resolvers.context import Info, Role
+from db.queries.records import sees_customer
+from resolvers.context import Info
 from schema.assets import Asset
 from schema.contacts import Contact
 from schema.credentials import Credential
@@ -70,6 +71,6 @@ class NodeQueries:
         row = await loader.load(record_id)
         if row is None:
             return None
-        if user.role is Role.PORTAL and row["customer_id"] != user.customer_id:
+        if not sees_customer(user.role.value, user.customer_id, row["customer_id"]):
             return None
         return from_row(row)

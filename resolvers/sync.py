@@ -19,15 +19,16 @@ from db.push import PushChange, push
 from db.queries import devices as device_queries
 from db.queries import orgs as org_queries
 from db.queries.users import list_users
-from resolvers import encoded
 from resolvers.assets import asset_patch
-from resolvers.change_json import CHANGE, encode_changes, nested_change_shape
 from resolvers.contacts import contact_patch
 from resolvers.context import CurrentUser, Info, PublicError, Role
 from resolvers.customers import customer_patch
 from resolvers.facilities import facility_patch
+from resolvers.selection_json import shapes
+from resolvers.selection_json.changes import CHANGE, CHANGE_RESULT
+from resolvers.selection_json.shapes import resolver_field_shape
 from resolvers.writes import run_write
-from schema.errors import FieldConflict, FieldError, error_from, not_found
+from schema.errors import FieldConflict, FieldError, UserError, error_from, not_found
 from schema.node import InvalidIdError, from_global_id, to_global_id
 from schema.preencoded import PreEncoded
 from schema.scalars import JSON, VersionVector
@@ -61,7 +62,6 @@ from schema.sync import (
     SyncEntity,
     SyncStatus,
 )
-from server.metrics import count_push_outcomes
 from sync import checkpoint as checkpoints
 from sync.decision import Op
 from sync.record_shape import LINKS
@@ -208,41 +208,6 @@ def result_from(stored: StoredResult) -> ChangeResult:
         replayed=stored.replayed,
         record=change_from(stored.record) if stored.record is not None else None,
     )
-
-
-def _conflict_global_id(raw: str | None) -> str | None:
-    return to_global_id("SyncConflict", UUID(raw)) if raw else None
-
-
-# The JSON of a push's outcomes, built as result_from builds the typed objects.
-FIELD_CONFLICT = encoded.ObjectSpec(
-    name="FieldConflict",
-    fields={
-        "field": "camel(v['field'])",
-        "serverValue": "v['serverValue']",
-        "clientValue": "v['clientValue']",
-    },
-    names={"camel": camel},
-)
-FIELD_ERROR = encoded.ObjectSpec(name="FieldError", fields={"field": "v[0]", "message": "v[1]"})
-CHANGE_RESULT = encoded.ObjectSpec(
-    name="ChangeResult",
-    fields={
-        "clientMutationId": "v.client_mutation_id",
-        "entity": "v.entity.upper()",
-        "recordId": "v.record_id",
-        "outcome": "v.outcome",
-        "version": "v.version",
-        "conflictId": "conflict_id(v.conflict_id)",
-        "conflicts": encoded.Nested("v.conflicts", FIELD_CONFLICT),
-        "fieldErrors": encoded.Nested("list(v.field_errors.items())", FIELD_ERROR),
-        "message": "v.message",
-        "replayed": "v.replayed",
-        # The pull's own Change spec: the record is encoded as a pull page encodes it.
-        "record": encoded.Nested("v.record", CHANGE, many=False),
-    },
-    names={"conflict_id": _conflict_global_id},
-)
 
 
 def to_push_change(change: ChangeInput) -> PushChange:
@@ -395,13 +360,9 @@ class SyncQueries:
             raise PublicError(str(exc), "BAD_USER_INPUT") from None
         # Encode the page once in the client's selection when it reduces to one shape; a
         # PreEncoded value skips graphql-core's per-field completion (schema/preencoded.py).
-        shape = encoded.cached_shape(
-            info,
-            "pull.changes",
-            lambda: nested_change_shape(info.selected_fields, "PullResult", "changes"),
-        )
+        shape = resolver_field_shape(info, CHANGE, "PullResult", "changes")
         changes = (
-            cast("list[Change]", PreEncoded(encode_changes(shape, page.changes)))
+            cast("list[Change]", PreEncoded(shapes.encode(CHANGE, shape, page.changes)))
             if shape is not None
             else [change_from(c) for c in page.changes]
         )
@@ -508,7 +469,10 @@ def _bad_client_mutation_ids(changes: list[PushChange]) -> dict[str, str]:
 class SyncMutations:
     """Sync writes."""
 
-    @strawberry.mutation(description="Register this app install; returns a fresh replica id.")
+    @strawberry.mutation(
+        description="Register this app install; returns a fresh replica id.",
+        graphql_type=DeviceResult,
+    )
     async def register_device(
         self,
         info: Info,
@@ -516,7 +480,7 @@ class SyncMutations:
             RegisterDeviceInput,
             strawberry.argument(description="What the app says about this install."),
         ],
-    ) -> DeviceResult:
+    ) -> Device | UserError:
         """New device (syncs ALL customers until it selects some)."""
 
         async def action(conn: Any, user: CurrentUser) -> Any:
@@ -537,9 +501,12 @@ class SyncMutations:
             return {"device": await _device_view(conn, user.org_id, row, user.email)}
 
         result = await run_write(info, action, allowed=lambda u: u.role is not Role.PORTAL)
-        return result["device"] if isinstance(result, dict) else result  # type: ignore[return-value]
+        return result["device"] if isinstance(result, dict) else result
 
-    @strawberry.mutation(description="Report offline mode, auto-sync intervals and outbox size.")
+    @strawberry.mutation(
+        description="Report offline mode, auto-sync intervals and outbox size.",
+        graphql_type=DeviceResult,
+    )
     async def report_device(
         self,
         info: Info,
@@ -550,7 +517,7 @@ class SyncMutations:
             ReportDeviceInput,
             strawberry.argument(description="What changed; omitted fields keep their values."),
         ],
-    ) -> DeviceResult:
+    ) -> Device | UserError:
         """Update what the phone says about itself."""
 
         async def action(conn: Any, user: CurrentUser) -> Any:
@@ -582,11 +549,12 @@ class SyncMutations:
         result = await run_write(
             info, action, client_id=device_id, allowed=lambda u: u.role is not Role.PORTAL
         )
-        return result["device"] if isinstance(result, dict) else result  # type: ignore[return-value]
+        return result["device"] if isinstance(result, dict) else result
 
     @strawberry.mutation(
         description="Choose the customers a device syncs (needs 'sync by customer');"
-        " ALL syncs every customer."
+        " ALL syncs every customer.",
+        graphql_type=DeviceResult,
     )
     async def select_customers(
         self,
@@ -594,7 +562,7 @@ class SyncMutations:
         device_id: strawberry.ID,
         mode: SelectionMode,
         customer_ids: list[strawberry.ID] | None = None,
-    ) -> DeviceResult:
+    ) -> Device | UserError:
         """Change the selection; unselecting removes nothing on the server."""
 
         async def action(conn: Any, user: CurrentUser) -> Any:
@@ -615,11 +583,12 @@ class SyncMutations:
         result = await run_write(
             info, action, client_id=device_id, allowed=lambda u: u.role is not Role.PORTAL
         )
-        return result["device"] if isinstance(result, dict) else result  # type: ignore[return-value]
+        return result["device"] if isinstance(result, dict) else result
 
     @strawberry.mutation(
         description="Push offline changes; each gets its own outcome, with the record as it now"
-        " stands."
+        " stands.",
+        graphql_type=PushChangesResult,
     )
     async def push_changes(
         self,
@@ -633,11 +602,11 @@ class SyncMutations:
                 description="The outbox, at most 1,000 changes, each answered in this order."
             ),
         ],
-    ) -> PushChangesResult:
+    ) -> PushResult | UserError:
         """Apply a batch (at most 1,000 changes); replays are idempotent."""
         if len(changes) > MAX_PUSH_BATCH:
             return error_from(
-                RecordValidationError(  # type: ignore[return-value]
+                RecordValidationError(
                     {
                         "changes": f"at most {MAX_PUSH_BATCH} changes per push;"
                         f" got {len(changes)}: split the batch"
@@ -647,26 +616,20 @@ class SyncMutations:
         try:
             converted = [to_push_change(c) for c in changes]
         except RecordValidationError as exc:
-            return error_from(exc)  # type: ignore[return-value]
+            return error_from(exc)
         bad_ids = _bad_client_mutation_ids(converted)
         if bad_ids:
-            return error_from(RecordValidationError(bad_ids))  # type: ignore[return-value]
+            return error_from(RecordValidationError(bad_ids))
         if len({c.client_mutation_id for c in converted}) != len(converted):
             return error_from(
-                RecordValidationError(  # type: ignore[return-value]
+                RecordValidationError(
                     {"changes": "clientMutationId values must be unique within a push"}
                 )
             )
 
         # A thousand outcomes: encoded once in the client's selection (as for pull), which
         # also says whether the records are wanted (the typed path may always want them).
-        shape = encoded.cached_shape(
-            info,
-            "pushChanges.results",
-            lambda: encoded.nested_shape(
-                CHANGE_RESULT, info.selected_fields, "PushResult", "results"
-            ),
-        )
+        shape = resolver_field_shape(info, CHANGE_RESULT, "PushResult", "results")
         with_records = shape is None or any(name == "record" for _, name, _ in shape)
 
         async def action(conn: Any, user: CurrentUser) -> Any:
@@ -688,13 +651,13 @@ class SyncMutations:
             info, action, client_id=device_id, allowed=lambda u: u.role is not Role.PORTAL
         )
         if not isinstance(result, dict):
-            return result  # type: ignore[return-value]
+            return result
         outcome = result["push"]
-        count_push_outcomes([str(r.outcome) for r in outcome.results])
+        info.context.count_push_outcomes([str(r.outcome) for r in outcome.results])
         results = (
             cast(
                 "list[ChangeResult]",
-                PreEncoded(encoded.encode(CHANGE_RESULT, shape, outcome.results)),
+                PreEncoded(shapes.encode(CHANGE_RESULT, shape, outcome.results)),
             )
             if shape is not None
             else [result_from(r) for r in outcome.results]
@@ -702,7 +665,8 @@ class SyncMutations:
         return PushResult(results=results, reregister_required=outcome.reregister_required)
 
     @strawberry.mutation(
-        description="Settle a conflict: keep the server's values, the device's, or merge."
+        description="Settle a conflict: keep the server's values, the device's, or merge.",
+        graphql_type=ResolveConflictResult,
     )
     async def resolve_conflict(
         self,
@@ -718,7 +682,7 @@ class SyncMutations:
                 " the device's value for the others."
             ),
         ] = None,
-    ) -> ResolveConflictResult:
+    ) -> SyncConflict | UserError:
         """Resolve; the result is a new versioned write that reaches every device."""
         try:
             conflict_id = from_global_id(id, "SyncConflict")[1]
@@ -729,7 +693,7 @@ class SyncMutations:
             if not isinstance(values, dict):
                 return error_from(
                     RecordValidationError({"values": "must be an object of field: value"})
-                )  # type: ignore[return-value]
+                )
             columns = {_column(k): v for k, v in values.items()}
 
         async def action(conn: Any, user: CurrentUser) -> Any:
@@ -745,12 +709,15 @@ class SyncMutations:
             )
 
         result = await run_write(info, action, client_id=id)
-        return conflict_from(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return conflict_from(result) if isinstance(result, dict) else result
 
-    @strawberry.mutation(description="Set the conflict policy of one record type (admins only).")
+    @strawberry.mutation(
+        description="Set the conflict policy of one record type (admins only).",
+        graphql_type=PolicyResult,
+    )
     async def set_conflict_policy(
         self, info: Info, entity: SyncEntity, policy: ConflictPolicy
-    ) -> PolicyResult:
+    ) -> ConflictPolicies | UserError:
         """Policy per record type."""
 
         async def action(conn: Any, user: CurrentUser) -> Any:
@@ -759,7 +726,7 @@ class SyncMutations:
             )
 
         result = await run_write(info, action, allowed=lambda u: u.is_admin)
-        return _policies_from(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return _policies_from(result) if isinstance(result, dict) else result
 
 
 def _column(api_name: str) -> str:

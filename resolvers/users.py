@@ -6,13 +6,14 @@ from collections.abc import Mapping
 
 import strawberry
 
+from db.auth import hash_password, issue_token, verify_password
 from db.commands import users as commands
 from db.queries import rate_limits
 from db.queries import users as queries
 from db.queries.text import holds_nul
 from resolvers.context import Info
 from resolvers.writes import bad_id, decode_id, run_write
-from schema.errors import ErrorCode, InvalidCredentials, RateLimited, invalid
+from schema.errors import ErrorCode, InvalidCredentials, RateLimited, UserError, invalid
 from schema.node import InvalidIdError
 from schema.users import (
     CapabilitiesInput,
@@ -23,7 +24,6 @@ from schema.users import (
     UserResult,
     capability_columns,
 )
-from server.auth import hash_password, issue_token, verify_password
 
 # Kinds of rate_limit_events rows counted by sign-in.
 LOGIN_BY_EMAIL = "login_email"
@@ -122,8 +122,8 @@ class UserMutations:
         assert row is not None
         return LoginSuccess(token=token, expires_at=expires, user=User.from_row(row))
 
-    @strawberry.mutation(description="Add a user (admins only).")
-    async def create_user(self, info: Info, input: CreateUserInput) -> UserResult:
+    @strawberry.mutation(description="Add a user (admins only).", graphql_type=UserResult)
+    async def create_user(self, info: Info, input: CreateUserInput) -> User | UserError:
         """New user."""
         fields = {"email": input.email, "name": input.name}
         nul = {
@@ -136,7 +136,7 @@ class UserMutations:
             try:
                 customer_id = decode_id(input.customer_id, "Customer")
             except InvalidIdError as exc:
-                return bad_id(input.customer_id, exc)  # type: ignore[return-value]
+                return bad_id(input.customer_id, exc)
         password_hash = hash_password(input.password)
         result = await run_write(
             info,
@@ -153,32 +153,40 @@ class UserMutations:
             ),
             allowed=_is_admin,
         )
-        return User.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+        return User.from_row(result) if isinstance(result, dict) else result
 
-    @strawberry.mutation(description="Grant or withdraw capabilities of a user (admins only).")
+    @strawberry.mutation(
+        description="Grant or withdraw capabilities of a user (admins only).",
+        graphql_type=UserResult,
+    )
     async def set_user_permissions(
         self, info: Info, user_id: strawberry.ID, capabilities: CapabilitiesInput
-    ) -> UserResult:
+    ) -> User | UserError:
         """Change capabilities; takes effect on the user's next request."""
         return await _update(info, user_id, capability_columns(capabilities))
 
     @strawberry.mutation(
-        description="Activate or deactivate a user (admins only); deactivation revokes tokens."
+        description="Activate or deactivate a user (admins only); deactivation revokes tokens.",
+        graphql_type=UserResult,
     )
-    async def set_user_active(self, info: Info, user_id: strawberry.ID, active: bool) -> UserResult:
+    async def set_user_active(
+        self, info: Info, user_id: strawberry.ID, active: bool
+    ) -> User | UserError:
         """Activation."""
         return await _update(info, user_id, {"active": active})
 
 
-async def _update(info: Info, user_id: strawberry.ID, values: Mapping[str, object]) -> UserResult:
+async def _update(
+    info: Info, user_id: strawberry.ID, values: Mapping[str, object]
+) -> User | UserError:
     try:
         uid = decode_id(user_id, "User")
     except InvalidIdError as exc:
-        return bad_id(user_id, exc)  # type: ignore[return-value]
+        return bad_id(user_id, exc)
     result = await run_write(
         info,
         lambda conn, user: commands.update_user(conn, user.org_id, uid, values),
         client_id=user_id,
         allowed=_is_admin,
     )
-    return User.from_row(result) if isinstance(result, dict) else result  # type: ignore[return-value]
+    return User.from_row(result) if isinstance(result, dict) else result

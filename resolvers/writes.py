@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import structlog
@@ -16,7 +16,7 @@ from db.entities import EntitySpec, EntityType
 from db.errors import DomainError, ForbiddenError, is_transient
 from resolvers.context import CurrentUser, Info, PublicError
 from schema.customers import DeletedRecord
-from schema.errors import UserError, error_from, not_found
+from schema.errors import NotFound, UserError, error_from, not_found
 from schema.node import InvalidIdError, from_global_id, to_global_id
 
 Row = dict[str, Any]
@@ -26,7 +26,9 @@ TYPE_NAMES = {
     EntityType.FACILITY: "Facility",
     EntityType.ASSET: "Asset",
 }
-Action = Callable[[AsyncConnection, CurrentUser], Awaitable[Row]]
+T = TypeVar("T")
+# What a write runs in its transaction: called with the connection and the caller.
+Action = Callable[[AsyncConnection, CurrentUser], Awaitable[T]]
 # Runs of one write transaction that PostgreSQL may abort for a concurrent one (run_write).
 TRANSIENT_ATTEMPTS = 4
 log = structlog.get_logger("fieldsync.writes")
@@ -39,13 +41,17 @@ def decode_id(global_id: str, type_name: str) -> UUID:
 
 async def run_write(
     info: Info,
-    action: Action,
+    action: Action[T],
     *,
     client_id: str | None = None,
     allowed: Callable[[CurrentUser], bool] = lambda user: user.can_edit_records,
-) -> Row | UserError:
-    """Run ``action`` in one tenant transaction; a domain error rolls it back and becomes
-    its union member, so nothing is half-written.
+) -> T | UserError:
+    """Run ``action`` in one tenant transaction; what it returns, or the union member of
+    the domain error that rolled it back (nothing is half-written).
+
+    The error is typed as the ``UserError`` interface: which members a command can produce
+    is known only at run time, so a mutation returning it declares its GraphQL union with
+    ``graphql_type`` and ``<record> | UserError`` as its Python type.
 
     A transaction PostgreSQL aborted because of a concurrent one (a deadlock between two
     pushes that lock a customer and the tenant's seq row in opposite orders, a
@@ -76,7 +82,7 @@ def page_size(info: Info, first: int) -> int:
     return first
 
 
-def bad_id(global_id: str, exc: InvalidIdError) -> UserError:
+def bad_id(global_id: str, exc: InvalidIdError) -> NotFound:
     """The NotFound member for a malformed or wrongly typed id."""
     return not_found(global_id, str(exc))
 
@@ -84,13 +90,13 @@ def bad_id(global_id: str, exc: InvalidIdError) -> UserError:
 async def save_record(
     info: Info,
     spec: EntitySpec,
-    from_row: Callable[[Row], Any],
+    from_row: Callable[[Row], T],
     *,
     global_id: str | None,
     patch: dict[str, Any],
     links: dict[str, UUID] | None = None,
     base_version: Mapping[str, int] | None = None,
-) -> Any:
+) -> T | UserError:
     """Create (``global_id`` None) or update one record; the typed object or error.
 
     ``base_version`` (updates) applies the sync rules instead of last-writer-wins."""
@@ -115,10 +121,10 @@ async def save_record(
         ),
         client_id=global_id,
     )
-    return from_row(result) if isinstance(result, dict) else result
+    return result if isinstance(result, UserError) else from_row(result)
 
 
-async def delete_record(info: Info, spec: EntitySpec, global_id: str) -> Any:
+async def delete_record(info: Info, spec: EntitySpec, global_id: str) -> DeletedRecord | UserError:
     """Tombstone one record; DeletedRecord or the typed refusal."""
     try:
         record_id = decode_id(global_id, TYPE_NAMES[spec.type])
@@ -131,14 +137,14 @@ async def delete_record(info: Info, spec: EntitySpec, global_id: str) -> Any:
         ),
         client_id=global_id,
     )
-    if isinstance(result, dict):
-        # The global id even when the record was named by its uuid: the field says so.
-        record = to_global_id(TYPE_NAMES[spec.type], record_id)
-        return DeletedRecord(id=record, deleted_at=result["updated_at"])
-    return result
+    if isinstance(result, UserError):
+        return result
+    # The global id even when the record was named by its uuid: the field says so.
+    record = to_global_id(TYPE_NAMES[spec.type], record_id)
+    return DeletedRecord(id=record, deleted_at=result["updated_at"])
 
 
-def link(global_id: str, type_name: str) -> UUID | UserError:
+def link(global_id: str, type_name: str) -> UUID | NotFound:
     """The uuid of a parent's global id, or the NotFound member."""
     try:
         return decode_id(global_id, type_name)

@@ -1,1 +1,1 @@
-"""GraphQL types, inputs, enums and scalars; ``schema.build`` assembles the Schema."""
+"""GraphQL types, inputs, enums and scalars; ``server.schema`` assembles the Schema."""

@@ -21,7 +21,7 @@ from schema.errors import (
 )
 from schema.node import to_global_id
 from schema.scalars import JSON
-from sync import external as rules
+from sync import window as rules
 
 API_NAME = {stored: api for api, stored in rules.FIELDS.items()}
 

@@ -2,8 +2,8 @@
 
 graphql-core completes a list of objects field by field in Python: for a pull page of
 1,000 changes that is most of the request's CPU. A resolver that already holds the page
-as JSON in exactly the client's selection (built by ``db.pull`` from
-``resolvers.change_json``) returns it wrapped in ``PreEncoded``; the execution context
+as JSON in exactly the client's selection (encoded by ``resolvers.selection_json``)
+returns it wrapped in ``PreEncoded``; the execution context
 below hands it to the response untouched and orjson splices it into the body. The schema
 stays typed: validation, introspection and the SDL see ``[Change!]!`` as before.
 """

@@ -1,1 +1,1 @@
-"""The HTTP and WebSocket server: starlette app, settings, auth, CLI, GraphiQL, health."""
+"""The HTTP and WebSocket server: starlette app, the Schema, settings, metrics, CLI, GraphiQL."""

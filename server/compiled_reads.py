@@ -1,95 +1,108 @@
-"""Compiled reads: a customer's detail and the customer list without the GraphQL executor.
+"""Compiled reads: `customer`, `customers` and `node` answered without the GraphQL executor.
 
 A frontend sends the same few documents all day. For a query document whose only root
-field is ``customer(id:)`` or ``customers(...)`` and whose selection reduces to one shape
-(``resolvers.encoded``: aliases, fragments, ``__typename``; no directives, no custom
-fields), the document is parsed and validated once, with the same rules and limits as every
-other operation, and compiled: the selection becomes one SQL statement
-(``db.queries.record_tree`` for the detail, ``db.queries.customer_list`` for the list: the
-records, their children, the caller's user row) and one generated encoder. A request with
-that document then costs a cache lookup, the arguments' coercion, three round trips and
-one ``orjson.dumps``; the executor's per-request work (the extension hooks, the resolver
-calls, DataLoaders and five to nine statements) was most of the time of such a read.
+field is ``customer(id:)``, ``customers(...)`` or ``node(id:)`` and whose selection below
+it reduces to shapes (``resolvers.selection_json``: aliases, fragments, ``__typename``,
+@skip/@include, custom fields and badges), the document is parsed and validated once, with
+the same rules and limits as every other operation, and compiled: per set of values of the
+variables its directives read, the selection becomes one SQL statement
+(``db.queries.record_rows``: the records, every level of children the selection reaches,
+the custom field definitions it needs, the caller's user row; the customer list's page,
+filter, keyset and portal rule from ``db.queries.customers``) and one generated encoder.
+A request with that document then costs a cache lookup, the arguments' coercion, three
+round trips and one ``orjson.dumps``.
 
 Anything this path does not answer exactly as the executor would (another document, a
-token that does not verify, a revoked user, an id or cursor that does not decode, variables
-that do not coerce, a database error) falls through to the executor with the request as it
-came: the compiled path only ever answers what the ordinary one answers with data.
-``tests/api/test_compiled_reads.py`` compares the two byte for byte.
+token that does not verify, a revoked user, an id or cursor that does not decode, a bare
+uuid given to `node`, variables that do not coerce, a database error) falls through to the
+executor with the request as it came: the compiled path only ever answers what the typed
+one answers with data. ``tests/api/test_compiled_reads.py`` compares the two byte for byte.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+from uuid import UUID
 
 import orjson
 import structlog
 from graphql import (
+    DocumentNode,
     FieldNode,
-    FragmentDefinitionNode,
-    GraphQLError,
     GraphQLField,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
-    VariableDefinitionNode,
-    parse,
-    specified_rules,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.http.parse_content_type import parse_content_type
 
+from db.auth import InvalidTokenError, TokenClaims, read_token, still_valid
 from db.engine import Database
 from db.entities import CUSTOMER
-from db.queries import customer_list, record_tree
-from db.queries.record_tree import Row
-from resolvers import encoded, record_json
-from resolvers.customers import SORTS
-from resolvers.encoded import ObjectSpec, Shape
-from schema.customers import CustomerFilter, CustomerOrder, OrderDirection
-from schema.limits import DocumentValidator, OperationLimits, limit_rules
-from schema.node import InvalidIdError, from_global_id
-from schema.pagination import (
-    Edge,
-    InvalidCursorError,
-    PageInfo,
-    build_connection,
-    decode_cursor,
+from db.queries import customers as customer_queries
+from db.queries import record_rows
+from db.queries.record_rows import Level
+from db.queries.records import sees_customer
+from resolvers.customers import list_request
+from resolvers.selection_json.collect import Fragments, collect_fields, directive_variables
+from resolvers.selection_json.documents import (
+    MAX_CACHED_CHARS,
+    DocumentError,
+    Documents,
+    fragments_of,
+    operation,
 )
+from resolvers.selection_json.records import (
+    CUSTOMER_CONNECTION,
+    RECORDS,
+    tree_level,
+)
+from resolvers.selection_json.shapes import Shape, builder, shape_of
+from schema.customers import CustomerFilter, CustomerOrder
+from schema.limits import OperationLimits
+from schema.node import InvalidIdError, from_global_id
+from schema.pagination import Edge, InvalidCursorError, PageInfo, build_connection, decode_cursor
 from server import metrics
-from server.auth import InvalidTokenError, TokenClaims, bearer_token, read_token, still_valid
-from server.field_collection import collect_fields
+from server.auth import bearer_token
 from server.graphql_http import CONTENT_TYPES, response_media_type
 
 log = structlog.get_logger("fieldsync.compiled_reads")
 # Keys a GraphQL-over-HTTP JSON body may carry; anything else goes to the executor.
 BODY_KEYS = frozenset({"query", "variables", "operationName", "extensions"})
-# Frontend documents are a few hundred characters; the cache keeps at most 256 texts.
-MAX_DOCUMENT_CHARS = 20_000
+# Which path answered a request: the structlog field bound for the request's log lines,
+# and (in debug mode) the response header.
+READ_PATH = "read_path"
+READ_PATH_HEADER = b"x-fieldsync-read-path"
+# Directive variants remembered per document (each a distinct set of @skip/@include values).
+MAX_VARIANTS = 16
+# A root field's value, or FALLBACK: let the executor answer the request.
+FALLBACK = object()
 
 
 @dataclass(frozen=True)
 class Detail:
     """``customer(id:)``: the record's tree and the caller in one statement."""
 
-    level: record_tree.Level
+    level: Level
+    build: Callable[[Any], dict[str, Any]]
 
     async def value(
         self, db: Database, claims: TokenClaims, arguments: dict[str, Any], max_page_size: int
-    ) -> Answer:
-        """The root field's value (None for a null customer), or FALLBACK."""
+    ) -> Any:
+        """The root field's JSON value (None for a null customer), or FALLBACK."""
         try:
             record_id = from_global_id(arguments["id"], "Customer")[1]
         except InvalidIdError:
             return FALLBACK
-        async with db.engine.connect() as conn, record_tree.scoped(conn, claims.org_id) as driver:
-            result = await record_tree.read(
+        async with db.engine.connect() as conn, record_rows.scoped(conn, claims.org_id) as driver:
+            result = await record_rows.read_record(
                 driver,
                 CUSTOMER.table,
                 self.level,
@@ -100,16 +113,58 @@ class Detail:
         if not still_valid(result.user, claims):
             return FALLBACK  # the executor's UNAUTHENTICATED error
         assert result.user is not None
-        if result.user["role"] == "PORTAL" and record_id != result.user["customer_id"]:
-            return None  # a portal user reads only their own customer
-        return result.record
+        if not result.rows or not sees_customer(
+            result.user["role"], result.user["customer_id"], record_id
+        ):
+            return None
+        return self.build(result.rows[0])
+
+
+@dataclass(frozen=True)
+class NodeRead:
+    """``node(id:)`` of a customer, contact, facility or asset by global id: per type, what
+    the selection reads and its encoder."""
+
+    by_type: Mapping[str, tuple[Level, Callable[[Any], dict[str, Any]]]]
+
+    async def value(
+        self, db: Database, claims: TokenClaims, arguments: dict[str, Any], max_page_size: int
+    ) -> Any:
+        """The record's JSON value (None when unknown or not visible), or FALLBACK."""
+        try:
+            type_name, record_id = from_global_id(arguments["id"])
+        except InvalidIdError:
+            return FALLBACK  # a bare uuid: the executor looks its type up
+        if type_name not in self.by_type:
+            return FALLBACK
+        level, build = self.by_type[type_name]
+        async with db.engine.connect() as conn, record_rows.scoped(conn, claims.org_id) as driver:
+            result = await record_rows.read_record(
+                driver,
+                RECORDS[type_name].entity.table,
+                level,
+                org_id=claims.org_id,
+                user_id=claims.user_id,
+                record_id=record_id,
+            )
+        if not still_valid(result.user, claims):
+            return FALLBACK
+        assert result.user is not None
+        if not result.rows:
+            return None
+        row = result.rows[0]
+        # Ids read from the statement's JSON are text.
+        customer_id = UUID(row["customer_id"])
+        if not sees_customer(result.user["role"], result.user["customer_id"], customer_id):
+            return None
+        return build(row)
 
 
 @dataclass(frozen=True)
 class CountedConnection:
     """A page of customers as the connection spec reads it."""
 
-    edges: list[Edge[Row]]
+    edges: list[Edge[dict[str, Any]]]
     page_info: PageInfo
     total: int | None
 
@@ -119,57 +174,80 @@ class CustomerList:
     """``customers(first, after, filter, orderBy)``: the page with its customers' trees,
     the total if selected, and the caller, in one statement."""
 
-    level: record_tree.Level
+    level: Level
     count: bool
+    build: Callable[[Any], dict[str, Any]]
 
     async def value(
         self, db: Database, claims: TokenClaims, arguments: dict[str, Any], max_page_size: int
-    ) -> Answer:
-        """The connection's value, or FALLBACK."""
-        request = _list_request(arguments)
-        if request is None or not request.usable() or not 1 <= request.first <= max_page_size:
-            return FALLBACK  # the executor's BAD_USER_INPUT (or its NUL-byte rule)
-        form = customer_list.form_of(
-            request, _with_column(self.level, request.sort.value), count=self.count
+    ) -> Any:
+        """The connection's JSON value, or FALLBACK."""
+        try:
+            after = decode_cursor(arguments["after"]) if arguments.get("after") else None
+        except InvalidCursorError:
+            return FALLBACK  # the executor's BAD_USER_INPUT
+        filter_ = arguments.get("filter")
+        order = arguments.get("orderBy")
+        request = list_request(
+            arguments["first"],
+            after,
+            CustomerFilter(**filter_) if filter_ else None,
+            CustomerOrder(**order) if order else None,
         )
+        if (
+            not 1 <= request.first <= max_page_size
+            or request.matches_nothing()
+            or not request.cursor_fits()
+        ):
+            return FALLBACK  # the executor's BAD_USER_INPUT, or its special cases
+        level = _with_column(self.level, request.sort.value)
         async with (
             db.engine.connect() as conn,
-            record_tree.scoped(conn, claims.org_id, plan_each=True) as driver,
+            record_rows.scoped(conn, claims.org_id, plan_each=True) as driver,
         ):
-            result = await customer_list.read(
-                driver, request, form, org_id=claims.org_id, user_id=claims.user_id
+            result, page = await customer_queries.read_tree(
+                driver,
+                request,
+                level,
+                count=self.count,
+                org_id=claims.org_id,
+                user_id=claims.user_id,
             )
         if not still_valid(result.user, claims):
             return FALLBACK
         sort = request.sort.value
-        rows = result.page.rows
         connection = build_connection(
-            rows,
-            [(row[sort], row["id"]) for row in rows],
-            has_next=result.page.has_next,
+            page.rows,
+            [(row[sort], row["id"]) for row in page.rows],
+            has_next=page.has_next,
             has_previous=request.after is not None,
             counter=_no_counter,
         )
-        return CountedConnection(connection.edges, connection.page_info, result.total)
+        return self.build(CountedConnection(connection.edges, connection.page_info, result.total))
 
 
-Root = Detail | CustomerList
-# A root field's value, or FALLBACK: let the executor answer the request.
-FALLBACK = object()
-Answer = Any
+Root = Detail | CustomerList | NodeRead
 
 
 @dataclass(frozen=True)
-class CompiledRead:
-    """One compiled document: what to coerce, what to read and how to encode it."""
+class Plan:
+    """One variant of a compiled document: the root field to coerce, read and encode."""
 
     operation_label: str
-    variable_definitions: tuple[VariableDefinitionNode, ...]
     field: GraphQLField
     node: FieldNode
     response_key: str
     root: Root
-    build: Callable[[Any], dict[str, Any]]
+
+
+@dataclass
+class CompiledDocument:
+    """A valid single query document: its plans by the values of its directives' variables."""
+
+    operation: OperationDefinitionNode
+    fragments: Fragments
+    directive_variables: tuple[str, ...]
+    variants: dict[tuple[Any, ...], Plan | None]
 
 
 class CompiledReads:
@@ -181,19 +259,19 @@ class CompiledReads:
         limits: OperationLimits,
         *,
         max_page_size: int,
+        debug: bool = False,
         maxsize: int = 256,
     ) -> None:
         self.schema = schema
-        self.max_tokens = limits.max_tokens
-        self.rules = [*specified_rules, *limit_rules(limits)]
-        self.validator = DocumentValidator(limits, maxsize=maxsize)
+        self.documents = Documents(schema, limits, maxsize=maxsize)
         self.max_page_size = max_page_size
+        self.debug = debug
         self.maxsize = maxsize
-        self._cache: OrderedDict[tuple[str, str | None], CompiledRead | None] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str | None], CompiledDocument | None] = OrderedDict()
 
-    def lookup(self, query: str, operation_name: str | None) -> CompiledRead | None:
+    def lookup(self, query: str, operation_name: str | None) -> CompiledDocument | None:
         """The compiled document, or None when this path does not answer it."""
-        if len(query) > MAX_DOCUMENT_CHARS:
+        if len(query) > MAX_CACHED_CHARS:
             return None  # not worth keeping as a cache key; the executor answers it
         key = (query, operation_name)
         try:
@@ -207,54 +285,96 @@ class CompiledReads:
         self._cache.move_to_end(key)
         return compiled
 
-    def compile(self, query: str, operation_name: str | None) -> CompiledRead | None:
-        """Parse, validate (every rule and limit the executor applies) and compile."""
+    def compile(self, query: str, operation_name: str | None) -> CompiledDocument | None:
+        """Parse and validate (every rule and limit the executor applies), pick the
+        operation; the plans are made per directive variant (:meth:`plan`)."""
         try:
-            document = parse(query, max_tokens=self.max_tokens)
-        except GraphQLError:
+            document: DocumentNode = self.documents.document(query)
+        except DocumentError:
             return None
-        if self.validator.validate(self.schema, document, self.rules):
+        chosen = operation(document, operation_name)
+        if chosen is None or chosen.operation is not OperationType.QUERY:
             return None
-        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-        if operation_name is not None:
-            operations = [o for o in operations if o.name and o.name.value == operation_name]
-        elif len(operations) != 1:
-            return None
-        if len(operations) != 1 or operations[0].operation is not OperationType.QUERY:
-            return None
-        operation = operations[0]
-        fragments = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-        }
-        # @skip/@include would make the selection depend on the variables.
-        if encoded.has_directives(operation, fragments, set()):
-            return None
+        fragments = fragments_of(document)
+        return CompiledDocument(
+            chosen, fragments, tuple(sorted(directive_variables(chosen, fragments))), {}
+        )
+
+    def plan(self, compiled: CompiledDocument, variables: Mapping[str, Any]) -> Plan | None:
+        """The plan for these (coerced) variables' directive values; None if none answers."""
+        key = tuple(variables.get(name) for name in compiled.directive_variables)
+        try:
+            return compiled.variants[key]
+        except KeyError:
+            pass
+        found = self._plan(compiled, variables)
+        if len(compiled.variants) < MAX_VARIANTS:
+            compiled.variants[key] = found
+        return found
+
+    def _plan(self, compiled: CompiledDocument, variables: Mapping[str, Any]) -> Plan | None:
         query_type = self.schema.query_type
         assert query_type is not None
-        fields = collect_fields(self.schema, fragments, {}, query_type, [operation.selection_set])
+        selection = compiled.operation.selection_set
+        fields = collect_fields(self.schema, compiled.fragments, variables, query_type, [selection])
         if len(fields) != 1:
             return None
         [(response_key, nodes)] = fields.items()
         name = nodes[0].name.value
-        if name not in ROOT_FIELDS or any(node.arguments != nodes[0].arguments for node in nodes):
+        if any(node.arguments != nodes[0].arguments for node in nodes):
             return None
-        spec = ROOT_FIELDS[name]
-        shape = encoded.compile_shape(spec, fragments, {}, nodes)
-        if shape is None:
-            return None
-        root = _root(name, shape)
+        root = self._root(name, compiled.fragments, variables, nodes)
         if root is None:
             return None
-        return CompiledRead(
+        return Plan(
             # Labelled like the executor's requests: by the root field that runs.
             operation_label=metrics.root_field_label([name]),
-            variable_definitions=tuple(operation.variable_definitions or ()),
             field=query_type.fields[name],
             node=nodes[0],
             response_key=response_key,
             root=root,
-            build=encoded.builder(spec, shape),
         )
+
+    def _root(
+        self, name: str, fragments: Fragments, variables: Mapping[str, Any], nodes: list[FieldNode]
+    ) -> Root | None:
+        """What answers root field ``name`` selected by ``nodes``; None if nothing can."""
+        schema = self.schema
+        if name == "customer":
+            spec = RECORDS["Customer"].spec
+            shape = shape_of(schema, spec, fragments, variables, nodes)
+            level = None if shape is None else tree_level(spec, shape)
+            return None if level is None or shape is None else Detail(level, builder(spec, shape))
+        if name == "node":
+            by_type = {}
+            for type_name, record in RECORDS.items():
+                shape = shape_of(schema, record.spec, fragments, variables, nodes)
+                level = None if shape is None else tree_level(record.spec, shape, ["customer_id"])
+                if level is None or shape is None:
+                    return None
+                by_type[type_name] = (level, builder(record.spec, shape))
+            return NodeRead(by_type)
+        if name == "customers":
+            shape = shape_of(schema, CUSTOMER_CONNECTION, fragments, variables, nodes)
+            if shape is None:
+                return None
+            # Every `node` under every `edges` key must select the same: one tree serves them.
+            node_shapes = {
+                node_shape
+                for _, field, edge_shape in shape
+                if field == "edges" and edge_shape is not None
+                for _, edge_field, node_shape in edge_shape
+                if edge_field == "node" and node_shape is not None
+            }
+            if len(node_shapes) > 1:
+                return None
+            node_shape: Shape = node_shapes.pop() if node_shapes else ()
+            level = tree_level(RECORDS["Customer"].spec, node_shape)
+            if level is None:
+                return None
+            counted = any(field == "totalCount" for _, field, _ in shape)
+            return CustomerList(level, counted, builder(CUSTOMER_CONNECTION, shape))
+        return None
 
     async def serve(
         self, scope: Scope, receive: Receive, send: Send, db: Database, secret: str
@@ -280,29 +400,26 @@ class CompiledReads:
         answer = await self._answer(body, authorization, db, secret)
         if answer is None:
             return replay
-        compiled, payload = answer
+        plan, payload = answer
+        structlog.contextvars.bind_contextvars(**{READ_PATH: "compiled"})
+        log.debug("read answered", **{READ_PATH: "compiled"})
         media_type = response_media_type(accept.decode("latin-1") if accept else None)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"content-type", CONTENT_TYPES[media_type].encode()),
-                ],
-            }
-        )
+        headers = [
+            (b"content-length", str(len(payload)).encode()),
+            (b"content-type", CONTENT_TYPES[media_type].encode()),
+        ]
+        if self.debug:
+            headers.append((READ_PATH_HEADER, b"compiled"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        metrics.REQUESTS.labels(compiled.operation_label, "query").inc()
-        metrics.REQUEST_SECONDS.labels(compiled.operation_label).observe(
-            time.perf_counter() - started
-        )
+        metrics.REQUESTS.labels(plan.operation_label, "query").inc()
+        metrics.REQUEST_SECONDS.labels(plan.operation_label).observe(time.perf_counter() - started)
         metrics.COMPILED_READS.inc()
         return None
 
     async def _answer(
         self, body: bytes, authorization: bytes | None, db: Database, secret: str
-    ) -> tuple[CompiledRead, bytes] | None:
+    ) -> tuple[Plan, bytes] | None:
         """The response body for a compiled read, or None to let the executor answer."""
         try:
             request = orjson.loads(body)
@@ -330,73 +447,29 @@ class CompiledReads:
             claims = read_token(secret, token)
         except InvalidTokenError:
             return None
-        coerced = get_variable_values(self.schema, compiled.variable_definitions, variables or {})
+        coerced = get_variable_values(
+            self.schema, compiled.operation.variable_definitions or (), variables or {}
+        )
         if isinstance(coerced, list):
             return None
+        plan = self.plan(compiled, coerced.coerced)
+        if plan is None:
+            return None
         try:
-            arguments = get_argument_values(compiled.field, compiled.node, coerced)
-            value = await compiled.root.value(db, claims, arguments, self.max_page_size)
+            arguments = get_argument_values(plan.field, plan.node, coerced)
+            value = await plan.root.value(db, claims, arguments, self.max_page_size)
             if value is FALLBACK:
                 return None
-            built = None if value is None else compiled.build(value)
-            return compiled, orjson.dumps({"data": {compiled.response_key: built}})
+            return plan, orjson.dumps({"data": {plan.response_key: value}})
         except Exception as exc:  # noqa: BLE001 - the executor reports it as it always does
             log.info("compiled read fell back to the executor", error=repr(exc))
             return None
 
 
-ROOT_FIELDS: dict[str, ObjectSpec] = {
-    "customer": record_json.CUSTOMER,
-    "customers": record_json.CUSTOMER_CONNECTION,
-}
-
-
-def _root(name: str, shape: Shape) -> Root | None:
-    """What answers root field ``name`` selected as ``shape``; None if nothing can."""
-    if name == "customer":
-        level = record_json.tree_level(record_json.CUSTOMER, shape)
-        return None if level is None else Detail(level)
-    node_shapes = {
-        node_shape
-        for _, field, edge_shape in shape
-        if field == "edges" and edge_shape is not None
-        for _, edge_field, node_shape in edge_shape
-        if edge_field == "node" and node_shape is not None
-    }
-    if len(node_shapes) > 1:
-        return None
-    node_shape = node_shapes.pop() if node_shapes else ()
-    level = record_json.tree_level(record_json.CUSTOMER, node_shape)
-    if level is None:
-        return None
-    return CustomerList(level, count=any(field == "totalCount" for _, field, _ in shape))
-
-
 @cache
-def _with_column(level: record_tree.Level, column: str) -> record_tree.Level:
+def _with_column(level: Level, column: str) -> Level:
     """``level`` also reading ``column`` (a list's sort column, for the cursors)."""
-    return record_tree.Level(tuple(sorted({*level.columns, column})), level.children)
-
-
-def _list_request(arguments: dict[str, Any]) -> customer_list.ListRequest | None:
-    """The list request of ``customers``' coerced arguments; None for a bad cursor."""
-    after = arguments.get("after")
-    try:
-        cursor = decode_cursor(after) if after else None
-    except InvalidCursorError:
-        return None
-    # The input types' own defaults, as the resolver gets them.
-    flt = CustomerFilter(**arguments["filter"]) if arguments.get("filter") else CustomerFilter()
-    order = CustomerOrder(**arguments["orderBy"]) if arguments.get("orderBy") else CustomerOrder()
-    return customer_list.ListRequest(
-        first=arguments["first"],
-        after=cursor,
-        descending=order.direction is OrderDirection.DESC,
-        sort=SORTS[order.field],
-        archived=flt.archived,
-        email=flt.email,
-        search=flt.search,
-    )
+    return Level(tuple(sorted({*level.columns, column})), level.children, level.definitions)
 
 
 async def _no_counter() -> int:

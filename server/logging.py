@@ -132,6 +132,6 @@ def configure_logging(level: str = "info", *, json: bool = True) -> None:
     # strawberry logs every GraphQL error with an excerpt of the document, and
     # graphql-core's messages quote the offending literals and variable values: a login
     # document's password would land in the log. Client errors go back to the client;
-    # unexpected ones are logged by schema/build.py's should_mask (request id, operation).
+    # unexpected ones are logged by server/schema.py's should_mask (request id, operation).
     logging.getLogger("strawberry.execution").addFilter(lambda _record: False)
     install_query_string_redaction()

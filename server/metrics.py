@@ -29,7 +29,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
-from server.field_collection import collect_fields
+from resolvers.selection_json.collect import collect_fields
 
 REQUESTS = Counter(
     "fieldsync_graphql_requests_total",

@@ -30,22 +30,24 @@ from graphql import GraphQLError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.schema.base import BaseSchema
 
+from db.auth import InvalidTokenError, TokenClaims, read_token, still_valid
 from db.commands.sync import feed_name
 from db.engine import Database
 from db.queries.users import get_user
 from resolvers.context import Context, PublicError
+from resolvers.selection_json.changes import (
+    BatchEncoder,
+    ChangesSubscription,
+    OtherOperation,
+    prepare_subscription,
+)
+from resolvers.selection_json.documents import DocumentError, Documents
 from resolvers.sync import feed_position, feed_types, record_uuid
 from schema.limits import code_for
 from schema.sync import SyncEntity
-from server.auth import InvalidTokenError, TokenClaims, bearer_token, read_token, still_valid
+from server import metrics
+from server.auth import bearer_token
 from server.settings import Settings
-from server.subscription_documents import (
-    BatchEncoder,
-    ChangesSubscription,
-    DocumentError,
-    OtherOperation,
-    SubscriptionDocuments,
-)
 from sync.hub import Batch, Hub, Subscriber, SubscriptionError
 
 log = structlog.get_logger("fieldsync.ws")
@@ -397,8 +399,11 @@ class Connection:
             )
             return
         try:
-            prepared = self.server.documents.prepare(
-                payload["query"], payload.get("variables"), payload.get("operationName")
+            prepared = prepare_subscription(
+                self.server.documents,
+                payload["query"],
+                payload.get("variables"),
+                payload.get("operationName"),
             )
         except DocumentError as exc:
             self.send_message(
@@ -449,6 +454,7 @@ class Connection:
             db=self.server.db,
             settings=self.server.settings,
             token=self.token,
+            count_push_outcomes=metrics.count_push_outcomes,
         )
         try:
             result = await self.server.schema.execute(
@@ -512,7 +518,7 @@ class SubscriptionServer:
         self.settings = settings
         self.db = db
         self.hub = hub
-        self.documents = SubscriptionDocuments(schema._schema, settings.operation_limits())
+        self.documents = Documents(schema._schema, settings.operation_limits())
         self.connections: set[Connection] = set()
         self.closers: set[asyncio.Task[None]] = set()
         self._pinger: asyncio.Task[None] | None = None

@@ -1,6 +1,6 @@
 """The per-process subscription hub: one read per tenant per poke, fanned out to subscribers.
 
-A poke (``NOTIFY`` relayed by ``db/listener.py``) says only "tenant T has new changes". The
+A poke (``NOTIFY`` relayed by ``db/notify_listener.py``) says only "tenant T has new changes". The
 hub keeps, per tenant with subscribers here, the last seq it has read; on a poke it reads
 ``(last, head]`` once (pokes arriving meanwhile are coalesced into one more read), then
 routes the rows:

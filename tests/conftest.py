@@ -23,11 +23,11 @@ import httpx
 import pytest
 from sqlalchemy import event, make_url, text
 
+from db.auth import hash_password
 from db.engine import Database, create_engine, to_async_url
 from db.migrate import upgrade
 from db.seed import create_org_with_admin
 from server.app import create_app
-from server.auth import hash_password
 from server.settings import Settings
 
 SECRET = "test-secret-key-" + "x" * 32

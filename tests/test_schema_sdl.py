@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schema.build import build_schema, export_sdl
+from server.schema import build_schema, export_sdl
 
 SDL = Path(__file__).resolve().parents[1] / "schema.graphql"
 

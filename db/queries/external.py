@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db import raw
 from db.queries.pages import Row
 from db.tables import external_audit, external_import_batches, external_sources
-from sync.external import Category
+from sync.window import Category
 
 # The customer columns the window compares, joined to each external record.
 CUSTOMER_COLUMNS = (

@@ -22,6 +22,20 @@ UNREAD_COLUMNS = frozenset({"field_dots", "search_text"})
 ORDER_BY_PARENT = {"contact": "last_name", "facility": "name", "asset": "kind"}
 
 
+def sees_customer(role: str, own_customer: UUID | None, customer_id: UUID) -> bool:
+    """The portal rule for one record: a portal user sees only their own customer's
+    records (``customer_id`` is the record's customer; a customer's is its own id). Lists
+    apply it as a filter: :func:`portal_customer` here, in SQL for the customer list
+    (``db.queries.customers``)."""
+    return role != "PORTAL" or customer_id == own_customer
+
+
+def portal_customer(role: str, own_customer: UUID | None) -> UUID | None:
+    """The portal rule for a list: the customer whose records a portal user's lists are
+    confined to (None: not confined)."""
+    return own_customer if role == "PORTAL" else None
+
+
 def live(spec: EntitySpec, org_id: UUID) -> Select[Any]:
     """Live (not deleted) rows of one tenant; RLS filters the same way underneath.
 
@@ -34,15 +48,9 @@ def live(spec: EntitySpec, org_id: UUID) -> Select[Any]:
 
 
 @cache
-def _live_statement(
-    table: Table, where: str, order: str, columns: tuple[str, ...] | None = None
-) -> str:
+def _live_statement(table: Table, where: str, order: str) -> str:
     """The fixed text of a live-rows statement (asyncpg prepares it once per connection)."""
-    if columns is None:
-        columns = tuple(c.name for c in table.c if c.name not in UNREAD_COLUMNS)
-    unknown = set(columns) - set(table.c.keys())
-    if unknown:
-        raise ValueError(f"{table.name} has no columns {sorted(unknown)}")
+    columns = tuple(c.name for c in table.c if c.name not in UNREAD_COLUMNS)
     return (
         f"SELECT {', '.join(columns)} FROM {table.name}"
         f" WHERE org_id = $1 AND NOT deleted AND {where} ORDER BY {order}"
@@ -84,27 +92,39 @@ async def entity_types(
     return {r[0]: EntityType(r[1]) for r in await raw.fetch(conn, TYPES_SQL, org_id, list(ids))}
 
 
+def live_children(
+    table: Table, entity: str, parent_column: str, alias: str, parents: str
+) -> tuple[str, str]:
+    """The rule for a list field's children, as SQL over ``table`` aliased ``alias``: the
+    WHERE (live rows of the tenant ``$1`` whose ``parent_column`` is in the uuid array
+    ``parents``) and the ORDER BY (by parent, then the type's display column, then id).
+    The typed path's DataLoaders (:func:`by_parent`) and the compiled reads
+    (``db.queries.record_rows``) both render it from here."""
+    if parent_column not in table.c:
+        raise ValueError(f"{table.name} has no column {parent_column!r}")
+    order = ORDER_BY_PARENT.get(entity, "id")
+    where = (
+        f"{alias}.org_id = $1 AND NOT {alias}.deleted AND {alias}.{parent_column} = ANY({parents})"
+    )
+    return where, f"{alias}.{parent_column}, {alias}.{order}, {alias}.id"
+
+
+@cache
+def _by_parent_statement(table: Table, entity: str, parent_column: str) -> str:
+    where, order = live_children(table, entity, parent_column, "t", "$2::uuid[]")
+    columns = ", ".join(f"t.{c.name}" for c in table.c if c.name not in UNREAD_COLUMNS)
+    return f"SELECT {columns} FROM {table.name} t WHERE {where} ORDER BY {order}"
+
+
 async def by_parent(
     conn: AsyncConnection,
     spec: EntitySpec,
     org_id: UUID,
     parent_column: str,
     parent_ids: Sequence[UUID],
-    columns: Sequence[str] | None = None,
 ) -> list[list[Row]]:
-    """Live rows grouped by parent, lined up with ``parent_ids``, in a stable order.
-
-    ``columns`` (which must include ``parent_column``) limits what each row carries: the
-    encoded reads fetch only what the client's selection uses."""
-    order = ORDER_BY_PARENT.get(spec.type.value, "id")
-    if parent_column not in spec.table.c:
-        raise ValueError(f"{spec.table.name} has no column {parent_column!r}")
-    sql = _live_statement(
-        spec.table,
-        f"{parent_column} = ANY($2::uuid[])",
-        f"{parent_column}, {order}, id",
-        None if columns is None else tuple(columns),
-    )
+    """Live rows grouped by parent, lined up with ``parent_ids``, in a stable order."""
+    sql = _by_parent_statement(spec.table, spec.type.value, parent_column)
     grouped: dict[UUID, list[Row]] = defaultdict(list)
     for row in _dicts(await raw.fetch(conn, sql, org_id, list(parent_ids))):
         grouped[row[parent_column]].append(row)

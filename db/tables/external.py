@@ -34,7 +34,7 @@ external_sources = Table(
     Column("id", Uuid, nullable=False),
     Column("name", Text, nullable=False),
     Column("kind", Text, nullable=False),
-    # sync.external.Direction
+    # sync.window.Direction
     Column("direction", Text, nullable=False),
     # [[column, target], ...] in file order (the export writes the columns in this order).
     Column("mapping", JSONB, nullable=False),
@@ -72,7 +72,7 @@ external_records = Table(
     # False once an admin unlinks the pair: later imports must not pair it again by email.
     Column("auto_match", Boolean, nullable=False, server_default=text("true")),
     Column("linked_at", DateTime(timezone=True), nullable=True),
-    # sync.external.Category as of the last import or action; NULL hides the record.
+    # sync.window.Category as of the last import or action; NULL hides the record.
     Column("category", Text, nullable=True),
     # {field: [local, external]} of the fields changed on both sides.
     Column("conflicts", JSONB, nullable=False, server_default=text("'{}'::jsonb")),

@@ -1,7 +1,7 @@
 """Every read path of the records, for tests that check no accepted write breaks a read.
 
 ``read_everything`` sends each read a client can make of customers, contacts, facilities
-and assets (typed, encoded and compiled customer reads, ``node``, the child lists, a pull
+and assets (customer reads and ``node`` with and without custom fields, the child lists, a pull
 from the start, the external sync window and its export) and fails the test on any error.
 The live subscription is not read here: it encodes changes with the pull's encoder.
 """
@@ -34,7 +34,7 @@ CUSTOMER = f"""id version businessName firstName lastName displayName email arch
   notificationEmails invoiceCcEmails
   settings {{ taxFree taxRate smsEnabled billingEmails marketingEmails reportEmails noEmail }}
   {CUSTOM} badges {{ fieldKey label icon }}"""
-# Without custom fields and badges: the selection the compiled read path answers.
+# Without custom fields and badges: the selection of the frontend's reads.
 CUSTOMER_PLAIN = CUSTOMER.replace(CUSTOM, "").replace("badges { fieldKey label icon }", "")
 
 CUSTOMER_TREE = f"""query($id: ID!) {{ customer(id: $id) {{ {CUSTOMER}

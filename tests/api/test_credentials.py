@@ -15,8 +15,8 @@ from sqlalchemy import select, text, update
 from db.crypto import DEMO_KEY_RING, KeyRing
 from db.engine import create_engine, set_tenant, to_async_url
 from db.tables import change_log, credentials
-from schema.build import build_schema
 from schema.node import from_global_id, to_global_id
+from server.schema import build_schema
 from server.settings import Settings
 from tests.api.credential_queries import (
     CREATE_CREDENTIAL,

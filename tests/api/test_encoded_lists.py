@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import base64
 import uuid
-from types import SimpleNamespace
 
 import orjson
 import pytest
 from graphql import FieldNode, OperationDefinitionNode, parse
-from strawberry.types.nodes import convert_selections
 
 from db.entities import EntityType
 from db.pull import PulledChange
-from resolvers.change_json import CHANGE, encode_changes, nested_change_shape
-from resolvers.encoded import compile_shape
-from schema.build import build_schema
+from resolvers.selection_json.changes import CHANGE, ChangesSubscription, prepare_subscription
+from resolvers.selection_json.documents import Documents
+from resolvers.selection_json.shapes import ObjectSpec, encode, field_shape, shape_of
 from schema.limits import OperationLimits
-from server.subscription_documents import ChangesSubscription, SubscriptionDocuments
+from server.schema import build_schema
 from sync.hub import Batch
 from tests.api.queries import CREATE_ASSET, UPDATE_CUSTOMER, make_tree
 from tests.api.sync_client import PUSH, Device
@@ -98,14 +96,14 @@ def test_a_selection_compiles_to_keys_in_document_order():
         "query($skip: Boolean!) { changes { a: recordId ...F op @skip(if: $skip) recordId } }"
         " fragment F on Change { entity a: recordId }"
     )
-    shape = compile_shape(CHANGE, fragments, {"skip": True}, nodes)
+    shape = shape_of(build_schema()._schema, CHANGE, fragments, {"skip": True}, nodes)
     assert shape == (
         ("a", "recordId", None),
         ("entity", "entity", None),
         ("recordId", "recordId", None),
     )
     change = PulledChange(EntityType.ASSET, uuid.UUID(int=1), uuid.UUID(int=2), True, {}, 7, None)
-    assert encode_changes(shape, [change]) == (
+    assert encode(CHANGE, shape, [change]) == (
         b'[{"a":"00000000-0000-0000-0000-000000000001","entity":"ASSET",'
         b'"recordId":"00000000-0000-0000-0000-000000000001"}]'
     )
@@ -118,25 +116,24 @@ def test_merged_selections_under_one_key_give_one_shape():
         " rows: changes { op @include(if: $d) } other: changes { recordId op } hasMore } }"
     )
     [operation] = document.definitions
-    info = SimpleNamespace(fragments={}, variable_values={"d": True})
-    fields = convert_selections(info, operation.selection_set.selections)  # type: ignore[arg-type]
-    shape = nested_change_shape(fields, "PullResult", "changes")
+    [pull] = operation.selection_set.selections
+    schema = build_schema()._schema
+    shape = field_shape(schema, CHANGE, {}, {"d": True}, [pull], "PullResult", "changes")
     assert shape == (("recordId", "recordId", None), ("op", "op", None))
-    info.variable_values = {"d": False}
-    fields = convert_selections(info, operation.selection_set.selections)  # type: ignore[arg-type]
-    assert nested_change_shape(fields, "PullResult", "changes") is None
+    assert field_shape(schema, CHANGE, {}, {"d": False}, [pull], "PullResult", "changes") is None
 
 
-def test_an_unknown_directive_is_left_to_ordinary_execution():
-    """A directive other than @skip/@include cannot be reduced to a fixed shape."""
-    fragments, nodes = _changes_field("{ changes { recordId @deprecated } }")
-    assert compile_shape(CHANGE, fragments, {}, nodes) is None
+def test_a_field_outside_the_spec_is_left_to_ordinary_execution():
+    """A selection naming a field its type's spec does not encode reduces to no shape."""
+    fragments, nodes = _changes_field("{ changes { recordId op } }")
+    partial = ObjectSpec(name="Change", fields={"recordId": "str(v.record_id)"})
+    assert shape_of(build_schema()._schema, partial, fragments, {}, nodes) is None
 
 
 def test_keys_that_are_not_graphql_names_are_refused():
     """The encoder is generated from the keys: anything but a GraphQL name is rejected."""
     with pytest.raises(ValueError, match="not a GraphQL name"):
-        encode_changes((("x': 1, 'y", "recordId", None),), [])
+        encode(CHANGE, (("x': 1, 'y", "recordId", None),), [])
 
 
 RESULT = """clientMutationId entity recordId outcome version conflictId
@@ -175,26 +172,12 @@ async def test_encoded_push_outcomes_equal_the_typed_resolution(tenant):
     assert encoded["results"][1]["fieldErrors"][0]["field"] == "email"
 
 
-def test_encoded_types_implement_no_interface():
-    """Fragments on another type are skipped when a selection is reduced to a shape: right
-    only while these object types implement no interface."""
-    schema = build_schema()._schema
-    for name in (
-        "Change",
-        "ChangeResult",
-        "FieldConflict",
-        "FieldError",
-        "PullResult",
-        "PushResult",
-    ):
-        assert not schema.type_map[name].interfaces, name
-
-
 def test_a_subscription_batch_encodes_as_its_document_selects():
     """The `changes` subscription's payload follows its selection: aliases, fragments,
     `__typename` and @skip on the batch and on its changes."""
-    documents = SubscriptionDocuments(build_schema()._schema, OperationLimits())
-    prepared = documents.prepare(
+    documents = Documents(build_schema()._schema, OperationLimits())
+    prepared = prepare_subscription(
+        documents,
         "subscription($d: ID!, $skip: Boolean!) { live: changes(deviceId: $d) {"
         " __typename ...B cp: checkpoint reset @skip(if: $skip) } }"
         " fragment B on ChangeBatch { rows: changes { op recordId } }",

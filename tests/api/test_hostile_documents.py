@@ -22,8 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.hostile_documents import chain
-from schema.build import build_schema
 from schema.limits import DocumentValidator, OperationLimits, limit_rules
+from server.schema import build_schema
 from tests.api.test_limits import app_with, codes
 from tests.api.ws_client import Socket
 from tests.conftest import LiveServer, free_port

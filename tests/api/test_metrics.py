@@ -144,7 +144,7 @@ async def test_log_lines_carry_request_id_and_operation(tenant, monkeypatch):
     def boom(_outcomes: object) -> None:
         raise RuntimeError("metrics store unavailable")
 
-    monkeypatch.setattr("resolvers.sync.count_push_outcomes", boom)
+    monkeypatch.setattr("server.metrics.count_push_outcomes", boom)
     change = device.change("customer", str(uuid.uuid4()), {"businessName": "L"}, base=None)
     with structlog.testing.capture_logs(
         processors=[structlog.contextvars.merge_contextvars]

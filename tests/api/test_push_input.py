@@ -9,9 +9,9 @@ from graphql import coerce_input_value
 from strawberry.types.arguments import InputContext, convert_argument
 
 from resolvers.sync import to_push_change
-from schema.build import build_schema
 from schema.input_plans import planned_from_input
 from schema.sync import ChangeInput
+from server.schema import build_schema
 
 CHANGES: list[dict[str, Any]] = [
     {

@@ -17,9 +17,9 @@ from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
 from sqlalchemy import text
 
+from db.auth import issue_token
 from db.engine import create_engine, to_async_url
 from schema.node import from_global_id
-from server.auth import issue_token
 from sync import checkpoint as checkpoints
 from tests.api.queries import ARCHIVE_CUSTOMER, make_customer
 from tests.api.sync_client import Device

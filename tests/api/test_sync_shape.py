@@ -268,7 +268,7 @@ NODE = (
 )
 CUSTOMER_BY_ID = f"query($id: ID!) {{ customer(id: $id) {{ {CUSTOMER} }} }}"
 CUSTOMER_PLAIN = CUSTOMER.replace(CUSTOM, "")
-# Without custom fields: the selection the compiled read path answers.
+# Without custom fields: the frontend's selection.
 CUSTOMER_BY_ID_PLAIN = f"query($id: ID!) {{ customer(id: $id) {{ {CUSTOMER_PLAIN} }} }}"
 
 
@@ -401,7 +401,7 @@ async def assert_reads_agree(world: World, entity: str, data: dict[str, Any]) ->
     api = world.tenant.admin
     assert as_json(as_data(await read_node(api, record))) == as_json(data)
     if entity == "customer":
-        # The encoded read (custom fields) and the compiled one (without), by uuid.
+        # The compiled read with custom fields and without, by uuid.
         read = (await api(CUSTOMER_BY_ID, {"id": record}))["customer"]
         assert as_json(as_data(read)) == as_json(data)
         plain = (await api(CUSTOMER_BY_ID_PLAIN, {"id": record}))["customer"]

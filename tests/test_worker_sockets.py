@@ -12,7 +12,7 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from server.listeners import reserve, reuse_port_supported
+from server.worker_sockets import reserve, reuse_port_supported
 from tests.conftest import server_env, spawn_server, stop_server
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="needs SO_REUSEPORT")

@@ -1,15 +1,16 @@
-"""Field collection: which fields a selection set asks for.
+"""Field collection: which fields a selection set asks for, and @skip/@include.
 
-The part of GraphQL execution's "collect fields" the WebSocket endpoint needs to compile a
-`changes` subscription once (the `ChangeBatch` level; ``resolvers/change_json.py`` compiles
-the `Change` level), compiled reads need for their root field, and the request metrics need
-to label an operation by its root fields: fragments, inline fragments and @skip/@include
-applied, fields merged by response key in response order.
+GraphQL execution's "collect fields" for code that reads a document without the executor:
+compiled reads (their root field and every level below it), the `changes` subscription,
+encoders of resolvers that answer a whole list at once, and the request metrics (which
+label an operation by its root fields). Fragments, inline fragments (abstract type
+conditions included) and @skip/@include are applied; fields merge by response key, in
+response order. This is the only evaluator of @skip/@include outside graphql-core.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from graphql import (
@@ -23,11 +24,13 @@ from graphql import (
     VariableNode,
 )
 
+Fragments = Mapping[str, FragmentDefinitionNode]
 
-def _included(
-    node: FieldNode | FragmentSpreadNode | InlineFragmentNode, variables: dict[str, Any]
+
+def included(
+    node: FieldNode | FragmentSpreadNode | InlineFragmentNode, variables: Mapping[str, Any]
 ) -> bool:
-    """Evaluate @skip / @include (their `if` is a literal or a variable)."""
+    """Evaluate @skip / @include (their `if` is a literal or a coerced variable)."""
     for directive in node.directives or ():
         name = directive.name.value
         if name not in ("skip", "include"):
@@ -54,8 +57,8 @@ def _applies(schema: GraphQLSchema, condition: str | None, type_: GraphQLObjectT
 
 def collect_fields(
     schema: GraphQLSchema,
-    fragments: dict[str, FragmentDefinitionNode],
-    variables: dict[str, Any],
+    fragments: Fragments,
+    variables: Mapping[str, Any],
     type_: GraphQLObjectType,
     selection_sets: Iterable[SelectionSetNode | None],
 ) -> dict[str, list[FieldNode]]:
@@ -65,7 +68,7 @@ def collect_fields(
 
     def walk(selection_set: SelectionSetNode | None) -> None:
         for node in selection_set.selections if selection_set else ():
-            if not _included(node, variables):  # type: ignore[arg-type]
+            if not included(node, variables):  # type: ignore[arg-type]
                 continue
             if isinstance(node, FieldNode):
                 key = node.alias.value if node.alias else node.name.value
@@ -86,3 +89,26 @@ def collect_fields(
     for selection_set in selection_sets:
         walk(selection_set)
     return fields
+
+
+def directive_variables(node: Any, fragments: Fragments, seen: set[str] | None = None) -> set[str]:
+    """The variables an @skip/@include at or below ``node`` reads (fragments followed
+    once): a selection's shape depends on these values and on nothing else of a request
+    (a literal condition is the same for every request)."""
+    seen = set() if seen is None else seen
+    found: set[str] = set()
+    for directive in getattr(node, "directives", None) or ():
+        for argument in directive.arguments or ():
+            if isinstance(argument.value, VariableNode):
+                found.add(argument.value.name.value)
+    if isinstance(node, FragmentSpreadNode):
+        if node.name.value not in seen:
+            seen.add(node.name.value)
+            fragment = fragments.get(node.name.value)
+            if fragment is not None:
+                found |= directive_variables(fragment, fragments, seen)
+        return found
+    selection_set = getattr(node, "selection_set", None)
+    for child in selection_set.selections if selection_set is not None else ():
+        found |= directive_variables(child, fragments, seen)
+    return found

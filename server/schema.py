@@ -1,4 +1,9 @@
-"""Assemble the root types from the per-domain pieces and build the Schema."""
+"""Assemble the root types from the resolvers' per-domain pieces and build the Schema.
+
+The app is built here (``server.app``), so the Schema is too: its extensions time
+operations (``server.metrics``), mask unexpected errors and return the request's
+connection; ``export_sdl`` gives ``schema.graphql``.
+"""
 
 from __future__ import annotations
 

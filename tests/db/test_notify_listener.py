@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy import text
 
 from db.engine import Database
-from db.listener import Listener, listener_dsn
+from db.notify_listener import Listener, listener_dsn
 from server.settings import Settings
 
 

@@ -9,7 +9,7 @@ import io
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync.external import (
+from sync.window import (
     Category,
     Comparison,
     Direction,
