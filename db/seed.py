@@ -12,6 +12,8 @@ from uuid import UUID, uuid4
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.commands.credentials import create as create_credential
+from db.crypto import KeyRing
 from db.engine import Database
 from db.entities import ASSET, CONTACT, CUSTOMER, FACILITY
 from db.queries import custom_fields, orgs, users
@@ -155,6 +157,12 @@ class SeedCounts:
     contacts: int
     facilities: int
     assets: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.customers} customers, {self.contacts} contacts,"
+            f" {self.facilities} facilities, {self.assets} assets"
+        )
 
 
 def _customer(rng: random.Random, n: int) -> dict[str, Any]:
@@ -304,6 +312,78 @@ async def ensure_demo_fields(conn: AsyncConnection, org_id: UUID) -> None:
         return
     for definition in DEMO_FIELDS:
         await custom_fields.create_definition(conn, org_id, definition)
+
+
+# Credentials of the demo tenant, so masked passwords, reveal and the access report can be
+# tried at once: public ones (portal users of the customer see them) and internal ones.
+# The passwords are demo data, encrypted with whatever key ring the server runs with.
+DEMO_CREDENTIALS: list[dict[str, Any]] = [
+    {
+        "name": "Front gate keypad",
+        "username": None,
+        "url": None,
+        "notes": "Keypad left of the north gate; the code opens gate and dock.",
+        "is_public": True,
+        "password": "demo-gate-2468",
+    },
+    {
+        "name": "Customer portal (service account)",
+        "username": "service@demo.fieldsync.dev",
+        "url": "https://portal.example/login",
+        "notes": "Shared with the customer's facility manager.",
+        "is_public": True,
+        "password": "demo-portal-1357",
+    },
+    {
+        "name": "Door controller admin",
+        "username": "admin",
+        "url": "http://192.0.2.10",
+        "notes": "Internal: never give this to the customer.",
+        "is_public": False,
+        "password": "demo-controller-9753",
+    },
+    {
+        "name": "Site router",
+        "username": "fieldsync",
+        "url": "http://192.0.2.1",
+        "notes": "Internal: remote maintenance VPN.",
+        "is_public": False,
+        "password": "demo-router-8642",
+    },
+]
+
+
+async def seed_demo_credentials(db: Database, org_id: UUID, keyring: KeyRing) -> list[str]:
+    """Add :data:`DEMO_CREDENTIALS` to two of the tenant's customers (the first by name);
+    the names of those customers (none without customers)."""
+    async with db.tenant(org_id) as conn:
+        name = func.coalesce(
+            customers.c.business_name,
+            func.concat_ws(" ", customers.c.first_name, customers.c.last_name),
+        )
+        query = (
+            select(customers.c.id, name.label("name"))
+            .where(customers.c.org_id == org_id)
+            .order_by(name, customers.c.id)
+            .limit(2)
+        )
+        found = (await conn.execute(query)).all()
+        if not found:
+            return []
+        customer_ids = [row.id for row in found]
+        for n, spec in enumerate(DEMO_CREDENTIALS):
+            values = {k: v for k, v in spec.items() if k != "password"}
+            await create_credential(
+                conn,
+                org_id=org_id,
+                customer_id=customer_ids[n % len(customer_ids)],
+                contact_id=None,
+                values=values,
+                password=spec["password"],
+                keyring=keyring,
+                replica=SEED_REPLICA,
+            )
+    return [row.name for row in found]
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,71 @@
-"""The ``fieldsync`` command line: serve, migrate, create-admin, seed, rotate-keys,
-import, export-schema."""
+"""The ``fieldsync`` command line: serve, migrate, create-admin, reset-password, seed,
+rotate-keys, compact, source (create, list), import, export-schema."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
+import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
 
-from server.listeners import reserve, reuse_port_supported
 from server.settings import Settings
+from server.worker_sockets import reserve, reuse_port_supported
 
 if TYPE_CHECKING:
-    from db.commands.external import ImportOutcome
+    from db.commands.window_imports import ImportOutcome
     from db.engine import Database
 
 app = typer.Typer(
     help="fieldsync: a GraphQL sync server for field-service data.", no_args_is_help=True
 )
 console = Console(stderr=True)
+DEMO_ACCOUNTS_FILE = "demo-accounts.json"
+DEMO_ACCOUNTS = (
+    ("admin@demo.fieldsync.dev", "ADMIN"),
+    ("tech1@demo.fieldsync.dev", "TECHNICIAN"),
+    ("tech2@demo.fieldsync.dev", "TECHNICIAN"),
+)
+RESET_HINT = "Lost a password? `fieldsync reset-password EMAIL` sets a new one and prints it."
+
+
+def _exit_normally(signum: int, frame: FrameType | None) -> None:
+    # Python's default for SIGTERM/SIGHUP kills the process on the spot: no `finally`, no
+    # exit handlers, so an embedded PostgreSQL this process holds stays registered to it
+    # and is never stopped. SystemExit unwinds like a normal exit instead.
+    sys.exit(0)
+
+
+@app.callback()
+def main() -> None:
+    """fieldsync: a GraphQL sync server for field-service data."""
+    # Before any command starts a database or binds a port: a process stopped at any
+    # moment of its start-up runs its exit handlers (SIGINT already raises
+    # KeyboardInterrupt, which unwinds the same way).
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, _exit_normally)
 
 
 def _progress() -> Progress:
@@ -41,13 +79,59 @@ def _progress() -> Progress:
     )
 
 
+class _StepCount(ProgressColumn):
+    """``done/total`` for a step that counts something; blank for a single step."""
+
+    def render(self, task: Task) -> Text:
+        """The count, or nothing when the step has no count worth showing."""
+        if not task.fields.get("counted") or task.total is None:
+            return Text("")
+        return Text(f"{int(task.completed)}/{int(task.total)}", style="progress.download")
+
+
+class _Steps:
+    """Progress of a command made of named steps (one line each, created when reported).
+
+    A step reports ``(name, done, total)``; totals of 0 or 1 are single steps (a bar
+    without a count): "0/?" before anything is known or "0/0" for a step with nothing
+    to do says nothing useful.
+    """
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, step: str, done: int, total: int) -> None:
+        counted = total > 1
+        shown_total = total if counted else 1
+        shown_done = done if counted else (1 if done >= total else 0)
+        task = self.tasks.get(step)
+        if task is None:
+            task = self.tasks[step] = self.bar.add_task(step, total=shown_total)
+        # update() (not add_task) marks a step finished when it is complete.
+        self.bar.update(task, total=shown_total, completed=shown_done, counted=counted)
+
+
+def _steps_progress() -> Progress:
+    """Progress lines of a multi-step command; gone once done (the summary follows)."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        _StepCount(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 def _database_url(settings: Settings) -> str:
     """The owner URL: DATABASE_URL, else the embedded server (started on demand)."""
     if settings.database_url:
         return settings.database_url
-    from server.embedded import start_embedded
+    from server.embedded import embedded_running, start_embedded
 
-    console.print(f"[cyan]Starting embedded PostgreSQL in {settings.data_dir.resolve()}[/]")
+    verb = "Attaching to the running" if embedded_running(settings.data_dir) else "Starting"
+    console.print(f"[cyan]{verb} embedded PostgreSQL in {settings.data_dir.resolve()}[/]")
     return start_embedded(settings.data_dir)
 
 
@@ -144,18 +228,21 @@ def uvicorn_options(
     settings: Settings, *, host: str, port: int, workers: int | None = None
 ) -> dict[str, Any]:
     """The keyword arguments `serve` gives ``uvicorn.run`` / ``uvicorn.Config``."""
+    # Imported here, like uvicorn itself: the other commands start without the web stack.
+    from server.websocket_deflate import DeflateLargeMessagesProtocol
+
     proxies = settings.trusted_proxy_networks()
     return {
         "factory": True,
         "host": host,
         "port": port,
         "workers": workers or settings.workers,
-        # Sync batches are small JSON already compressed by TLS terminators when wanted;
-        # deflate would cost CPU and ~60 KB of zlib state per socket.
+        # uvicorn's own deflate keeps ~270 KB of zlib state per socket and compresses every
+        # live batch; server/websocket_deflate.py compresses large messages only, statelessly.
         "ws_per_message_deflate": False,
         # wsproto (sans-I/O) keeps no task per socket: an idle subscriber costs ~10 KB
         # less than with uvicorn's default websockets implementation.
-        "ws": "wsproto",
+        "ws": DeflateLargeMessagesProtocol if settings.ws_compression else "wsproto",
         "ws_max_size": settings.ws_max_message_bytes,
         "log_level": settings.log_level,
         "access_log": False,
@@ -168,10 +255,32 @@ def uvicorn_options(
     }
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` for a single-process server (OSError if taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # As uvicorn binds: a restart does not wait for the old connections' TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        # Listening at once (connections wait in the backlog until the app is up) also
+        # makes a second server's bind fail: Linux lets two SO_REUSEADDR sockets bind
+        # one port while neither listens.
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 @app.command()
 def serve(
     demo: Annotated[
-        bool, typer.Option(help="Seed a demo tenant if the database is empty.")
+        bool,
+        typer.Option(
+            help="Seed a demo tenant if the database is empty (and print its accounts again"
+            " on restarts while their passwords are unchanged)."
+        ),
     ] = False,
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
@@ -182,6 +291,20 @@ def serve(
 
     settings = Settings()
     master_keys = _master_keys(settings, demo=demo)
+    bind_host = host or settings.host
+    bind_port = port or settings.port
+    options = uvicorn_options(settings, host=bind_host, port=bind_port, workers=workers)
+    multiprocess = options["workers"] > 1 and reuse_port_supported()
+    # The port first: a second server on a busy port stops here, before it starts or
+    # migrates a database and before it announces an address it will not serve.
+    try:
+        listener = reserve(bind_host, bind_port) if multiprocess else _bind(bind_host, bind_port)
+    except OSError as exc:
+        console.print(
+            f"[red]Cannot listen on {bind_host}:{bind_port}: {exc.strerror}. Is another server"
+            " running there? Stop it or choose another --port.[/]"
+        )
+        raise typer.Exit(1) from None
     url = _database_url(settings)
     _migrate(url, settings)
     key = _secret_key(settings, demo=demo)
@@ -190,56 +313,104 @@ def serve(
     if master_keys is not None:
         os.environ["FIELDSYNC_MASTER_KEYS"] = master_keys
         os.environ.pop("FIELDSYNC_ACTIVE_KEY_ID", None)
+    else:
+        _keep_demo_key_readable(settings, url)
+    address = f"http://{bind_host}:{bind_port}"
     if demo:
-        asyncio.run(_seed_demo(Settings()))
-    bind_host = host or settings.host
-    bind_port = port or settings.port
-    console.print(
-        f"[green]fieldsync on http://{bind_host}:{bind_port}/graphql (GraphiQL in a browser)[/]"
-    )
-    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets exit
-    # handlers run, which stop the embedded PostgreSQL with the server.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        known = _load_demo_accounts(settings.data_dir / DEMO_ACCOUNTS_FILE)
+        asyncio.run(_seed_demo(Settings(), address, known))
     if os.environ.get("FORWARDED_ALLOW_IPS"):
         console.print(
             "[yellow]FORWARDED_ALLOW_IPS is ignored: name the reverse proxies in"
             " FIELDSYNC_TRUSTED_PROXIES.[/]"
         )
-    options = uvicorn_options(settings, host=bind_host, port=bind_port, workers=workers)
-    if options["workers"] > 1 and reuse_port_supported():
+    console.print(
+        f"[green]fieldsync on {address}/graphql (GraphiQL in a browser, with example"
+        " operations for admins)[/]"
+    )
+    if multiprocess:
         # uvicorn's supervisor, but each worker listens on a socket of its own
-        # (server/listeners.py): keep-alive connections spread over the workers.
+        # (server/worker_sockets.py): keep-alive connections spread over the workers.
         from uvicorn.supervisors import Multiprocess
 
+        Multiprocess(uvicorn.Config(APP, **options), sockets=[listener]).run()
+        return
+    # uvicorn re-raises SIGTERM after its graceful shutdown; `main` turned it into
+    # SystemExit, so exit handlers stop the embedded PostgreSQL with the server.
+    server = uvicorn.Server(uvicorn.Config(APP, **options))
+    server.run(sockets=[listener])
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's start-up failure code
+
+
+def _keep_demo_key_readable(settings: Settings, url: str) -> None:
+    """With a real key ring, keep credentials still under the public demo key readable.
+
+    Leaving demo mode is: set FIELDSYNC_MASTER_KEYS, restart, `fieldsync rotate-keys`.
+    Until the rotation has run, the demo key (public, so nothing to configure) is added
+    to the workers' ring; new passwords still use the configured active key.
+    """
+    from db.crypto import DEMO_KEY_ID, DEMO_KEY_RING
+
+    ring = settings.key_ring()
+    if ring is None or DEMO_KEY_ID in ring.keys:
+        return
+    in_use = _credentials_per_key(url).get(DEMO_KEY_ID, 0)
+    if not in_use:
+        return
+    assert settings.master_keys is not None  # a ring was parsed from it
+    configured = settings.master_keys.get_secret_value()
+    os.environ["FIELDSYNC_MASTER_KEYS"] = f"{DEMO_KEY_RING},{configured}"
+    os.environ["FIELDSYNC_ACTIVE_KEY_ID"] = ring.active_id
+    console.print(
+        f"[yellow]{in_use} credential password(s) are still encrypted with the public demo key"
+        f" {DEMO_KEY_ID!r}; it stays readable until you run"
+        f" `fieldsync rotate-keys --to {ring.active_id}`.[/]"
+    )
+
+
+def _credentials_per_key(url: str) -> dict[str, int]:
+    """How many credentials each master key id wraps (all tenants; the owner's view)."""
+    from db.commands.credentials import key_usage
+    from db.engine import create_engine, to_async_url
+
+    async def run() -> dict[str, int]:
+        engine = create_engine(to_async_url(url), pool_size=1)
         try:
-            reserved = reserve(bind_host, bind_port)
-        except OSError as exc:
-            console.print(f"[red]Cannot listen on {bind_host}:{bind_port}: {exc.strerror}[/]")
-            raise typer.Exit(1) from None
-        Multiprocess(uvicorn.Config(APP, **options), sockets=[reserved]).run()
-    else:
-        uvicorn.run(APP, **options)
+            usage = await key_usage(engine)
+        finally:
+            await engine.dispose()
+        totals: dict[str, int] = {}
+        for (_, key_id), n in usage.items():
+            totals[key_id] = totals.get(key_id, 0) + n
+        return totals
+
+    return asyncio.run(run())
 
 
-async def _seed_demo(settings: Settings) -> None:
+async def _seed_demo(settings: Settings, address: str, known: dict[str, str]) -> None:
+    """Seed the demo tenant into an empty database; else print the demo accounts again."""
+    from db.auth import hash_password
     from db.queries import users
     from db.queries.orgs import tenant_count
-    from db.seed import create_org_with_admin, ensure_demo_fields, seed_records
-    from server.auth import hash_password
+    from db.seed import (
+        DEMO_CREDENTIALS,
+        create_org_with_admin,
+        ensure_demo_fields,
+        seed_demo_credentials,
+        seed_records,
+    )
 
     assert settings.database_url is not None
+    accounts_file = settings.data_dir / DEMO_ACCOUNTS_FILE
     async with _app_database(settings, settings.database_url, pool_size=2) as db:
         async with db.unscoped() as conn:
             if await tenant_count(conn) > 0:
                 console.print("[cyan]Database has data: demo seed skipped.[/]")
+                await _print_demo_accounts_again(db, known, address)
                 return
-        accounts = [
-            ("admin@demo.fieldsync.dev", "ADMIN"),
-            ("tech1@demo.fieldsync.dev", "TECHNICIAN"),
-            ("tech2@demo.fieldsync.dev", "TECHNICIAN"),
-        ]
-        passwords = {email: secrets.token_urlsafe(9) for email, _ in accounts}
-        admin_email = accounts[0][0]
+        passwords = {email: secrets.token_urlsafe(9) for email, _ in DEMO_ACCOUNTS}
+        admin_email = DEMO_ACCOUNTS[0][0]
         org_id = await create_org_with_admin(
             db,
             org_name="Demo Dealer",
@@ -249,7 +420,7 @@ async def _seed_demo(settings: Settings) -> None:
         )
         async with db.tenant(org_id) as conn:
             await ensure_demo_fields(conn, org_id)
-            for n, (email, role) in enumerate(accounts[1:], start=1):
+            for n, (email, role) in enumerate(DEMO_ACCOUNTS[1:], start=1):
                 await users.create_user(
                     conn,
                     org_id=org_id,
@@ -259,6 +430,8 @@ async def _seed_demo(settings: Settings) -> None:
                     role=role,
                     capabilities={"can_sync_by_customer": n == 1, "can_view_credentials": n == 1},
                 )
+        # Saved before the records: a start stopped while seeding still prints them again.
+        _save_demo_accounts(accounts_file, passwords)
         counts = await seed_records(
             db,
             org_id,
@@ -267,31 +440,155 @@ async def _seed_demo(settings: Settings) -> None:
             facilities_per_customer=2,
             assets_per_customer=4,
         )
-        console.print(f"[green]Demo tenant seeded: {counts}[/]")
-        console.print("[bold]Demo accounts (this is demo data; change these passwords):[/]")
-        for email, role in accounts:
-            console.print(f"  {role:<10} {email}  password: {passwords[email]}")
+        ring = settings.key_ring()
+        holders = await seed_demo_credentials(db, org_id, ring) if ring is not None else []
+    credentials = len(DEMO_CREDENTIALS) if holders else 0
+    public = sum(1 for c in DEMO_CREDENTIALS if c["is_public"]) if holders else 0
+    console.print(f"[green]Demo tenant seeded: {counts}.[/]")
+    if holders:
+        console.print(
+            f"[green]{credentials} credentials ({public} public, {credentials - public}"
+            f" internal) on {' and '.join(repr(h) for h in holders)}; their passwords start"
+            " with `demo-`.[/]"
+        )
+    console.print(
+        "[bold]Demo accounts (demo data; change these passwords; printed again at each"
+        " start while unchanged):[/]"
+    )
+    for email, role in DEMO_ACCOUNTS:
+        console.print(f"  {role:<10} {email}  password: {passwords[email]}")
+    console.print(f"Sign in at {address}/graphql. {RESET_HINT}")
+
+
+def _save_demo_accounts(path: Path, passwords: dict[str, str]) -> None:
+    """Keep the demo passwords next to the token key (owner-only) to print them again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(json.dumps(passwords, indent=2))
+
+
+def _load_demo_accounts(path: Path) -> dict[str, str]:
+    """The demo passwords saved at seeding (email -> password); empty if none or unreadable."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    return {k: v for k, v in stored.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+async def _print_demo_accounts_again(db: Database, known: dict[str, str], address: str) -> None:
+    """The demo accounts whose password is still the seeded one (checked, not assumed)."""
+    from db.auth import verify_password
+    from db.queries.users import login_lookup
+
+    shown: list[str] = []
+    for email, role in DEMO_ACCOUNTS:
+        password = known.get(email)
+        if password is None:
+            continue
+        async with db.unscoped() as conn:
+            found = await login_lookup(conn, email)
+        if found is None:
+            continue
+        if found.active and verify_password(found.password_hash, password):
+            shown.append(f"  {role:<10} {email}  password: {password}")
+        else:
+            shown.append(f"  {role:<10} {email}  (password changed since seeding)")
+    if shown:
+        console.print("[bold]Demo accounts:[/]")
+        for line in shown:
+            console.print(line)
+    console.print(f"Sign in at {address}/graphql. {RESET_HINT}")
+
+
+def _password_option(password: str | None, usage: str) -> str:
+    """``--password``, else asked for on a terminal (hidden, twice), else a clear exit 2."""
+    if password is not None:
+        return password
+    if not sys.stdin.isatty():
+        console.print(f"[red]No --password given and no terminal to ask on. Run: {usage}[/]")
+        raise typer.Exit(2)
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@app.command("reset-password")
+def reset_password(
+    email: Annotated[str, typer.Argument(help="Sign-in email of the user (any tenant).")],
+    password: Annotated[
+        str | None,
+        typer.Option(help="The new password (10+ characters); default: a random one, printed."),
+    ] = None,
+) -> None:
+    """Set a user's password (e.g. a demo account's) and sign out their sessions."""
+    from db.auth import hash_password
+    from db.commands.users import MIN_PASSWORD_LENGTH
+    from db.queries.users import login_lookup, update_user
+    from db.tables import users
+
+    new_password = password if password is not None else secrets.token_urlsafe(12)
+    if len(new_password) < MIN_PASSWORD_LENGTH:
+        console.print(f"[red]The password needs at least {MIN_PASSWORD_LENGTH} characters.[/]")
+        raise typer.Exit(2)
+    settings = Settings()
+    url = _prepared_url(settings)
+
+    async def run() -> bool:
+        async with _app_database(settings, url, pool_size=1) as db:
+            async with db.unscoped() as conn:
+                found = await login_lookup(conn, email)
+            if found is None:
+                return False
+            async with db.tenant(found.org_id) as conn:
+                # A new token epoch revokes every token issued with the old password.
+                await update_user(
+                    conn,
+                    found.org_id,
+                    found.user_id,
+                    {
+                        "password_hash": hash_password(new_password),
+                        "token_epoch": users.c.token_epoch + 1,
+                    },
+                )
+        return True
+
+    if not asyncio.run(run()):
+        console.print(f"[red]No user with email {email}.[/]")
+        raise typer.Exit(1)
+    if password is None:
+        console.print(f"[green]New password of {email}:[/] {new_password}")
+    else:
+        console.print(f"[green]Password of {email} changed.[/]")
+    console.print("Their existing sessions are signed out.")
 
 
 @app.command("create-admin")
 def create_admin(
     email: Annotated[str, typer.Option(help="Sign-in email.")],
     password: Annotated[
-        str, typer.Option(prompt=True, hide_input=True, help="At least 10 characters.")
-    ],
+        str | None,
+        typer.Option(
+            help="At least 10 characters. Omitted: asked for (hidden, twice) on a terminal;"
+            " required without one."
+        ),
+    ] = None,
     org_name: Annotated[str, typer.Option(help="Name of the new tenant (dealer).")] = "My Dealer",
 ) -> None:
     """Create a tenant and its first admin."""
+    from db.auth import hash_password
     from db.commands.users import MIN_PASSWORD_LENGTH
     from db.queries.users import email_in_use
     from db.seed import create_org_with_admin
-    from server.auth import hash_password
     from sync.validation import is_valid_email
 
-    if len(password) < MIN_PASSWORD_LENGTH or not is_valid_email(email):
-        console.print(
-            f"[red]Need a valid email and a password of {MIN_PASSWORD_LENGTH}+ characters.[/]"
-        )
+    if not is_valid_email(email):
+        console.print(f"[red]{email!r} is not a valid email address.[/]")
+        raise typer.Exit(2)
+    password = _password_option(password, "fieldsync create-admin --email EMAIL --password P")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        console.print(f"[red]The password needs at least {MIN_PASSWORD_LENGTH} characters.[/]")
         raise typer.Exit(2)
     settings = Settings()
     url = _prepared_url(settings)
@@ -350,31 +647,50 @@ def seed(
                     assets_per_customer=assets_per_customer,
                     progress=lambda n: bar.advance(task, n),
                 )
-            console.print(f"[green]Seeded {counts}[/]")
+            console.print(f"[green]Seeded {counts}.[/]")
 
     asyncio.run(run())
 
 
 @app.command("rotate-keys")
 def rotate_keys(
-    to: Annotated[str, typer.Option("--to", help="Master key id to wrap every data key with.")],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Master key id to wrap every data key with; default: the active key.",
+        ),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, max=10_000, help="Credentials per transaction.")
     ] = 500,
 ) -> None:
     """Re-wrap every credential's data key with master key --to (online, resumable).
 
-    FIELDSYNC_MASTER_KEYS must hold the new key and every key still in use. Afterwards the
-    old keys can be removed from it.
+    FIELDSYNC_MASTER_KEYS must hold the new key and every key still in use, except the
+    public demo key of `serve --demo`, which is added by itself: leaving the demo key is
+    `FIELDSYNC_MASTER_KEYS=k1:<new key> fieldsync rotate-keys`. Afterwards the old keys
+    can be removed from the ring.
     """
     from db.commands.credentials import RotationError, pending_rotation
     from db.commands.credentials import rotate_keys as rotate
+    from db.crypto import DEMO_KEY_ID, DEMO_MASTER_KEY, KeyRing
     from db.engine import create_engine, to_async_url
 
     settings = Settings()
     ring = settings.key_ring()
     if ring is None:
-        console.print("[red]FIELDSYNC_MASTER_KEYS is not set: give the old and the new keys.[/]")
+        console.print(
+            "[red]FIELDSYNC_MASTER_KEYS is not set: give the old and the new keys (the demo"
+            " key of `serve --demo` need not be given).[/]"
+        )
+        raise typer.Exit(2)
+    if to is None:
+        to = ring.active_id
+    if to == DEMO_KEY_ID:
+        console.print(
+            f"[red]{DEMO_KEY_ID!r} is the public demo key: rotate to a key of your own.[/]"
+        )
         raise typer.Exit(2)
     if settings.active_key_id is not None and settings.active_key_id != to:
         console.print(
@@ -383,8 +699,18 @@ def rotate_keys(
         )
     url = _database_url(settings)
     _migrate(url, settings)
+    if DEMO_KEY_ID not in ring.keys and _credentials_per_key(url).get(DEMO_KEY_ID):
+        # The demo key is derived from a public string: adding it reveals nothing, and
+        # nobody needs to copy it out of the source to leave demo mode.
+        console.print(
+            f"[cyan]Credentials still use the public demo key {DEMO_KEY_ID!r}: it is read"
+            " for this run.[/]"
+        )
+        ring = KeyRing(keys={**ring.keys, DEMO_KEY_ID: DEMO_MASTER_KEY}, active_id=ring.active_id)
+    assert to is not None
 
     async def run() -> int:
+        assert to is not None
         # The owner's connection: rotation reads every tenant (each batch is scoped to one).
         engine = create_engine(to_async_url(url), pool_size=1)
         try:
@@ -394,7 +720,7 @@ def rotate_keys(
                 console.print(f"[red]{exc}[/]")
                 return 2
             with _progress() as bar:
-                task = bar.add_task(f"re-wrapping with {to}", total=pending)
+                task = bar.add_task(f"re-wrapping with {to}", total=pending, visible=pending > 0)
                 report = await rotate(
                     engine,
                     ring,
@@ -413,12 +739,19 @@ def rotate_keys(
             )
         if report.failed:
             return 1
-        if report.retired_key_ids:
+        retired = [k for k in report.retired_key_ids if k != DEMO_KEY_ID]
+        if retired:
             console.print(
                 "[green]No credential uses "
-                + ", ".join(repr(k) for k in report.retired_key_ids)
+                + ", ".join(repr(k) for k in retired)
                 + " any more: remove it from FIELDSYNC_MASTER_KEYS when every instance runs"
                 f" with {to!r} as the active key.[/]"
+            )
+        if DEMO_KEY_ID in report.retired_key_ids:
+            console.print(
+                f"[green]No credential uses the demo key {DEMO_KEY_ID!r} any more: run every"
+                " instance with this FIELDSYNC_MASTER_KEYS (`fieldsync serve`, with or without"
+                " --demo).[/]"
             )
         return 0
 
@@ -456,6 +789,161 @@ def compact(
                 )
 
     asyncio.run(run())
+
+
+async def _tenant(
+    db: Database, org: str | None, admin_email: str
+) -> tuple[UUID, UUID | None] | int:
+    """The tenant of ``--org``, else of ``--admin-email``, with the acting user (None for
+    ``--org``); an exit code after printing why when there is none."""
+    from db.queries.users import login_lookup
+
+    if org is not None:
+        try:
+            return UUID(org), None
+        except ValueError:
+            console.print(f"[red]--org {org!r} is not a tenant id.[/]")
+            return 2
+    async with db.unscoped() as conn:
+        found = await login_lookup(conn, admin_email)
+    if found is None:
+        console.print(f"[red]No user {admin_email}: give --org or --admin-email.[/]")
+        return 1
+    return found.org_id, found.user_id
+
+
+source_app = typer.Typer(
+    help="External sources (systems whose customer lists `fieldsync import` reads).",
+    no_args_is_help=True,
+)
+app.add_typer(source_app, name="source")
+_ORG_HELP = "Tenant id; default: the tenant of --admin-email."
+_ADMIN_EMAIL_HELP = "Use this admin's tenant (when --org is not given)."
+
+
+def _parse_mapping(entries: Sequence[str]) -> list[tuple[str, str]] | None:
+    """``COLUMN=FIELD`` entries as pairs (the field is after the last ``=``); None if one
+    has no ``=``."""
+    pairs = []
+    for entry in entries:
+        column, sep, target = entry.rpartition("=")
+        if not sep:
+            console.print(f"[red]--map {entry!r}: write COLUMN=FIELD (e.g. No=externalId).[/]")
+            return None
+        pairs.append((column, target.strip()))
+    return pairs
+
+
+@source_app.command("create")
+def source_create(
+    name: Annotated[str, typer.Argument(help="Unique name (any case), used by --source.")],
+    mapping: Annotated[
+        list[str],
+        typer.Option(
+            "--map",
+            help="COLUMN=FIELD, once per imported column; one column maps to externalId."
+            " FIELD is a customer field name as in the API: externalId, active,"
+            " businessName, firstName, lastName, email, ...",
+        ),
+    ],
+    kind: Annotated[str, typer.Option(help="What kind of system.")] = "accounting",
+    direction: Annotated[
+        str,
+        typer.Option(
+            help="Which one-sided changes imports apply: BOTH, EXTERNAL_TO_LOCAL or"
+            " LOCAL_TO_EXTERNAL."
+        ),
+    ] = "BOTH",
+    org: Annotated[str | None, typer.Option(help=_ORG_HELP)] = None,
+    admin_email: Annotated[str, typer.Option(help=_ADMIN_EMAIL_HELP)] = "admin@demo.fieldsync.dev",
+) -> None:
+    """Register an external source and how its file's columns map to customer fields."""
+    from db.commands.window_sources import create_source
+    from db.errors import DuplicateError, RecordValidationError
+    from sync.window import TARGETS, Direction
+
+    try:
+        chosen = Direction(direction.upper())
+    except ValueError:
+        console.print("[red]--direction is BOTH, EXTERNAL_TO_LOCAL or LOCAL_TO_EXTERNAL.[/]")
+        raise typer.Exit(2) from None
+    pairs = _parse_mapping(mapping)
+    if pairs is None:
+        raise typer.Exit(2)
+    settings = Settings()
+    url = _prepared_url(settings)
+
+    async def run() -> int:
+        async with _app_database(settings, url, pool_size=1) as db:
+            tenant = await _tenant(db, org, admin_email)
+            if isinstance(tenant, int):
+                return tenant
+            org_id, _ = tenant
+            try:
+                async with db.tenant(org_id) as conn:
+                    row = await create_source(
+                        conn,
+                        org_id=org_id,
+                        name=name,
+                        kind=kind,
+                        direction=chosen,
+                        mapping=pairs,
+                    )
+            except RecordValidationError as exc:
+                console.print("[red]Source not created:[/]")
+                for path, problem in exc.field_errors.items():
+                    console.print(f"  {path}: {problem}")
+                console.print("Fields: " + ", ".join(TARGETS))
+                return 2
+            except DuplicateError as exc:
+                console.print(f"[red]Source not created: {exc}.[/]")
+                return 1
+        columns = ", ".join(f"{c} -> {t}" for c, t in row["mapping"])
+        console.print(
+            f"[green]Created source {row['name']!r} ({row['id']}) in tenant {org_id}:"
+            f" {columns}; direction {row['direction']}.[/]"
+        )
+        console.print(f"Import a file with: fieldsync import FILE --source {row['name']!r}")
+        return 0
+
+    code = asyncio.run(run())
+    if code:
+        raise typer.Exit(code)
+
+
+@source_app.command("list")
+def source_list(
+    org: Annotated[str | None, typer.Option(help=_ORG_HELP)] = None,
+    admin_email: Annotated[str, typer.Option(help=_ADMIN_EMAIL_HELP)] = "admin@demo.fieldsync.dev",
+) -> None:
+    """List the tenant's external sources with their column mappings (on stdout)."""
+    from db.queries.external import list_sources
+
+    settings = Settings()
+    url = _prepared_url(settings)
+
+    async def run() -> list[dict[str, Any]] | int:
+        async with _app_database(settings, url, pool_size=1) as db:
+            tenant = await _tenant(db, org, admin_email)
+            if isinstance(tenant, int):
+                return tenant
+            async with db.tenant(tenant[0]) as conn:
+                return await list_sources(conn, tenant[0])
+
+    rows = asyncio.run(run())
+    if isinstance(rows, int):
+        raise typer.Exit(rows)
+    if not rows:
+        console.print(
+            "No external sources yet: `fieldsync source create NAME --map COLUMN=externalId"
+            " ...` adds one."
+        )
+        return
+    table = Table("name", "kind", "direction", "mapping (column -> field)", "id")
+    for row in rows:
+        mapped = ", ".join(f"{c} -> {t}" for c, t in row["mapping"])
+        table.add_row(row["name"], row["kind"], row["direction"], mapped, str(row["id"]))
+    Console().print(table)
 
 
 def _print_import(outcome: ImportOutcome) -> int:
@@ -506,12 +994,10 @@ def import_external(
     Applied whole or refused whole: problems are listed with their line numbers and
     nothing is imported. Importing the same file again changes nothing.
     """
-    from uuid import UUID
-
-    from db.commands.external import Actor, import_file
+    from db.commands.window_audit import Actor
+    from db.commands.window_imports import import_file
     from db.queries.external import source_by_name
-    from db.queries.users import login_lookup
-    from sync.external import ImportFormat
+    from sync.window import ImportFormat
 
     settings = Settings()
     fmt = None
@@ -532,32 +1018,21 @@ def import_external(
 
     async def run() -> int:
         async with _app_database(settings, url, pool_size=2) as db:
-            if org is not None:
-                try:
-                    org_id = UUID(org)
-                except ValueError:
-                    console.print(f"[red]--org {org!r} is not a tenant id.[/]")
-                    return 2
-                actor = Actor(id=None, name="cli")
-            else:
-                async with db.unscoped() as conn:
-                    found = await login_lookup(conn, admin_email)
-                if found is None:
-                    console.print(f"[red]No user {admin_email}: give --org or --admin-email.[/]")
-                    return 1
-                org_id = found.org_id
-                actor = Actor(id=found.user_id, name=f"cli ({admin_email})")
+            tenant = await _tenant(db, org, admin_email)
+            if isinstance(tenant, int):
+                return tenant
+            org_id, user_id = tenant
+            actor = Actor(id=user_id, name="cli" if user_id is None else f"cli ({admin_email})")
             async with db.tenant(org_id) as conn:
                 row = await source_by_name(conn, org_id, source)
             if row is None:
-                console.print(f"[red]No external source named {source!r} in tenant {org_id}.[/]")
+                console.print(
+                    f"[red]No external source named {source!r} in tenant {org_id}. Create it"
+                    " with `fieldsync source create NAME --map COLUMN=externalId --map"
+                    " COLUMN=FIELD ...`; `fieldsync source list` lists them.[/]"
+                )
                 return 1
-            with _progress() as bar:
-                task = bar.add_task("reading", total=None)
-
-                def progress(phase: str, done: int, total: int) -> None:
-                    bar.update(task, description=phase, completed=done, total=total)
-
+            with _steps_progress() as bar:
                 outcome = await import_file(
                     db,
                     org_id=org_id,
@@ -568,7 +1043,7 @@ def import_external(
                     actor=actor,
                     max_bytes=settings.max_import_bytes,
                     max_length=settings.max_string_length,
-                    progress=progress,
+                    progress=_Steps(bar),
                 )
         return _print_import(outcome)
 
@@ -582,7 +1057,7 @@ def export_schema(
     output: Annotated[Path, typer.Option(help="Where to write the SDL.")] = Path("schema.graphql"),
 ) -> None:
     """Write the GraphQL SDL (commit it; a test fails when it is stale)."""
-    from schema.build import export_sdl
+    from server.schema import export_sdl
 
     output.write_text(export_sdl())
     console.print(f"[green]Wrote {output}[/]")

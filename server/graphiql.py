@@ -11,18 +11,65 @@ mutation, keeps the token in ``localStorage["fieldsync.token"]`` and from then o
 fetcher sends ``Authorization: Bearer <token>`` with every request (unless the Headers
 editor already sets an ``Authorization`` header). ``?query=`` (and ``variables``,
 ``headers``, ``operationName``) in the page's URL prefill the editors.
+
+Ready-made operations for an admin's daily questions (devices behind or stale, open
+conflicts, the credential access report, the sync window's counts) live in
+``STATIC_DIR/examples`` as ``.graphql`` files (first line: ``# Title``), each with an
+optional ``.json`` of variables next to it. The page gets them in its config: a fresh
+browser opens them as tabs, and the bar's "Examples" menu opens any of them in a tab
+later. tests/api/test_graphiql_examples.py runs every one as an admin against a real
+server, so they keep matching the schema.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["STATIC_DIR", "graphiql_html"]
+__all__ = ["EXAMPLES_DIR", "STATIC_DIR", "Example", "admin_examples", "graphiql_html"]
 
 STATIC_DIR: Final[Path] = Path(__file__).resolve().parent / "static" / "graphiql"
+EXAMPLES_DIR: Final[Path] = STATIC_DIR / "examples"
+
+
+@dataclass(frozen=True)
+class Example:
+    """A ready-made GraphiQL operation document with its title and variables."""
+
+    title: str
+    query: str
+    variables: dict[str, Any]
+
+    def as_tab(self) -> dict[str, str]:
+        """What the page's config holds for it (GraphiQL's tab fields, plus the title)."""
+        return {
+            "title": self.title,
+            "query": self.query,
+            "variables": json.dumps(self.variables, indent=2) if self.variables else "",
+        }
+
+
+@cache
+def admin_examples() -> tuple[Example, ...]:
+    """The example operations in ``EXAMPLES_DIR``, in file name order (read once)."""
+    found = []
+    for path in sorted(EXAMPLES_DIR.glob("*.graphql")):
+        query = path.read_text(encoding="utf-8")
+        first = query.splitlines()[0] if query else ""
+        title = first.removeprefix("#").strip() if first.startswith("#") else path.stem
+        variables_file = path.with_suffix(".json")
+        variables = (
+            json.loads(variables_file.read_text(encoding="utf-8"))
+            if variables_file.exists()
+            else {}
+        )
+        found.append(Example(title=title, query=query, variables=variables))
+    return tuple(found)
+
 
 # Load order matters: GraphiQL's UMD bundle reads the React and ReactDOM globals.
 _STYLESHEETS: Final = ("graphiql.min.css", "fieldsync.css")
@@ -52,6 +99,8 @@ autocomplete="username" placeholder="you@example.com" required></label>
 autocomplete="current-password" required></label>
 <button id="fs-signin" type="submit">Sign in</button>
 <button id="fs-signout" type="button" disabled>Sign out</button>
+<label for="fs-examples">Examples <select id="fs-examples">\
+<option value="">Admin examples…</option></select></label>
 <span id="fs-status" class="fs-status" role="status" aria-live="polite"></span>
 </form>
 <div id="graphiql">Loading GraphiQL…</div>
@@ -85,5 +134,7 @@ def graphiql_html(*, endpoint: str, static_prefix: str) -> str:
     return _PAGE.format(
         stylesheets=stylesheets,
         scripts=scripts,
-        config=_json_for_html({"endpoint": endpoint}),
+        config=_json_for_html(
+            {"endpoint": endpoint, "examples": [e.as_tab() for e in admin_examples()]}
+        ),
     )

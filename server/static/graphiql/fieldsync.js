@@ -38,6 +38,8 @@
 
   var config = JSON.parse(document.getElementById("fs-config").textContent);
   var endpoint = config.endpoint;
+  // Admin example operations (server/static/graphiql/examples): {title, query, variables}.
+  var examples = Array.isArray(config.examples) ? config.examples : [];
 
   // localStorage may be unavailable (privacy modes): fall back to memory.
   var memory = {};
@@ -72,6 +74,7 @@
     signin: document.getElementById("fs-signin"),
     signout: document.getElementById("fs-signout"),
     status: document.getElementById("fs-status"),
+    examples: document.getElementById("fs-examples"),
   };
 
   function setStatus(text, kind) {
@@ -219,6 +222,34 @@
   if (params.has("variables")) props.variables = params.get("variables");
   if (params.has("headers")) props.headers = params.get("headers");
   if (params.has("operationName")) props.operationName = params.get("operationName");
+
+  // A browser without saved tabs starts with the welcome tab and one tab per example.
+  // GraphiQL keeps tabs in localStorage, so later visits open an example from the menu:
+  // reloading with ?query= makes GraphiQL open it in a tab of its own (or switch to it).
+  if (examples.length && !params.has("query")) {
+    props.defaultTabs = [{ query: DEFAULT_QUERY }].concat(
+      examples.map(function (example) {
+        return { query: example.query, variables: example.variables || undefined };
+      })
+    );
+  }
+  if (els.examples) {
+    examples.forEach(function (example, index) {
+      var option = document.createElement("option");
+      option.value = String(index);
+      option.textContent = example.title;
+      els.examples.appendChild(option);
+    });
+    els.examples.disabled = examples.length === 0;
+    els.examples.addEventListener("change", function () {
+      var example = examples[Number(els.examples.value)];
+      if (!example) return;
+      var next = new URLSearchParams();
+      next.set("query", example.query);
+      if (example.variables) next.set("variables", example.variables);
+      window.location.search = next.toString();
+    });
+  }
 
   var root = ReactDOM.createRoot(document.getElementById("graphiql"));
   root.render(React.createElement(GraphiQL, props));
