@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import sys
 import tempfile
@@ -800,10 +801,17 @@ def main() -> int:
     parser.add_argument("--idle-sockets", type=int, default=2000, help="K for the idle cost")
     parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument(
+        "--client-deflate",
+        action="store_true",
+        help="clients offer permessage-deflate (as phones do); default: they do not",
+    )
+    parser.add_argument(
         "--skip-fieldsync", action="store_true", help="only the naive baseline (for testing it)"
     )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    if args.client_deflate:
+        os.environ["FIELDSYNC_BENCH_WS_DEFLATE"] = "1"  # read by the bench.ws_load workers
     with bench_database() as url:
         args.database_url = url
         return asyncio.run(run(args, url))

@@ -4,7 +4,9 @@ Clients run in worker processes (``python -m bench.ws_load worker``, one or more
 a :class:`Fleet` over stdin/stdout JSON lines) so their CPU is measured apart from the
 benchmark's own process (writer, orchestration) and can be spread over cores. Each worker
 runs its clients on one uvloop event loop with the ``websockets`` asyncio client
-(permessage-deflate off, no client keepalive pings; a server ``ping`` gets a ``pong``).
+(permessage-deflate off unless ``FIELDSYNC_BENCH_WS_DEFLATE`` is set, as
+``subscriptions_fanout --client-deflate`` does; no client keepalive pings; a server ``ping``
+gets a ``pong``).
 
 Per client: ``connection_init`` with the bearer token, ``connection_ack``, one ``subscribe``
 of :data:`SUBSCRIPTION`; every ``next`` is timestamped with ``time.time()`` as it is read.
@@ -38,6 +40,8 @@ SUBSCRIPTION = (
 PROTOCOL = "graphql-transport-ws"
 PONG = '{"type":"pong"}'
 MAX_ERRORS = 20
+# Phones offer permessage-deflate; the idle-socket cost is measured both ways.
+COMPRESSION = "deflate" if os.environ.get("FIELDSYNC_BENCH_WS_DEFLATE") else None
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -215,7 +219,7 @@ class _Pool:
                     ws = await connect(
                         url,
                         subprotocols=[Subprotocol(PROTOCOL)],
-                        compression=None,
+                        compression=COMPRESSION,
                         max_size=None,
                         ping_interval=None,
                         proxy=None,

@@ -30,14 +30,14 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from db.engine import Database
-from db.listener import Listener, listener_dsn
 from db.live import DatabaseSource
 from db.migrate import current_revision, head_revision
+from db.notify_listener import Listener, listener_dsn
 from resolvers.context import Context
-from schema.build import build_schema
 from server import metrics
 from server.auth import bearer_token
-from server.compiled_reads import CompiledReads
+from server.compiled_reads import READ_PATH, READ_PATH_HEADER, CompiledReads
+from server.compression import CompressResponses
 from server.graphiql import STATIC_DIR, graphiql_html
 from server.graphql_http import (
     CONTENT_TYPES,
@@ -53,6 +53,7 @@ from server.graphql_http import (
     response_media_type,
     upload_operation_allowed,
 )
+from server.schema import build_schema
 from server.settings import Settings
 from server.shutdown_watchdog import arm_shutdown_watchdog
 from server.websocket import SubscriptionServer
@@ -97,11 +98,14 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
         )
         self.state = state
         self.settings = settings
+        # Debug mode: responses name the read path that answered them (READ_PATH_HEADER).
+        self.debug = settings.log_level.lower() == "debug"
         self.compiled_reads = (
             CompiledReads(
                 schema._schema,
                 settings.operation_limits(),
                 max_page_size=settings.max_page_size,
+                debug=self.debug,
             )
             if settings.compiled_reads
             else None
@@ -114,6 +118,7 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
             db=self.state.database,
             settings=self.settings,
             token=bearer_token(request.headers.get("authorization")),
+            count_push_outcomes=metrics.count_push_outcomes,
         )
 
     def encode_json(self, data: object) -> bytes:
@@ -169,8 +174,11 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
                     self.settings.secret_key,
                 )
                 if fallback is None:
+                    structlog.contextvars.unbind_contextvars(READ_PATH)
                     return
                 request = Request(scope=scope, receive=fallback)
+            # Every request the compiled path does not answer is the executor's (typed).
+            structlog.contextvars.bind_contextvars(**{READ_PATH: "executor"})
             if multipart:
                 self._check_multipart(request)
             response = await self.run(request)
@@ -186,7 +194,11 @@ class FieldsyncGraphQL(GraphQL[Context, None]):
             if multipart:
                 # Uploaded files are spooled to temporary files: close them now.
                 await request.close()
+        if self.debug:
+            response.headers[READ_PATH_HEADER.decode()] = "executor"
         await response(scope, receive, send)
+        log.debug("read answered", **{READ_PATH: "executor"})
+        structlog.contextvars.unbind_contextvars(READ_PATH)
 
     def _check_multipart(self, request: Request) -> None:
         """Refuse a multipart POST before reading it without a CSRF header (a plain HTML
@@ -493,7 +505,14 @@ def create_app(settings: Settings, database: Database | None = None) -> Starlett
         )
         return Response(body, media_type=content_type)
 
+    async def home(request: Request) -> Response:
+        # The bare address is where people land first: GraphiQL, not a bare Not Found.
+        if settings.graphiql:
+            return Response(status_code=307, headers={"location": "/graphql"})
+        return Response("fieldsync: GraphQL at POST /graphql\n", media_type="text/plain")
+
     routes = [
+        Route("/", home),
         Route("/metrics", metrics_endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -506,5 +525,6 @@ def create_app(settings: Settings, database: Database | None = None) -> Starlett
         middleware=[
             Middleware(SubscriptionsFirst, state=state),
             Middleware(RequestIdMiddleware),
+            Middleware(CompressResponses, enabled=settings.http_compression),
         ],
     )

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=100, ge=1, description="Cap on `first` of every connection.")
     max_string_length: int = Field(default=10_000, ge=1, description="Cap on any text field.")
     graphiql: bool = Field(default=True, description="Serve GraphiQL on GET /graphql.")
+    http_compression: bool = Field(
+        default=True,
+        description="Compress HTTP responses (zstd or gzip, as the client offers); off behind"
+        " a proxy that compresses.",
+    )
     compiled_reads: bool = Field(
         default=True,
         description="Answer `customer(id:)` and `customers(...)` documents from compiled SQL"
@@ -84,6 +89,11 @@ class Settings(BaseSettings):
     )
     ws_ping_seconds: float = Field(
         default=20, ge=0, description="WebSocket: server `ping` interval (0: none)."
+    )
+    ws_compression: bool = Field(
+        default=True,
+        description="WebSocket: permessage-deflate (no context takeover) for large messages"
+        " such as catch-up pages, when the client offers it.",
     )
     ws_max_message_bytes: int = Field(
         default=256 * 1024, ge=1024, description="WebSocket: largest frame a client may send."

@@ -68,7 +68,8 @@ def test_unit_tests(ts_client: Path) -> None:
 
 
 async def run_script(script: str, env: dict[str, str], limit_seconds: float = 90) -> str:
-    """Run an integration script on Node 22; returns its stdout, fails with its output."""
+    """Run an integration script on Node 22; returns its stdout, fails with its output
+    (what it printed so far when it runs past ``limit_seconds``)."""
     process = await asyncio.create_subprocess_exec(
         str(NODE22),
         "--disable-warning=ExperimentalWarning",
@@ -78,13 +79,28 @@ async def run_script(script: str, env: dict[str, str], limit_seconds: float = 90
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    assert process.stdout
+    assert process.stderr
+    chunks: dict[str, list[bytes]] = {"out": [], "err": []}
+
+    async def drain(stream: asyncio.StreamReader, into: list[bytes]) -> None:
+        while chunk := await stream.read(65536):
+            into.append(chunk)
+
+    readers = asyncio.gather(
+        drain(process.stdout, chunks["out"]), drain(process.stderr, chunks["err"]), process.wait()
+    )
+    timed_out = False
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), limit_seconds)
+        await asyncio.wait_for(asyncio.shield(readers), limit_seconds)
+    except TimeoutError:
+        timed_out = True
     finally:
         if process.returncode is None:
             process.kill()
-            await process.wait()
-    out, err = stdout.decode(), stderr.decode()
+        await readers
+    out, err = (b"".join(chunks[k]).decode(errors="replace") for k in ("out", "err"))
+    assert not timed_out, f"{script} still running after {limit_seconds} s:\n{out}\n{err}"
     assert process.returncode == 0, f"{script} failed:\n{out}\n{err}"
     return out
 
@@ -120,8 +136,11 @@ async def test_convergence(ts_client: Path, live_server: LiveServer, db: Databas
             "FIELDSYNC_EDITS": "100",
             "FIELDSYNC_ROUNDS": "3",
             "FIELDSYNC_SEED": "16",
+            "FIELDSYNC_VERBOSE": "1",  # rounds on stderr: a timeout shows how far it got
         },
-        limit_seconds=120,
+        # 7-40 s here; the margin is for slow shared CI machines. Past it, the rounds it
+        # reached (stderr) show where it stalled.
+        limit_seconds=300,
     )
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["ok"], out
@@ -133,3 +152,31 @@ async def test_rxdb_readme_example(ts_client: Path, live_server: LiveServer, db:
     out = await run_script("integration/rxdb.mjs", await tenant_env(db, live_server))
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["ok"], out
+
+
+async def test_platform_websocket_negotiates_deflate(
+    ts_client: Path, live_server: LiveServer
+) -> None:
+    """The client's default WebSocket (Node 22's global one) gets permessage-deflate from the
+    server, so catch-up pages arrive compressed with no client code."""
+    script = (
+        "const ws = new WebSocket(process.env.FIELDSYNC_WS_URL, 'graphql-transport-ws');"
+        "ws.onopen = () => { console.log(ws.extensions); ws.close(); };"
+        "ws.onerror = (e) => { console.error(e.message); process.exit(2); };"
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(NODE22),
+        "--input-type=module",
+        "-e",
+        script,
+        env={
+            **os.environ,
+            "FIELDSYNC_WS_URL": live_server.url.replace("http:", "ws:") + "/graphql",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    assert "permessage-deflate" in stdout.decode()
+    assert "server_no_context_takeover" in stdout.decode()

@@ -16,6 +16,8 @@ const client = createClient({
   connectionParams: { authorization: `Bearer ${token}` },
   retryAttempts: 0,
   lazy: true,
+  // What the socket negotiated (permessage-deflate), for the compression test.
+  on: { connected: (socket) => console.error(`extensions: ${socket.extensions}`) },
 });
 
 const timer = setTimeout(() => {
