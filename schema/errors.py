@@ -74,7 +74,11 @@ class NotFound(UserError):
 class EmailTaken(UserError):
     """Primary emails are unique per tenant, case-insensitive."""
 
-    email: str = strawberry.field(description="The email that is taken.")
+    # Always set; nullable like Customer.email, its neighbour in CustomerResult.
+    email: str | None = strawberry.field(
+        description="The email that is taken (always set; nullable only to agree with"
+        " `Customer.email` in the same union)."
+    )
 
 
 @strawberry.type(description="Delete refused while records are attached; archive instead.")

@@ -44,7 +44,12 @@ class Capabilities:
 class User(Node):
     """A user of the dealer's account."""
 
-    email: str = strawberry.field(description="Sign-in email.")
+    # Always set; nullable like Customer.email and Contact.email, so one selection of
+    # `email` on Node (`... on User { email } ... on Customer { email }`) is valid GraphQL.
+    email: str | None = strawberry.field(
+        description="Sign-in email (always set; nullable only to agree with the other Node types"
+        " that have an `email`)."
+    )
     name: str = strawberry.field(description="Display name.")
     role: UserRole = strawberry.field(description="Role.")
     active: bool = strawberry.field(description="Inactive users cannot sign in.")

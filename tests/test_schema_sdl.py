@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from graphql import GraphQLInterfaceType, GraphQLUnionType, parse, validate
+
 from server.schema import build_schema, export_sdl
 
 SDL = Path(__file__).resolve().parents[1] / "schema.graphql"
@@ -38,3 +40,38 @@ class TestCommittedSchema:
                 if not field.description:
                     missing.append(f"{name}.{field_name}")
         assert missing == []
+
+    def test_same_named_fields_agree_across_union_and_interface_members(self):
+        """A client selects a field of every member in one go (`... on User { email }
+        ... on Customer { email }`); graphql-js, codegen and Relay refuse that document
+        when the members' fields of one name differ in type or nullability."""
+        schema = build_schema()._schema
+        conflicts = []
+        for name, gql_type in schema.type_map.items():
+            if isinstance(gql_type, GraphQLUnionType):
+                members = list(gql_type.types)
+            elif isinstance(gql_type, GraphQLInterfaceType):
+                members = list(schema.get_implementations(gql_type).objects)
+            else:
+                continue
+            by_field: dict[str, set[str]] = {}
+            for member in members:
+                for field_name, field in member.fields.items():
+                    by_field.setdefault(field_name, set()).add(str(field.type))
+            conflicts += [
+                f"{name}.{field}: {sorted(types)}"
+                for field, types in by_field.items()
+                if len(types) > 1
+            ]
+        assert conflicts == []
+
+    def test_a_selection_across_node_members_validates(self):
+        """The document the frontend report failed on is valid now."""
+        schema = build_schema()._schema
+        document = parse(
+            "query Node($id: ID!) { node(id: $id) { id ... on User { email } ... on Customer { email }"
+            " ... on Contact { email } } }"
+            " mutation Create($i: CreateCustomerInput!) { createCustomer(input: $i) {"
+            " ... on Customer { email } ... on EmailTaken { email } } }"
+        )
+        assert validate(schema, document) == []
