@@ -261,13 +261,24 @@ class _DocumentSummaries:
                 default = definition.args[name].default_value
                 return default if isinstance(default, int) else self.limits.variable_list_size
             if isinstance(given.value, IntValueNode):
-                return _cap(max(0, int(given.value.value)))
+                return self._priced(name, _cap(max(0, int(given.value.value))))
             if isinstance(given.value, VariableNode):
-                return self.variable_defaults.get(
-                    given.value.name.value, self.limits.variable_list_size
+                return self._priced(
+                    name,
+                    self.variable_defaults.get(
+                        given.value.name.value, self.limits.variable_list_size
+                    ),
                 )
             return self.limits.variable_list_size
         return None
+
+    def _priced(self, argument: str, size: int) -> int:
+        """A `first` over the page cap costs the cap: every connection refuses it ("`first`
+        must be between 1 and N") before reading anything, and that range is the answer the
+        caller needs, not a cost estimate for a page that is never built."""
+        if argument == "first":
+            return min(size, self.limits.variable_list_size)
+        return size
 
 
 def _spreads(selection_set: SelectionSetNode) -> list[str]:

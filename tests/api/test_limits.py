@@ -141,6 +141,15 @@ class TestPagination:
         errors = await tenant.admin.errors(CUSTOMERS % (cap + 1))
         assert errors[0]["extensions"]["code"] == "BAD_USER_INPUT"
 
+    async def test_a_huge_first_gets_the_range_not_a_cost(self, tenant, settings) -> None:
+        """`first: 1000000` (nested lists too) is answered like `first: 500`: the range."""
+        cap = settings.max_page_size
+        for first in (500, 1_000_000, 2**31 - 1):
+            for query in (CUSTOMERS, NESTED):
+                errors = await tenant.admin.errors(query % first)
+                assert [e["extensions"]["code"] for e in errors] == ["BAD_USER_INPUT"], errors
+                assert errors[0]["message"] == f"`first` must be between 1 and {cap}", errors
+
 
 class TestTransport:
     async def test_batches_are_refused(self, tenant) -> None:
