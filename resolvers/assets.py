@@ -15,7 +15,7 @@ from schema.assets import Asset, AssetFields, AssetResult, CreateAssetInput
 from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError
-from schema.pagination import Connection
+from schema.pagination import AFTER_DOC, Connection, first_doc
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -36,11 +36,29 @@ class AssetQueries:
     async def assets(
         self,
         info: Info,
-        first: int = 20,
-        after: str | None = None,
-        customer_id: strawberry.ID | None = None,
-        facility_id: strawberry.ID | None = None,
-        search: str | None = None,
+        first: Annotated[int, strawberry.argument(description=first_doc(20))] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
+        customer_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only those of this customer (global `id` or uuid); omitted: every"
+                " customer's you may see."
+            ),
+        ] = None,
+        facility_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only those of this facility (global `id` or uuid); omitted: every"
+                " facility."
+            ),
+        ] = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Only those whose kind, manufacturer, model, serial number or location"
+                " contains this text, any case."
+            ),
+        ] = None,
     ) -> Connection[Asset]:
         """Keyset-paginated asset list."""
         equals = parent_filter(
@@ -58,7 +76,14 @@ class AssetMutations:
     @strawberry.mutation(
         description="Add an asset (door, equipment) to a facility.", graphql_type=AssetResult
     )
-    async def create_asset(self, info: Info, input: CreateAssetInput) -> Asset | UserError:
+    async def create_asset(
+        self,
+        info: Info,
+        input: Annotated[
+            CreateAssetInput,
+            strawberry.argument(description="The new asset's fields and its facility."),
+        ],
+    ) -> Asset | UserError:
         """New asset."""
         facility = link(input.facility_id, "Facility")
         if not isinstance(facility, UUID):
@@ -76,8 +101,16 @@ class AssetMutations:
     async def update_asset(
         self,
         info: Info,
-        id: strawberry.ID,
-        input: AssetFields,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The asset's global `id` or its uuid (`recordId`)."),
+        ],
+        input: Annotated[
+            AssetFields,
+            strawberry.argument(
+                description="The fields to change; omitted fields keep their values."
+            ),
+        ],
         base_version: Annotated[
             VersionVector | None,
             strawberry.argument(description=BASE_VERSION_DOC),
@@ -96,6 +129,13 @@ class AssetMutations:
     @strawberry.mutation(
         description="Delete an asset (devices receive a tombstone).", graphql_type=DeleteResult
     )
-    async def delete_asset(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
+    async def delete_asset(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The asset's global `id` or its uuid (`recordId`)."),
+        ],
+    ) -> DeletedRecord | UserError:
         """Delete."""
         return await delete_record(info, ASSET, id)

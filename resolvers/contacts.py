@@ -15,7 +15,7 @@ from schema.contacts import Contact, ContactFields, ContactResult, CreateContact
 from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError
-from schema.pagination import Connection
+from schema.pagination import AFTER_DOC, Connection, first_doc
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -38,10 +38,22 @@ class ContactQueries:
     async def contacts(
         self,
         info: Info,
-        first: int = 20,
-        after: str | None = None,
-        customer_id: strawberry.ID | None = None,
-        search: str | None = None,
+        first: Annotated[int, strawberry.argument(description=first_doc(20))] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
+        customer_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only those of this customer (global `id` or uuid); omitted: every"
+                " customer's you may see."
+            ),
+        ] = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Only those whose first name, last name or email contains this text,"
+                " any case."
+            ),
+        ] = None,
     ) -> Connection[Contact]:
         """Keyset-paginated contact list."""
         equals = parent_filter(customer_id=(customer_id, "Customer"))
@@ -55,7 +67,14 @@ class ContactMutations:
     """Contact writes."""
 
     @strawberry.mutation(description="Add a contact to a customer.", graphql_type=ContactResult)
-    async def create_contact(self, info: Info, input: CreateContactInput) -> Contact | UserError:
+    async def create_contact(
+        self,
+        info: Info,
+        input: Annotated[
+            CreateContactInput,
+            strawberry.argument(description="The new contact's fields and its customer."),
+        ],
+    ) -> Contact | UserError:
         """New contact."""
         customer = link(input.customer_id, "Customer")
         if not isinstance(customer, UUID):
@@ -73,8 +92,16 @@ class ContactMutations:
     async def update_contact(
         self,
         info: Info,
-        id: strawberry.ID,
-        input: ContactFields,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The contact's global `id` or its uuid (`recordId`)."),
+        ],
+        input: Annotated[
+            ContactFields,
+            strawberry.argument(
+                description="The fields to change; omitted fields keep their values."
+            ),
+        ],
         base_version: Annotated[
             VersionVector | None,
             strawberry.argument(description=BASE_VERSION_DOC),
@@ -93,6 +120,13 @@ class ContactMutations:
     @strawberry.mutation(
         description="Delete a contact (devices receive a tombstone).", graphql_type=DeleteResult
     )
-    async def delete_contact(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
+    async def delete_contact(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The contact's global `id` or its uuid (`recordId`)."),
+        ],
+    ) -> DeletedRecord | UserError:
         """Delete."""
         return await delete_record(info, CONTACT, id)

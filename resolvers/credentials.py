@@ -30,7 +30,7 @@ from schema.credentials import (
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import Forbidden, UserError, error_from, forbidden
 from schema.node import InvalidIdError, to_global_id
-from schema.pagination import Connection
+from schema.pagination import AFTER_DOC, Connection, first_doc
 from schema.records import patch_from
 
 T = TypeVar("T")
@@ -100,11 +100,25 @@ class CredentialQueries:
     async def credentials(
         self,
         info: Info,
-        first: int = 20,
-        after: str | None = None,
-        customer_id: strawberry.ID | None = None,
-        contact_id: strawberry.ID | None = None,
-        search: str | None = None,
+        first: Annotated[int, strawberry.argument(description=first_doc(20))] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
+        customer_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only those of this customer (global `id` or uuid); omitted: every"
+                " customer's you may see."
+            ),
+        ] = None,
+        contact_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="Only those of this contact (global `id` or uuid)."),
+        ] = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Only those whose name, username or URL contains this text, any case."
+            ),
+        ] = None,
     ) -> Connection[Credential]:
         """Keyset-paginated credential list."""
         user = await info.context.user()
@@ -134,9 +148,12 @@ class CredentialQueries:
     async def credential_access_report(
         self,
         info: Info,
-        first: int = 50,
-        after: str | None = None,
-        filter: CredentialAccessFilter | None = None,
+        first: Annotated[int, strawberry.argument(description=first_doc(50, "reveals"))] = 50,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
+        filter: Annotated[
+            CredentialAccessFilter | None,
+            strawberry.argument(description="Which reveals; omitted: all of them."),
+        ] = None,
     ) -> Connection[CredentialAccess]:
         """Keyset-paginated access log."""
         user = await info.context.user()
@@ -186,7 +203,14 @@ class CredentialMutations:
         graphql_type=CredentialResult,
     )
     async def create_credential(
-        self, info: Info, input: CreateCredentialInput
+        self,
+        info: Info,
+        input: Annotated[
+            CreateCredentialInput,
+            strawberry.argument(
+                description="The new credential's fields, its password and its customer or contact."
+            ),
+        ],
     ) -> Credential | UserError:
         """New credential."""
         denied = await _permitted(info, commands.CREATE)
@@ -228,7 +252,20 @@ class CredentialMutations:
         graphql_type=CredentialResult,
     )
     async def update_credential(
-        self, info: Info, id: strawberry.ID, input: CredentialFields
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The credential's global `id` or its uuid (`recordId`)."
+            ),
+        ],
+        input: Annotated[
+            CredentialFields,
+            strawberry.argument(
+                description="The fields to change; omitted fields keep their values."
+            ),
+        ],
     ) -> Credential | UserError:
         """Partial update."""
         denied = await _permitted(info, commands.EDIT)
@@ -260,7 +297,16 @@ class CredentialMutations:
         description="Delete a credential (devices receive a tombstone; the password is erased).",
         graphql_type=DeleteResult,
     )
-    async def delete_credential(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
+    async def delete_credential(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The credential's global `id` or its uuid (`recordId`)."
+            ),
+        ],
+    ) -> DeletedRecord | UserError:
         """Delete."""
         denied = await _permitted(info, commands.DELETE)
         if denied is not None:
@@ -293,7 +339,12 @@ class CredentialMutations:
     async def reveal_credential_password(
         self,
         info: Info,
-        id: strawberry.ID,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The credential's global `id` or its uuid (`recordId`)."
+            ),
+        ],
         device_id: Annotated[
             strawberry.ID | None,
             strawberry.argument(description="The device asking, recorded in the access log."),

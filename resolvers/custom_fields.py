@@ -35,7 +35,12 @@ class CustomFieldQueries:
 
     @strawberry.field(description="Custom field definitions of one record type, in order.")
     async def custom_field_definitions(
-        self, info: Info, entity_type: CustomFieldEntity
+        self,
+        info: Info,
+        entity_type: Annotated[
+            CustomFieldEntity,
+            strawberry.argument(description="The record type whose definitions to list."),
+        ],
     ) -> list[CustomFieldDefinition]:
         """Definitions."""
         await info.context.user()
@@ -47,9 +52,15 @@ class CustomFieldQueries:
 class CustomFieldMutations:
     """Custom field management (admins only)."""
 
-    @strawberry.mutation(description="Define a custom field.", graphql_type=CustomFieldResult)
+    @strawberry.mutation(
+        description="Define a custom field (admins only).", graphql_type=CustomFieldResult
+    )
     async def create_custom_field(
-        self, info: Info, input: CreateCustomFieldInput
+        self,
+        info: Info,
+        input: Annotated[
+            CreateCustomFieldInput, strawberry.argument(description="The new definition.")
+        ],
     ) -> CustomFieldDefinition | UserError:
         """New definition."""
         values: dict[str, Any] = {
@@ -69,11 +80,22 @@ class CustomFieldMutations:
         return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result
 
     @strawberry.mutation(
-        description="Change a custom field. Making it required makes later writes without it fail.",
+        description="Change a custom field (admins only). Making it required makes later writes"
+        " without it fail.",
         graphql_type=CustomFieldResult,
     )
     async def update_custom_field(
-        self, info: Info, id: strawberry.ID, input: UpdateCustomFieldInput
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="The definition's global `id`.")
+        ],
+        input: Annotated[
+            UpdateCustomFieldInput,
+            strawberry.argument(
+                description="The fields to change; omitted fields keep their values."
+            ),
+        ],
     ) -> CustomFieldDefinition | UserError:
         """Partial update."""
         try:
@@ -91,11 +113,15 @@ class CustomFieldMutations:
         return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result
 
     @strawberry.mutation(
-        description="Remove a custom field definition (stored values are ignored).",
+        description="Remove a custom field definition (admins only; stored values are ignored).",
         graphql_type=CustomFieldResult,
     )
     async def delete_custom_field(
-        self, info: Info, id: strawberry.ID
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="The definition's global `id`.")
+        ],
     ) -> CustomFieldDefinition | UserError:
         """Delete."""
         try:

@@ -29,7 +29,7 @@ from schema.customers import (
 )
 from schema.errors import UserError
 from schema.node import InvalidIdError
-from schema.pagination import Connection
+from schema.pagination import AFTER_DOC, Connection, first_doc
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -81,10 +81,18 @@ class CustomerQueries:
     async def customers(
         self,
         info: Info,
-        first: int = 20,
-        after: str | None = None,
-        filter: CustomerFilter | None = None,
-        order_by: CustomerOrder | None = None,
+        first: Annotated[int, strawberry.argument(description=first_doc(20))] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
+        filter: Annotated[
+            CustomerFilter | None,
+            strawberry.argument(
+                description="Which customers; omitted: the active (not archived) ones."
+            ),
+        ] = None,
+        order_by: Annotated[
+            CustomerOrder | None,
+            strawberry.argument(description="Sort key and direction; omitted: by name, A to Z."),
+        ] = None,
     ) -> Connection[Customer]:
         """Keyset-paginated customer list."""
         user = await info.context.user()
@@ -104,7 +112,17 @@ class CustomerQueries:
     @strawberry.field(
         description="One customer by global id or by its uuid (`recordId`); null if unknown."
     )
-    async def customer(self, info: Info, id: strawberry.ID) -> Customer | None:
+    async def customer(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The customer's global `id` or its uuid (`recordId`); a malformed"
+                " id gives null."
+            ),
+        ],
+    ) -> Customer | None:
         """Customer by id."""
         user = await info.context.user()
         try:
@@ -122,7 +140,13 @@ class CustomerMutations:
     """Customer writes; each returns the customer or a typed error, never half-done."""
 
     @strawberry.mutation(description="Create a customer.", graphql_type=CustomerResult)
-    async def create_customer(self, info: Info, input: CreateCustomerInput) -> Customer | UserError:
+    async def create_customer(
+        self,
+        info: Info,
+        input: Annotated[
+            CreateCustomerInput, strawberry.argument(description="The new customer's fields.")
+        ],
+    ) -> Customer | UserError:
         """New customer."""
         return await save_record(
             info, CUSTOMER, Customer.from_row, global_id=None, patch=customer_patch(input)
@@ -132,8 +156,16 @@ class CustomerMutations:
     async def update_customer(
         self,
         info: Info,
-        id: strawberry.ID,
-        input: UpdateCustomerInput,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The customer's global `id` or its uuid (`recordId`)."),
+        ],
+        input: Annotated[
+            UpdateCustomerInput,
+            strawberry.argument(
+                description="The fields to change; omitted fields keep their values."
+            ),
+        ],
         base_version: Annotated[
             VersionVector | None,
             strawberry.argument(description=BASE_VERSION_DOC),
@@ -153,7 +185,14 @@ class CustomerMutations:
         description="Archive: hide the customer and stop syncing it to devices.",
         graphql_type=CustomerResult,
     )
-    async def archive_customer(self, info: Info, id: strawberry.ID) -> Customer | UserError:
+    async def archive_customer(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The customer's global `id` or its uuid (`recordId`)."),
+        ],
+    ) -> Customer | UserError:
         """Archive."""
         return await save_record(
             info, CUSTOMER, Customer.from_row, global_id=id, patch={"archived": True}
@@ -162,7 +201,14 @@ class CustomerMutations:
     @strawberry.mutation(
         description="Re-enable an archived customer; it syncs again.", graphql_type=CustomerResult
     )
-    async def reenable_customer(self, info: Info, id: strawberry.ID) -> Customer | UserError:
+    async def reenable_customer(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The customer's global `id` or its uuid (`recordId`)."),
+        ],
+    ) -> Customer | UserError:
         """Re-enable."""
         return await save_record(
             info, CUSTOMER, Customer.from_row, global_id=id, patch={"archived": False}
@@ -172,6 +218,13 @@ class CustomerMutations:
         description="Delete a customer with nothing attached; otherwise archive it instead.",
         graphql_type=DeleteResult,
     )
-    async def delete_customer(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
+    async def delete_customer(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The customer's global `id` or its uuid (`recordId`)."),
+        ],
+    ) -> DeletedRecord | UserError:
         """Delete (tombstone)."""
         return await delete_record(info, CUSTOMER, id)

@@ -44,6 +44,7 @@ from schema.external import (
     pair_from_row,
 )
 from schema.node import InvalidIdError, from_global_id, to_global_id
+from schema.pagination import AFTER_DOC, first_doc
 from sync import window as rules
 
 ADMINS_ONLY = "only admins may use the external sync window"
@@ -156,10 +157,17 @@ class ExternalSyncQueries:
     async def sync_window(
         self,
         info: Info,
-        source_id: strawberry.ID,
-        category: SyncCategory,
-        first: int = 20,
-        after: str | None = None,
+        source_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The external source's global `id`. An unknown source gives null."
+            ),
+        ],
+        category: Annotated[
+            SyncCategory, strawberry.argument(description="The category to page through.")
+        ],
+        first: Annotated[int, strawberry.argument(description=first_doc(20, "pairs"))] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
     ) -> SyncWindow | None:
         """A keyset page of one category; null for an unknown source."""
         user = await _admin_user(info)
@@ -202,7 +210,18 @@ class ExternalSyncQueries:
 
     @strawberry.field(description="A source's imports, newest first (admins only).")
     async def import_batches(
-        self, info: Info, source_id: strawberry.ID, first: int = 20
+        self,
+        info: Info,
+        source_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The external source's global `id`. An unknown source gives an empty"
+                " list."
+            ),
+        ],
+        first: Annotated[
+            int, strawberry.argument(description=first_doc(20, "imports, newest first"))
+        ] = 20,
     ) -> list[ImportBatch]:
         """Recent batches; empty for an unknown source."""
         user = await _admin_user(info)
@@ -219,7 +238,13 @@ class ExternalSyncQueries:
         description="The local side of paired (sync on) and NEW_LOCAL customers as CSV, in the"
         " source's columns, to load into the external system (admins only)."
     )
-    async def export_local(self, info: Info, source_id: strawberry.ID) -> str:
+    async def export_local(
+        self,
+        info: Info,
+        source_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
+    ) -> str:
         """CSV text; NEW_LOCAL rows have an empty external id."""
         user = await _admin_user(info)
         async with info.context.read() as conn:
@@ -292,11 +317,16 @@ class ExternalSyncMutations:
     records in one transaction and reports the items it refused."""
 
     @strawberry.mutation(
-        description="Register an external system with its field mapping.",
+        description="Register an external system with its field mapping (admins only).",
         graphql_type=ExternalSourceResult,
     )
     async def create_external_source(
-        self, info: Info, input: CreateExternalSourceInput
+        self,
+        info: Info,
+        input: Annotated[
+            CreateExternalSourceInput,
+            strawberry.argument(description="The new source and its field mapping."),
+        ],
     ) -> ExternalSource | UserError:
         """New source; a mapping to a field that does not exist is refused."""
         result = await run_write(
@@ -314,10 +344,21 @@ class ExternalSyncMutations:
         return ExternalSource.from_row(result) if isinstance(result, dict) else result
 
     @strawberry.mutation(
-        description="Change a source's direction or mapping.", graphql_type=ExternalSourceResult
+        description="Change a source's direction or mapping (admins only).",
+        graphql_type=ExternalSourceResult,
     )
     async def update_external_source(
-        self, info: Info, id: strawberry.ID, input: UpdateExternalSourceInput
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
+        input: Annotated[
+            UpdateExternalSourceInput,
+            strawberry.argument(
+                description="The fields to change; omitted fields keep their values."
+            ),
+        ],
     ) -> ExternalSource | UserError:
         """Source changes apply from the next import or refresh."""
         try:
@@ -342,13 +383,16 @@ class ExternalSyncMutations:
         description="Import a source's full customer list from a CSV or JSON file: as an"
         " upload (`file`, a multipart request per the GraphQL multipart request spec, with"
         " the header `X-Fieldsync-CSRF` or `Apollo-Require-Preflight`) or as text"
-        " (`content`). Applied whole or refused whole; the same file again changes nothing.",
+        " (`content`). Applied whole or refused whole; the same file again changes nothing"
+        " (admins only).",
         graphql_type=ImportResult,
     )
     async def import_external_records(
         self,
         info: Info,
-        source_id: strawberry.ID,
+        source_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
         file: Annotated[
             Upload | None, strawberry.argument(description="The file, as a multipart upload.")
         ] = None,
@@ -404,11 +448,15 @@ class ExternalSyncMutations:
 
     @strawberry.mutation(
         description="Compare a source's pairs again against its last import (after local"
-        " edits), applying one-sided changes per its direction; no file needed.",
+        " edits), applying one-sided changes per its direction; no file needed (admins only).",
         graphql_type=SyncRefreshPayload,
     )
     async def refresh_sync_window(
-        self, info: Info, source_id: strawberry.ID
+        self,
+        info: Info,
+        source_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
     ) -> SyncRefreshResult | UserError:
         """A sync run without a file."""
         caller = await _admin_and_source(info, source_id)
@@ -427,11 +475,21 @@ class ExternalSyncMutations:
         )
 
     @strawberry.mutation(
-        description="Pair new external records with chosen customers.",
+        description="Pair new external records with chosen customers (admins only).",
         graphql_type=SyncActionPayload,
     )
     async def pair_external_records(
-        self, info: Info, source_id: strawberry.ID, pairs: list[PairInput]
+        self,
+        info: Info,
+        source_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
+        pairs: Annotated[
+            list[PairInput],
+            strawberry.argument(
+                description="The pairings to make; each is done or refused on its own."
+            ),
+        ],
     ) -> SyncActionResult | UserError:
         """Pair; a fresh pair whose values differ shows as a conflict."""
         refused: list[SyncItemRefusal] = []
@@ -451,11 +509,22 @@ class ExternalSyncMutations:
         return await _action(info, source_id, window_actions.pair, refused=refused, items=items)
 
     @strawberry.mutation(
-        description="Create customers from new external records and pair them.",
+        description="Create customers from new external records and pair them (admins only).",
         graphql_type=SyncActionPayload,
     )
     async def create_customers_from_external(
-        self, info: Info, source_id: strawberry.ID, external_ids: list[str]
+        self,
+        info: Info,
+        source_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
+        external_ids: Annotated[
+            list[str],
+            strawberry.argument(
+                description="External ids of unpaired records to create customers from; each is"
+                " done or refused on its own."
+            ),
+        ],
     ) -> SyncActionResult | UserError:
         """Create through the write path (devices receive them)."""
         return await _action(
@@ -468,11 +537,21 @@ class ExternalSyncMutations:
 
     @strawberry.mutation(
         description="Settle conflicts: keep local or keep external, per pair or per field."
-        " Keeping external writes the customer (devices receive it).",
+        " Keeping external writes the customer (devices receive it). Admins only.",
         graphql_type=SyncActionPayload,
     )
     async def resolve_external_conflicts(
-        self, info: Info, source_id: strawberry.ID, resolutions: list[ConflictResolutionInput]
+        self,
+        info: Info,
+        source_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
+        resolutions: Annotated[
+            list[ConflictResolutionInput],
+            strawberry.argument(
+                description="One per CONFLICT pair; each is done or refused on its own."
+            ),
+        ],
     ) -> SyncActionResult | UserError:
         """Keep one side."""
         items: list[window_actions.Resolution] = []
@@ -500,11 +579,27 @@ class ExternalSyncMutations:
         )
 
     @strawberry.mutation(
-        description="Switch sync off (DEACTIVATED) or back on for pairs (`active: true`).",
+        description="Switch sync off (DEACTIVATED) or back on for pairs (`active: true`; admins"
+        " only).",
         graphql_type=SyncActionPayload,
     )
     async def set_external_sync_active(
-        self, info: Info, source_id: strawberry.ID, external_ids: list[str], active: bool
+        self,
+        info: Info,
+        source_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
+        external_ids: Annotated[
+            list[str],
+            strawberry.argument(
+                description="External ids of paired records; unpaired ones are refused"
+                " (NOT_LINKED)."
+            ),
+        ],
+        active: Annotated[
+            bool,
+            strawberry.argument(description="false: switch sync off (DEACTIVATED); true: back on."),
+        ],
     ) -> SyncActionResult | UserError:
         """Deactivate or reactivate."""
         return await _action(
@@ -517,26 +612,51 @@ class ExternalSyncMutations:
 
     @strawberry.mutation(
         description="Undo pairs: records become NEW_EXTERNAL and customers NEW_LOCAL; later"
-        " imports do not pair them again by email.",
+        " imports do not pair them again by email (admins only).",
         graphql_type=SyncActionPayload,
     )
     async def unlink_external_records(
-        self, info: Info, source_id: strawberry.ID, external_ids: list[str]
+        self,
+        info: Info,
+        source_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
+        external_ids: Annotated[
+            list[str],
+            strawberry.argument(
+                description="External ids of paired records; unpaired ones are refused"
+                " (NOT_LINKED)."
+            ),
+        ],
     ) -> SyncActionResult | UserError:
         """Unlink."""
         return await _action(info, source_id, window_actions.unlink, external_ids=external_ids)
 
     @strawberry.mutation(
         description="Settle DELETED pairs: a record gone externally is removed (its customer"
-        " archived with `archiveLocal`); a record whose customer was deleted is unpaired.",
+        " archived with `archiveLocal`); a record whose customer was deleted is unpaired"
+        " (admins only).",
         graphql_type=SyncActionPayload,
     )
     async def remove_deleted_external_records(
         self,
         info: Info,
-        source_id: strawberry.ID,
-        external_ids: list[str],
-        archive_local: bool = False,
+        source_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+        ],
+        external_ids: Annotated[
+            list[str],
+            strawberry.argument(
+                description="External ids of DELETED pairs; others are refused (NOT_DELETED)."
+            ),
+        ],
+        archive_local: Annotated[
+            bool,
+            strawberry.argument(
+                description="true: also archive the customer of a record gone externally; false"
+                " (default): keep it as is."
+            ),
+        ] = False,
     ) -> SyncActionResult | UserError:
         """Remove after deletion."""
         return await _action(

@@ -15,7 +15,7 @@ from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError
 from schema.facilities import CreateFacilityInput, Facility, FacilityFields, FacilityResult
-from schema.pagination import Connection
+from schema.pagination import AFTER_DOC, Connection, first_doc
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -38,10 +38,19 @@ class FacilityQueries:
     async def facilities(
         self,
         info: Info,
-        first: int = 20,
-        after: str | None = None,
-        customer_id: strawberry.ID | None = None,
-        search: str | None = None,
+        first: Annotated[int, strawberry.argument(description=first_doc(20))] = 20,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
+        customer_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only those of this customer (global `id` or uuid); omitted: every"
+                " customer's you may see."
+            ),
+        ] = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(description="Only those whose name contains this text, any case."),
+        ] = None,
     ) -> Connection[Facility]:
         """Keyset-paginated facility list."""
         equals = parent_filter(customer_id=(customer_id, "Customer"))
@@ -63,7 +72,14 @@ class FacilityMutations:
     @strawberry.mutation(
         description="Add a facility (building or site) to a customer.", graphql_type=FacilityResult
     )
-    async def create_facility(self, info: Info, input: CreateFacilityInput) -> Facility | UserError:
+    async def create_facility(
+        self,
+        info: Info,
+        input: Annotated[
+            CreateFacilityInput,
+            strawberry.argument(description="The new facility's fields and its customer."),
+        ],
+    ) -> Facility | UserError:
         """New facility."""
         customer = link(input.customer_id, "Customer")
         if not isinstance(customer, UUID):
@@ -81,8 +97,16 @@ class FacilityMutations:
     async def update_facility(
         self,
         info: Info,
-        id: strawberry.ID,
-        input: FacilityFields,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The facility's global `id` or its uuid (`recordId`)."),
+        ],
+        input: Annotated[
+            FacilityFields,
+            strawberry.argument(
+                description="The fields to change; omitted fields keep their values."
+            ),
+        ],
         base_version: Annotated[
             VersionVector | None,
             strawberry.argument(description=BASE_VERSION_DOC),
@@ -101,6 +125,13 @@ class FacilityMutations:
     @strawberry.mutation(
         description="Delete a facility with no assets left.", graphql_type=DeleteResult
     )
-    async def delete_facility(self, info: Info, id: strawberry.ID) -> DeletedRecord | UserError:
+    async def delete_facility(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The facility's global `id` or its uuid (`recordId`)."),
+        ],
+    ) -> DeletedRecord | UserError:
         """Delete."""
         return await delete_record(info, FACILITY, id)

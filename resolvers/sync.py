@@ -374,7 +374,13 @@ class SyncQueries:
         )
 
     @strawberry.field(description="One device's sync state (its owner, or an admin).")
-    async def sync_state(self, info: Info, device_id: strawberry.ID) -> DeviceSyncState:
+    async def sync_state(
+        self,
+        info: Info,
+        device_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The device's `id` (global id or uuid).")
+        ],
+    ) -> DeviceSyncState:
         """Sync state."""
         user = await info.context.user()
         async with info.context.read() as conn:
@@ -390,7 +396,16 @@ class SyncQueries:
     @strawberry.field(
         description="Devices with their sync state: admins see all, others their own."
     )
-    async def devices(self, info: Info, status: SyncStatus | None = None) -> list[Device]:
+    async def devices(
+        self,
+        info: Info,
+        status: Annotated[
+            SyncStatus | None,
+            strawberry.argument(
+                description="Only devices in this sync state; omitted: every state."
+            ),
+        ] = None,
+    ) -> list[Device]:
         """Device overview; filter by status to find silent failures."""
         user = await info.context.user()
         async with info.context.read() as conn:
@@ -411,7 +426,21 @@ class SyncQueries:
 
     @strawberry.field(description="Sync conflicts: your own, or all for admins.")
     async def conflicts(
-        self, info: Info, open_only: bool = True, device_id: strawberry.ID | None = None
+        self,
+        info: Info,
+        open_only: Annotated[
+            bool,
+            strawberry.argument(
+                description="true (default): only unsettled conflicts; false: settled ones too."
+            ),
+        ] = True,
+        device_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only this device's conflicts (its `id`, global id or uuid); omitted:"
+                " every device's you may see."
+            ),
+        ] = None,
     ) -> list[SyncConflict]:
         """Conflict inbox."""
         user = await info.context.user()
@@ -559,9 +588,23 @@ class SyncMutations:
     async def select_customers(
         self,
         info: Info,
-        device_id: strawberry.ID,
-        mode: SelectionMode,
-        customer_ids: list[strawberry.ID] | None = None,
+        device_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="Your device's `id` (global id or uuid)."),
+        ],
+        mode: Annotated[
+            SelectionMode,
+            strawberry.argument(
+                description="ALL: every customer; SELECTED: exactly `customerIds`."
+            ),
+        ],
+        customer_ids: Annotated[
+            list[strawberry.ID] | None,
+            strawberry.argument(
+                description="SELECTED: the customers to sync (global ids or uuids), replacing the"
+                " previous choice; ignored for ALL."
+            ),
+        ] = None,
     ) -> Device | UserError:
         """Change the selection; unselecting removes nothing on the server."""
 
@@ -716,7 +759,15 @@ class SyncMutations:
         graphql_type=PolicyResult,
     )
     async def set_conflict_policy(
-        self, info: Info, entity: SyncEntity, policy: ConflictPolicy
+        self,
+        info: Info,
+        entity: Annotated[
+            SyncEntity, strawberry.argument(description="The record type whose policy to set.")
+        ],
+        policy: Annotated[
+            ConflictPolicy,
+            strawberry.argument(description="How its conflicting pushes are settled from now on."),
+        ],
     ) -> ConflictPolicies | UserError:
         """Policy per record type."""
 

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
 import strawberry
 
 from db.auth import hash_password, issue_token, verify_password
 from db.commands import users as commands
+from db.errors import ForbiddenError
 from db.queries import rate_limits
 from db.queries import users as queries
 from db.queries.text import holds_nul
-from resolvers.context import Info
+from resolvers.context import Info, PublicError
 from resolvers.writes import bad_id, decode_id, run_write
-from schema.errors import ErrorCode, InvalidCredentials, RateLimited, UserError, invalid
+from schema.errors import (
+    ErrorCode,
+    InvalidCredentials,
+    RateLimited,
+    UserError,
+    error_from,
+    invalid,
+)
 from schema.node import InvalidIdError
 from schema.users import (
     CapabilitiesInput,
@@ -51,10 +60,10 @@ class UserQueries:
 
     @strawberry.field(description="Every user of the account (admins only).")
     async def users(self, info: Info) -> list[User]:
-        """All users, by email; non-admins get an empty list."""
+        """All users, by email; refused to non-admins like every admin-only query."""
         user = await info.context.user()
         if not user.is_admin:
-            return []
+            raise PublicError("Only admins may list the account's users", "FORBIDDEN")
         async with info.context.read() as conn:
             rows = await queries.list_users(conn, user.org_id)
         return [User.from_row(r) for r in rows]
@@ -65,7 +74,19 @@ class UserMutations:
     """Sign-in and user management."""
 
     @strawberry.mutation(description="Sign in with email and password; returns a bearer token.")
-    async def login(self, info: Info, email: str, password: str) -> LoginResult:
+    async def login(
+        self,
+        info: Info,
+        email: Annotated[
+            str,
+            strawberry.argument(
+                description="The account's email address, any case; surrounding spaces are ignored."
+            ),
+        ],
+        password: Annotated[
+            str, strawberry.argument(description="The account's password, exactly as typed.")
+        ],
+    ) -> LoginResult:
         """Exchange credentials for a token."""
         ctx = info.context
         settings = ctx.settings
@@ -123,8 +144,16 @@ class UserMutations:
         return LoginSuccess(token=token, expires_at=expires, user=User.from_row(row))
 
     @strawberry.mutation(description="Add a user (admins only).", graphql_type=UserResult)
-    async def create_user(self, info: Info, input: CreateUserInput) -> User | UserError:
+    async def create_user(
+        self,
+        info: Info,
+        input: Annotated[CreateUserInput, strawberry.argument(description="The new user.")],
+    ) -> User | UserError:
         """New user."""
+        if not (await info.context.user()).is_admin:
+            # Before validation and the deliberately slow hash: a non-admin cannot make the
+            # server hash passwords for nothing.
+            return error_from(ForbiddenError("your role may not change this"))
         fields = {"email": input.email, "name": input.name}
         nul = {
             name: "must not contain NUL characters" for name, v in fields.items() if holds_nul(v)
@@ -160,7 +189,17 @@ class UserMutations:
         graphql_type=UserResult,
     )
     async def set_user_permissions(
-        self, info: Info, user_id: strawberry.ID, capabilities: CapabilitiesInput
+        self,
+        info: Info,
+        user_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The user's global `id`.")
+        ],
+        capabilities: Annotated[
+            CapabilitiesInput,
+            strawberry.argument(
+                description="The capabilities to set; omitted ones keep their values."
+            ),
+        ],
     ) -> User | UserError:
         """Change capabilities; takes effect on the user's next request."""
         return await _update(info, user_id, capability_columns(capabilities))
@@ -170,7 +209,17 @@ class UserMutations:
         graphql_type=UserResult,
     )
     async def set_user_active(
-        self, info: Info, user_id: strawberry.ID, active: bool
+        self,
+        info: Info,
+        user_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The user's global `id`.")
+        ],
+        active: Annotated[
+            bool,
+            strawberry.argument(
+                description="true: may sign in; false: may not, and their tokens stop working."
+            ),
+        ],
     ) -> User | UserError:
         """Activation."""
         return await _update(info, user_id, {"active": active})

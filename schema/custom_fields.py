@@ -18,21 +18,27 @@ from schema.scalars import JSON
 class CustomFieldEntity(enum.Enum):
     """Where a custom field shows."""
 
-    CUSTOMER = "CUSTOMER"
-    CONTACT = "CONTACT"
-    FACILITY = "FACILITY"
-    ASSET = "ASSET"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    CUSTOMER = strawberry.enum_value("CUSTOMER", description="Customers.")
+    CONTACT = strawberry.enum_value("CONTACT", description="Contacts.")
+    FACILITY = strawberry.enum_value("FACILITY", description="Facilities.")
+    ASSET = strawberry.enum_value("ASSET", description="Assets.")
 
 
 @strawberry.enum(description="The kind of value a custom field holds.")
 class CustomFieldType(enum.Enum):
     """Value kinds."""
 
-    TEXT = "TEXT"
-    NUMBER = "NUMBER"
-    DATE = "DATE"
-    CHECKBOX = "CHECKBOX"
-    DROPDOWN = "DROPDOWN"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    TEXT = strawberry.enum_value("TEXT", description="A string.")
+    NUMBER = strawberry.enum_value("NUMBER", description="A finite number, integer or decimal.")
+    DATE = strawberry.enum_value("DATE", description="A date as a string, YYYY-MM-DD.")
+    CHECKBOX = strawberry.enum_value("CHECKBOX", description="true or false.")
+    DROPDOWN = strawberry.enum_value(
+        "DROPDOWN", description="One of the definition's `options`, by its `value`."
+    )
 
 
 @strawberry.type(description="One choice of a dropdown custom field.")

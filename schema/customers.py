@@ -39,20 +39,26 @@ if TYPE_CHECKING:
 class PhoneType(enum.Enum):
     """Phone kinds."""
 
-    MOBILE = "MOBILE"
-    HOME = "HOME"
-    WORK = "WORK"
-    FAX = "FAX"
-    OTHER = "OTHER"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    MOBILE = strawberry.enum_value("MOBILE", description="A mobile phone.")
+    HOME = strawberry.enum_value("HOME", description="A home line.")
+    WORK = strawberry.enum_value("WORK", description="A work line.")
+    FAX = strawberry.enum_value("FAX", description="A fax number.")
+    OTHER = strawberry.enum_value("OTHER", description="Any other number.")
 
 
 @strawberry.enum(description="What an address is used for.")
 class AddressType(enum.Enum):
     """Address kinds."""
 
-    BILL_TO = "BILL_TO"
-    SHIP_TO = "SHIP_TO"
-    PHYSICAL = "PHYSICAL"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    BILL_TO = strawberry.enum_value("BILL_TO", description="Where invoices go.")
+    SHIP_TO = strawberry.enum_value("SHIP_TO", description="Where deliveries go.")
+    PHYSICAL = strawberry.enum_value(
+        "PHYSICAL", description="Where the customer is (e.g. for site visits)."
+    )
 
 
 @strawberry.type(description="A phone number.")
@@ -305,17 +311,23 @@ class UpdateCustomerInput(CreateCustomerInput):
 class CustomerOrderField(enum.Enum):
     """Sort keys."""
 
-    NAME = "NAME"
-    CREATED_AT = "CREATED_AT"
-    UPDATED_AT = "UPDATED_AT"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    NAME = strawberry.enum_value(
+        "NAME", description="By name, any case: the business name, else last then first name."
+    )
+    CREATED_AT = strawberry.enum_value("CREATED_AT", description="By creation time.")
+    UPDATED_AT = strawberry.enum_value("UPDATED_AT", description="By time of the last change.")
 
 
 @strawberry.enum(description="Sort direction.")
 class OrderDirection(enum.Enum):
     """Ascending or descending."""
 
-    ASC = "ASC"
-    DESC = "DESC"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    ASC = strawberry.enum_value("ASC", description="Ascending: A to Z, oldest first.")
+    DESC = strawberry.enum_value("DESC", description="Descending: Z to A, newest first.")
 
 
 @strawberry.input(description="How to order customers.")

@@ -27,17 +27,55 @@ from sync.validation import camel
 class ErrorCode(enum.Enum):
     """Error codes of union error members."""
 
-    VALIDATION_FAILED = "VALIDATION_FAILED"
-    NOT_FOUND = "NOT_FOUND"
-    EMAIL_TAKEN = "EMAIL_TAKEN"
-    HAS_ATTACHED_RECORDS = "HAS_ATTACHED_RECORDS"
-    FORBIDDEN = "FORBIDDEN"
-    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
-    DUPLICATE = "DUPLICATE"
-    NO_PASSWORD = "NO_PASSWORD"  # noqa: S105 - an error code, not a password
-    RATE_LIMITED = "RATE_LIMITED"
-    DECRYPTION_FAILED = "DECRYPTION_FAILED"
-    EDIT_CONFLICT = "EDIT_CONFLICT"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    VALIDATION_FAILED = strawberry.enum_value(
+        "VALIDATION_FAILED",
+        description="Some input fields are invalid (ValidationError, see `fieldErrors`); nothing"
+        " was written.",
+    )
+    NOT_FOUND = strawberry.enum_value(
+        "NOT_FOUND",
+        description="No such record for this tenant, or it was deleted, or the id is malformed"
+        " (NotFound).",
+    )
+    EMAIL_TAKEN = strawberry.enum_value(
+        "EMAIL_TAKEN",
+        description="Another live customer already has this primary email (EmailTaken).",
+    )
+    HAS_ATTACHED_RECORDS = strawberry.enum_value(
+        "HAS_ATTACHED_RECORDS",
+        description="Delete refused while records are attached; archive instead"
+        " (HasAttachedRecords).",
+    )
+    FORBIDDEN = strawberry.enum_value(
+        "FORBIDDEN",
+        description="The signed-in user's role or capabilities do not allow this (Forbidden).",
+    )
+    INVALID_CREDENTIALS = strawberry.enum_value(
+        "INVALID_CREDENTIALS",
+        description="Sign-in failed: wrong email or password, or the account is inactive.",
+    )
+    DUPLICATE = strawberry.enum_value(
+        "DUPLICATE", description="A value that must be unique is already used (Duplicate)."
+    )
+    NO_PASSWORD = strawberry.enum_value(
+        "NO_PASSWORD", description="The credential has no password to reveal (NoPassword)."
+    )
+    RATE_LIMITED = strawberry.enum_value(
+        "RATE_LIMITED",
+        description="Too many attempts recently; wait `retryAfterSeconds` (RateLimited).",
+    )
+    DECRYPTION_FAILED = strawberry.enum_value(
+        "DECRYPTION_FAILED",
+        description="A stored secret could not be decrypted; nothing was revealed"
+        " (DecryptionFailed).",
+    )
+    EDIT_CONFLICT = strawberry.enum_value(
+        "EDIT_CONFLICT",
+        description="Someone changed the same fields since `baseVersion`; nothing was written"
+        " (EditConflict).",
+    )
 
 
 @strawberry.interface(description="Every expected failure has a code and a readable message.")

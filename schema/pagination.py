@@ -15,6 +15,17 @@ import strawberry
 T = TypeVar("T")
 
 
+def first_doc(default: int, items: str = "items") -> str:
+    """The description of a page-size argument (``first``) with its default."""
+    return (
+        f"How many {items}, 1 to the page cap (default {default}; the cap is"
+        " FIELDSYNC_MAX_PAGE_SIZE, 100 unless configured); more is refused."
+    )
+
+
+AFTER_DOC = "The `endCursor` of the previous page; omitted: the first page."
+
+
 @strawberry.type(description="Where a page sits in the whole list.")
 class PageInfo:
     """Relay page info."""

@@ -22,17 +22,31 @@ from schema.scalars import JSON, VersionVector
 class OfflineMode(enum.Enum):
     """Offline modes a device reports."""
 
-    AUTOMATIC = "AUTOMATIC"
-    ALWAYS_ONLINE = "ALWAYS_ONLINE"
-    ALWAYS_OFFLINE = "ALWAYS_OFFLINE"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    AUTOMATIC = strawberry.enum_value(
+        "AUTOMATIC",
+        description="The app decides by itself when to work online or offline (the default).",
+    )
+    ALWAYS_ONLINE = strawberry.enum_value(
+        "ALWAYS_ONLINE", description="The app is set to stay online."
+    )
+    ALWAYS_OFFLINE = strawberry.enum_value(
+        "ALWAYS_OFFLINE", description="The app is set to work offline."
+    )
 
 
 @strawberry.enum(description="Which customers a device syncs.")
 class SelectionMode(enum.Enum):
     """All customers, or the ones the technician picked."""
 
-    ALL = "ALL"
-    SELECTED = "SELECTED"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    ALL = strawberry.enum_value("ALL", description="Every customer the user may see.")
+    SELECTED = strawberry.enum_value(
+        "SELECTED",
+        description="Only the chosen customers (needs the 'sync by customer' capability).",
+    )
 
 
 @strawberry.enum(
@@ -41,19 +55,25 @@ class SelectionMode(enum.Enum):
 class SyncEntity(enum.Enum):
     """Synced record types."""
 
-    CUSTOMER = "customer"
-    CONTACT = "contact"
-    FACILITY = "facility"
-    ASSET = "asset"
-    CREDENTIAL = "credential"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    CUSTOMER = strawberry.enum_value("customer", description="Customers.")
+    CONTACT = strawberry.enum_value("contact", description="Contacts.")
+    FACILITY = strawberry.enum_value("facility", description="Facilities.")
+    ASSET = strawberry.enum_value("asset", description="Assets.")
+    CREDENTIAL = strawberry.enum_value("credential", description="Credentials (without passwords).")
 
 
 @strawberry.enum(description="A write or a delete.")
 class ChangeOp(enum.Enum):
     """Change operations."""
 
-    UPSERT = "UPSERT"
-    DELETE = "DELETE"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    UPSERT = strawberry.enum_value(
+        "UPSERT", description="Create the record, or change the fields in `patch`."
+    )
+    DELETE = strawberry.enum_value("DELETE", description="Delete the record.")
 
 
 @strawberry.enum(
@@ -77,12 +97,35 @@ class PullOp(enum.Enum):
 class ChangeOutcome(enum.Enum):
     """Per-change outcomes (see docs/sync-protocol.md)."""
 
-    APPLIED = "APPLIED"
-    MERGED = "MERGED"
-    CONFLICT = "CONFLICT"
-    DELETED = "DELETED"
-    VALIDATION_FAILED = "VALIDATION_FAILED"
-    FORBIDDEN = "FORBIDDEN"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    APPLIED = strawberry.enum_value(
+        "APPLIED", description="Written as sent; `record` is the new record."
+    )
+    MERGED = strawberry.enum_value(
+        "MERGED",
+        description="Written, and others' changes to other fields (or a policy-settled conflict)"
+        " kept; `record` is the merged record.",
+    )
+    CONFLICT = strawberry.enum_value(
+        "CONFLICT",
+        description="Some fields were changed on both sides and wait (see `conflicts`); the others"
+        " were written.",
+    )
+    DELETED = strawberry.enum_value(
+        "DELETED",
+        description="The record was deleted meanwhile; `record` is its tombstone (or null): drop"
+        " it.",
+    )
+    VALIDATION_FAILED = strawberry.enum_value(
+        "VALIDATION_FAILED",
+        description="Refused: a value or rule is invalid (see `fieldErrors`); fix it and push a"
+        " new change.",
+    )
+    FORBIDDEN = strawberry.enum_value(
+        "FORBIDDEN",
+        description="Refused: the user's role may not write, or the record's customer is archived.",
+    )
     NOT_TRIED = strawberry.enum_value(
         "NOT_TRIED",
         description="Not decided: too many changes of this push were refused by the database."
@@ -98,17 +141,35 @@ class ChangeOutcome(enum.Enum):
 class ConflictResolver(enum.Enum):
     """Per-device conflict resolver."""
 
-    SERVER = "SERVER"
-    CLIENT = "CLIENT"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    SERVER = strawberry.enum_value(
+        "SERVER", description="The tenant's conflict policy settles conflicts (the default)."
+    )
+    CLIENT = strawberry.enum_value(
+        "CLIENT", description="The device gets every conflict back and pushes its own decision."
+    )
 
 
 @strawberry.enum(description="How a field changed on both sides is settled, per record type.")
 class ConflictPolicy(enum.Enum):
     """Tenant conflict policies."""
 
-    SERVER_WINS = "SERVER_WINS"
-    CLIENT_WINS = "CLIENT_WINS"
-    MANUAL = "MANUAL"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    SERVER_WINS = strawberry.enum_value(
+        "SERVER_WINS",
+        description="Keep the server's value; settled at once (the push reports MERGED).",
+    )
+    CLIENT_WINS = strawberry.enum_value(
+        "CLIENT_WINS",
+        description="Write the device's value; settled at once (the push reports MERGED).",
+    )
+    MANUAL = strawberry.enum_value(
+        "MANUAL",
+        description="Store a SyncConflict for a person to settle (the default); the push reports"
+        " CONFLICT.",
+    )
 
 
 @strawberry.enum(
@@ -119,20 +180,40 @@ class ConflictPolicy(enum.Enum):
 class ConflictResolution(enum.Enum):
     """Resolutions."""
 
-    KEEP_SERVER = "KEEP_SERVER"
-    KEEP_CLIENT = "KEEP_CLIENT"
-    MERGE = "MERGE"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    KEEP_SERVER = strawberry.enum_value(
+        "KEEP_SERVER", description="Keep the server's values of the conflicting fields."
+    )
+    KEEP_CLIENT = strawberry.enum_value(
+        "KEEP_CLIENT", description="Write the device's values of the conflicting fields."
+    )
+    MERGE = strawberry.enum_value(
+        "MERGE", description="Write the given `values` (the device's for fields not given)."
+    )
 
 
 @strawberry.enum(description="What a device's sync icon shows; SYNCED only when true.")
 class SyncStatus(enum.Enum):
     """Device sync status."""
 
-    SYNCED = "SYNCED"
-    BEHIND = "BEHIND"
-    CONFLICTS = "CONFLICTS"
-    NEVER_SYNCED = "NEVER_SYNCED"
-    STALE = "STALE"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    SYNCED = strawberry.enum_value(
+        "SYNCED", description="Has every change and nothing of its own waits."
+    )
+    BEHIND = strawberry.enum_value(
+        "BEHIND", description="Changes wait to be pulled, or its own edits wait to be pushed."
+    )
+    CONFLICTS = strawberry.enum_value(
+        "CONFLICTS", description="At least one of its conflicts is open."
+    )
+    NEVER_SYNCED = strawberry.enum_value("NEVER_SYNCED", description="Has never pulled.")
+    STALE = strawberry.enum_value(
+        "STALE",
+        description="Has not pulled for two of its longest auto-sync intervals (at least an hour),"
+        " or a day if it reported none.",
+    )
 
 
 @strawberry.type(description="An auto-sync interval the phone uses for one data type.")

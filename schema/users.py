@@ -24,9 +24,21 @@ from schema.node import Node, to_global_id
 class UserRole(enum.Enum):
     """Roles."""
 
-    ADMIN = "ADMIN"
-    TECHNICIAN = "TECHNICIAN"
-    PORTAL = "PORTAL"
+    _value_: str  # for mypy: `.value` is the string, not the enum_value()
+
+    ADMIN = strawberry.enum_value(
+        "ADMIN",
+        description="Manages the account: users, custom fields, conflict policies, external"
+        " sources; reads and edits every record.",
+    )
+    TECHNICIAN = strawberry.enum_value(
+        "TECHNICIAN", description="Reads and edits records; manages no users or settings."
+    )
+    PORTAL = strawberry.enum_value(
+        "PORTAL",
+        description="A customer's own user: reads that one customer's records only; edits no"
+        " records.",
+    )
 
 
 @strawberry.type(description="Per-user capabilities an admin grants.")

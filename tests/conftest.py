@@ -393,7 +393,7 @@ def js_packages() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     assert node, "Node.js 20+ is needed for the JavaScript client tests"
     assert npm, "npm is needed to install their packages"
-    wanted = ("graphql-ws", "graphql-http", "@apollo/client")
+    wanted = ("graphql-ws", "graphql-http", "@apollo/client", "graphql-schema-linter")
     if not all((JS_DIR / "node_modules" / name).is_dir() for name in wanted):
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"],

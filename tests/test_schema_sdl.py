@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from graphql import GraphQLInterfaceType, GraphQLUnionType, parse, validate
+from graphql import (
+    GraphQLEnumType,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLObjectType,
+    GraphQLUnionType,
+    parse,
+    validate,
+)
 
 from server.schema import build_schema, export_sdl
 
@@ -39,6 +47,36 @@ class TestCommittedSchema:
             for field_name, field in (getattr(gql_type, "fields", None) or {}).items():
                 if not field.description:
                     missing.append(f"{name}.{field_name}")
+        assert missing == []
+
+    def test_every_argument_input_field_and_enum_value_is_documented(self):
+        """Every argument (of Query, Mutation, Subscription and object and interface fields),
+        every input field and every enum value says what it means: GraphiQL and the
+        generated TypeScript types show these descriptions to frontend developers."""
+        schema = build_schema()._schema
+        missing = []
+        for name, gql_type in schema.type_map.items():
+            if name.startswith("__"):
+                continue
+            if isinstance(gql_type, GraphQLObjectType | GraphQLInterfaceType):
+                for field_name, field in gql_type.fields.items():
+                    missing += [
+                        f"{name}.{field_name}({arg_name})"
+                        for arg_name, arg in field.args.items()
+                        if not (arg.description or "").strip()
+                    ]
+            elif isinstance(gql_type, GraphQLInputObjectType):
+                missing += [
+                    f"{name}.{field_name}"
+                    for field_name, field in gql_type.fields.items()
+                    if not (field.description or "").strip()
+                ]
+            elif isinstance(gql_type, GraphQLEnumType):
+                missing += [
+                    f"{name}.{value_name}"
+                    for value_name, value in gql_type.values.items()
+                    if not (value.description or "").strip()
+                ]
         assert missing == []
 
     def test_same_named_fields_agree_across_union_and_interface_members(self):

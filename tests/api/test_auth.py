@@ -103,7 +103,8 @@ class TestPermissions:
             {"id": user_id},
         )
         assert data["setUserPermissions"]["__typename"] == "Forbidden"
-        assert (await tech("{ users { email } }"))["users"] == []
+        errors = await tech.errors("{ users { email } }")
+        assert [e["extensions"]["code"] for e in errors] == ["FORBIDDEN"], errors
 
     async def test_technician_edits_customers(self, tenant):
         """Technicians create and edit customers."""
