@@ -15,7 +15,7 @@ from schema.assets import Asset, AssetFields, AssetResult, CreateAssetInput
 from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError
-from schema.pagination import AFTER_DOC, Connection, first_doc
+from schema.pagination import After, Connection, OfCustomer, first_doc
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -37,14 +37,8 @@ class AssetQueries:
         self,
         info: Info,
         first: Annotated[int, strawberry.argument(description=first_doc(20))] = 20,
-        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
-        customer_id: Annotated[
-            strawberry.ID | None,
-            strawberry.argument(
-                description="Only those of this customer (global `id` or uuid); omitted: every"
-                " customer's you may see."
-            ),
-        ] = None,
+        after: After = None,
+        customer_id: OfCustomer = None,
         facility_id: Annotated[
             strawberry.ID | None,
             strawberry.argument(

@@ -30,7 +30,7 @@ from schema.credentials import (
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import Forbidden, UserError, error_from, forbidden
 from schema.node import InvalidIdError, to_global_id
-from schema.pagination import AFTER_DOC, Connection, first_doc
+from schema.pagination import After, Connection, OfCustomer, first_doc
 from schema.records import patch_from
 
 T = TypeVar("T")
@@ -101,14 +101,8 @@ class CredentialQueries:
         self,
         info: Info,
         first: Annotated[int, strawberry.argument(description=first_doc(20))] = 20,
-        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
-        customer_id: Annotated[
-            strawberry.ID | None,
-            strawberry.argument(
-                description="Only those of this customer (global `id` or uuid); omitted: every"
-                " customer's you may see."
-            ),
-        ] = None,
+        after: After = None,
+        customer_id: OfCustomer = None,
         contact_id: Annotated[
             strawberry.ID | None,
             strawberry.argument(description="Only those of this contact (global `id` or uuid)."),
@@ -149,7 +143,7 @@ class CredentialQueries:
         self,
         info: Info,
         first: Annotated[int, strawberry.argument(description=first_doc(50, "reveals"))] = 50,
-        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
+        after: After = None,
         filter: Annotated[
             CredentialAccessFilter | None,
             strawberry.argument(description="Which reveals; omitted: all of them."),

@@ -29,7 +29,7 @@ from schema.customers import (
 )
 from schema.errors import UserError
 from schema.node import InvalidIdError
-from schema.pagination import AFTER_DOC, Connection, first_doc
+from schema.pagination import After, Connection, first_doc
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -82,7 +82,7 @@ class CustomerQueries:
         self,
         info: Info,
         first: Annotated[int, strawberry.argument(description=first_doc(20))] = 20,
-        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
+        after: After = None,
         filter: Annotated[
             CustomerFilter | None,
             strawberry.argument(

@@ -44,10 +44,15 @@ from schema.external import (
     pair_from_row,
 )
 from schema.node import InvalidIdError, from_global_id, to_global_id
-from schema.pagination import AFTER_DOC, first_doc
+from schema.pagination import After, first_doc
 from sync import window as rules
 
 ADMINS_ONLY = "only admins may use the external sync window"
+
+
+SourceId = Annotated[
+    strawberry.ID, strawberry.argument(description="The external source's global `id`.")
+]
 
 
 def _actor(user: CurrentUser) -> window_audit.Actor:
@@ -167,7 +172,7 @@ class ExternalSyncQueries:
             SyncCategory, strawberry.argument(description="The category to page through.")
         ],
         first: Annotated[int, strawberry.argument(description=first_doc(20, "pairs"))] = 20,
-        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
+        after: After = None,
     ) -> SyncWindow | None:
         """A keyset page of one category; null for an unknown source."""
         user = await _admin_user(info)
@@ -241,9 +246,7 @@ class ExternalSyncQueries:
     async def export_local(
         self,
         info: Info,
-        source_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
-        ],
+        source_id: SourceId,
     ) -> str:
         """CSV text; NEW_LOCAL rows have an empty external id."""
         user = await _admin_user(info)
@@ -390,9 +393,7 @@ class ExternalSyncMutations:
     async def import_external_records(
         self,
         info: Info,
-        source_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
-        ],
+        source_id: SourceId,
         file: Annotated[
             Upload | None, strawberry.argument(description="The file, as a multipart upload.")
         ] = None,
@@ -454,9 +455,7 @@ class ExternalSyncMutations:
     async def refresh_sync_window(
         self,
         info: Info,
-        source_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
-        ],
+        source_id: SourceId,
     ) -> SyncRefreshResult | UserError:
         """A sync run without a file."""
         caller = await _admin_and_source(info, source_id)
@@ -481,9 +480,7 @@ class ExternalSyncMutations:
     async def pair_external_records(
         self,
         info: Info,
-        source_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
-        ],
+        source_id: SourceId,
         pairs: Annotated[
             list[PairInput],
             strawberry.argument(
@@ -515,9 +512,7 @@ class ExternalSyncMutations:
     async def create_customers_from_external(
         self,
         info: Info,
-        source_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
-        ],
+        source_id: SourceId,
         external_ids: Annotated[
             list[str],
             strawberry.argument(
@@ -543,9 +538,7 @@ class ExternalSyncMutations:
     async def resolve_external_conflicts(
         self,
         info: Info,
-        source_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
-        ],
+        source_id: SourceId,
         resolutions: Annotated[
             list[ConflictResolutionInput],
             strawberry.argument(
@@ -586,9 +579,7 @@ class ExternalSyncMutations:
     async def set_external_sync_active(
         self,
         info: Info,
-        source_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
-        ],
+        source_id: SourceId,
         external_ids: Annotated[
             list[str],
             strawberry.argument(
@@ -618,9 +609,7 @@ class ExternalSyncMutations:
     async def unlink_external_records(
         self,
         info: Info,
-        source_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
-        ],
+        source_id: SourceId,
         external_ids: Annotated[
             list[str],
             strawberry.argument(
@@ -641,9 +630,7 @@ class ExternalSyncMutations:
     async def remove_deleted_external_records(
         self,
         info: Info,
-        source_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The external source's global `id`.")
-        ],
+        source_id: SourceId,
         external_ids: Annotated[
             list[str],
             strawberry.argument(

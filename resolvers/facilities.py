@@ -15,7 +15,7 @@ from schema.custom_fields import set_custom_fields, without_custom_fields
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError
 from schema.facilities import CreateFacilityInput, Facility, FacilityFields, FacilityResult
-from schema.pagination import AFTER_DOC, Connection, first_doc
+from schema.pagination import After, Connection, OfCustomer, first_doc
 from schema.records import BASE_VERSION_DOC, patch_from
 from schema.scalars import VersionVector
 
@@ -39,14 +39,8 @@ class FacilityQueries:
         self,
         info: Info,
         first: Annotated[int, strawberry.argument(description=first_doc(20))] = 20,
-        after: Annotated[str | None, strawberry.argument(description=AFTER_DOC)] = None,
-        customer_id: Annotated[
-            strawberry.ID | None,
-            strawberry.argument(
-                description="Only those of this customer (global `id` or uuid); omitted: every"
-                " customer's you may see."
-            ),
-        ] = None,
+        after: After = None,
+        customer_id: OfCustomer = None,
         search: Annotated[
             str | None,
             strawberry.argument(description="Only those whose name contains this text, any case."),

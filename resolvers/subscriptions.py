@@ -19,7 +19,7 @@ import strawberry
 from resolvers.context import Info, PublicError
 from resolvers.sync import TYPES_DOC
 from schema.subscriptions import ChangeBatch
-from schema.sync import SyncEntity
+from schema.sync import DeviceId, SyncEntity
 
 
 @strawberry.type
@@ -33,9 +33,7 @@ class SyncSubscriptions:
     async def changes(
         self,
         info: Info,
-        device_id: Annotated[
-            strawberry.ID, strawberry.argument(description="Your registered device.")
-        ],
+        device_id: DeviceId,
         since: Annotated[
             str | None,
             strawberry.argument(

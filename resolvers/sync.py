@@ -46,6 +46,7 @@ from schema.sync import (
     ConflictResolver,
     DataTypeSync,
     Device,
+    DeviceId,
     DeviceResult,
     DeviceSyncState,
     OfflineMode,
@@ -319,9 +320,7 @@ class SyncQueries:
     async def pull(
         self,
         info: Info,
-        device_id: Annotated[
-            strawberry.ID, strawberry.argument(description="Your registered device.")
-        ],
+        device_id: DeviceId,
         since: Annotated[
             str | None,
             strawberry.argument(
@@ -539,9 +538,7 @@ class SyncMutations:
     async def report_device(
         self,
         info: Info,
-        device_id: Annotated[
-            strawberry.ID, strawberry.argument(description="Your registered device.")
-        ],
+        device_id: DeviceId,
         input: Annotated[
             ReportDeviceInput,
             strawberry.argument(description="What changed; omitted fields keep their values."),
@@ -636,9 +633,7 @@ class SyncMutations:
     async def push_changes(
         self,
         info: Info,
-        device_id: Annotated[
-            strawberry.ID, strawberry.argument(description="Your registered device.")
-        ],
+        device_id: DeviceId,
         changes: Annotated[
             list[ChangeInput],
             strawberry.argument(

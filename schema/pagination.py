@@ -6,7 +6,7 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 from uuid import UUID
 
 import orjson
@@ -24,6 +24,15 @@ def first_doc(default: int, items: str = "items") -> str:
 
 
 AFTER_DOC = "The `endCursor` of the previous page; omitted: the first page."
+# Arguments every list of records takes, described once.
+After = Annotated[str | None, strawberry.argument(description=AFTER_DOC)]
+OfCustomer = Annotated[
+    strawberry.ID | None,
+    strawberry.argument(
+        description="Only those of this customer (global `id` or uuid); omitted: every"
+        " customer's you may see."
+    ),
+]
 
 
 @strawberry.type(description="Where a page sits in the whole list.")

@@ -583,3 +583,7 @@ PolicyResult = Annotated[
     ConflictPolicies | Forbidden,
     strawberry.union("PolicyResult", description="Policies, or Forbidden for non-admins."),
 ]
+
+
+# The `deviceId` argument of the sync operations, described once.
+DeviceId = Annotated[strawberry.ID, strawberry.argument(description="Your registered device.")]
