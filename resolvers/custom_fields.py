@@ -25,6 +25,9 @@ CustomFieldResult = Annotated[
 ]
 
 
+ADMINS_MANAGE_FIELDS = "only admins may manage custom fields"
+
+
 def _admin(user: CurrentUser) -> bool:
     return user.is_admin
 
@@ -76,6 +79,7 @@ class CustomFieldMutations:
             info,
             lambda conn, user: commands.create_definition(conn, user.org_id, values),
             allowed=_admin,
+            refusal=ADMINS_MANAGE_FIELDS,
         )
         return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result
 
@@ -109,6 +113,7 @@ class CustomFieldMutations:
             lambda conn, user: commands.update_definition(conn, user.org_id, def_id, values),
             client_id=id,
             allowed=_admin,
+            refusal=ADMINS_MANAGE_FIELDS,
         )
         return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result
 
@@ -133,5 +138,6 @@ class CustomFieldMutations:
             lambda conn, user: commands.delete_definition(conn, user.org_id, def_id),
             client_id=id,
             allowed=_admin,
+            refusal=ADMINS_MANAGE_FIELDS,
         )
         return CustomFieldDefinition.from_row(result) if isinstance(result, dict) else result

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.entities import CUSTOMER
 from db.queries import customers as queries
 from db.queries.records import sees_customer
-from resolvers.context import Info
+from resolvers.context import Info, PublicError
 from resolvers.lists import counted_connection, page_request
 from resolvers.writes import decode_id, delete_record, save_record
 from schema.custom_fields import set_custom_fields, without_custom_fields
@@ -98,6 +98,12 @@ class CustomerQueries:
         user = await info.context.user()
         checked = page_request(info, first, after)
         request = list_request(checked.first, checked.after, filter, order_by)
+        if not request.cursor_fits():
+            raise PublicError(
+                "`after` is a cursor of another ordering of this list: page this ordering"
+                " from its own cursors (or from the start)",
+                "BAD_USER_INPUT",
+            )
         async with info.context.read() as conn:
             page = await queries.page(conn, request, org_id=user.org_id, user_id=user.id)
         sort = request.sort.value

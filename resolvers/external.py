@@ -59,6 +59,9 @@ def _actor(user: CurrentUser) -> window_audit.Actor:
     return window_audit.Actor(id=user.id, name=user.email)
 
 
+ADMINS_MANAGE_SOURCES = "only admins may manage external sources"
+
+
 def _admin(user: CurrentUser) -> bool:
     return user.is_admin
 
@@ -343,6 +346,7 @@ class ExternalSyncMutations:
                 mapping=_mapping(input.mapping),
             ),
             allowed=_admin,
+            refusal=ADMINS_MANAGE_SOURCES,
         )
         return ExternalSource.from_row(result) if isinstance(result, dict) else result
 
@@ -379,6 +383,7 @@ class ExternalSyncMutations:
             ),
             client_id=id,
             allowed=_admin,
+            refusal=ADMINS_MANAGE_SOURCES,
         )
         return ExternalSource.from_row(result) if isinstance(result, dict) else result
 

@@ -68,6 +68,8 @@ from sync.decision import Op
 from sync.record_shape import LINKS
 from sync.validation import camel
 
+# Portal users read their own customer; devices and sync are for the dealer's staff.
+NO_PORTAL_DEVICES = "portal users may not register or sync devices"
 MAX_PULL_LIMIT = 1000
 MAX_PUSH_BATCH = 1000
 MIN_AUTO_SYNC_SECONDS = 60
@@ -528,7 +530,9 @@ class SyncMutations:
             )
             return {"device": await _device_view(conn, user.org_id, row, user.email)}
 
-        result = await run_write(info, action, allowed=lambda u: u.role is not Role.PORTAL)
+        result = await run_write(
+            info, action, allowed=lambda u: u.role is not Role.PORTAL, refusal=NO_PORTAL_DEVICES
+        )
         return result["device"] if isinstance(result, dict) else result
 
     @strawberry.mutation(
@@ -573,7 +577,11 @@ class SyncMutations:
             return {"device": await _device_view(conn, user.org_id, row, user.email)}
 
         result = await run_write(
-            info, action, client_id=device_id, allowed=lambda u: u.role is not Role.PORTAL
+            info,
+            action,
+            client_id=device_id,
+            allowed=lambda u: u.role is not Role.PORTAL,
+            refusal=NO_PORTAL_DEVICES,
         )
         return result["device"] if isinstance(result, dict) else result
 
@@ -621,7 +629,11 @@ class SyncMutations:
             return {"device": await _device_view(conn, user.org_id, row, user.email)}
 
         result = await run_write(
-            info, action, client_id=device_id, allowed=lambda u: u.role is not Role.PORTAL
+            info,
+            action,
+            client_id=device_id,
+            allowed=lambda u: u.role is not Role.PORTAL,
+            refusal=NO_PORTAL_DEVICES,
         )
         return result["device"] if isinstance(result, dict) else result
 
@@ -686,7 +698,11 @@ class SyncMutations:
             return {"push": outcome}
 
         result = await run_write(
-            info, action, client_id=device_id, allowed=lambda u: u.role is not Role.PORTAL
+            info,
+            action,
+            client_id=device_id,
+            allowed=lambda u: u.role is not Role.PORTAL,
+            refusal=NO_PORTAL_DEVICES,
         )
         if not isinstance(result, dict):
             return result
@@ -771,7 +787,12 @@ class SyncMutations:
                 conn, user.org_id, EntityType(entity.value), policy.value
             )
 
-        result = await run_write(info, action, allowed=lambda u: u.is_admin)
+        result = await run_write(
+            info,
+            action,
+            allowed=lambda u: u.is_admin,
+            refusal="only admins may set conflict policies",
+        )
         return _policies_from(result) if isinstance(result, dict) else result
 
 

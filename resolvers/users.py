@@ -45,6 +45,9 @@ class _RefusedError(Exception):
         self.outcome = outcome
 
 
+ADMINS_MANAGE_USERS = "only admins may manage users"
+
+
 def _is_admin(user: object) -> bool:
     return bool(getattr(user, "is_admin", False))
 
@@ -153,7 +156,7 @@ class UserMutations:
         if not (await info.context.user()).is_admin:
             # Before validation and the deliberately slow hash: a non-admin cannot make the
             # server hash passwords for nothing.
-            return error_from(ForbiddenError("your role may not change this"))
+            return error_from(ForbiddenError(ADMINS_MANAGE_USERS))
         fields = {"email": input.email, "name": input.name}
         nul = {
             name: "must not contain NUL characters" for name, v in fields.items() if holds_nul(v)
@@ -181,6 +184,7 @@ class UserMutations:
                 customer_id=customer_id,
             ),
             allowed=_is_admin,
+            refusal=ADMINS_MANAGE_USERS,
         )
         return User.from_row(result) if isinstance(result, dict) else result
 
@@ -237,5 +241,6 @@ async def _update(
         lambda conn, user: commands.update_user(conn, user.org_id, uid, values),
         client_id=user_id,
         allowed=_is_admin,
+        refusal=ADMINS_MANAGE_USERS,
     )
     return User.from_row(result) if isinstance(result, dict) else result

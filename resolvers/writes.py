@@ -45,9 +45,11 @@ async def run_write(
     *,
     client_id: str | None = None,
     allowed: Callable[[CurrentUser], bool] = lambda user: user.can_edit_records,
+    refusal: str = "your role may not change this",
 ) -> T | UserError:
     """Run ``action`` in one tenant transaction; what it returns, or the union member of
-    the domain error that rolled it back (nothing is half-written).
+    the domain error that rolled it back (nothing is half-written). A caller ``allowed``
+    refuses gets ``Forbidden`` with ``refusal``, which says who may.
 
     The error is typed as the ``UserError`` interface: which members a command can produce
     is known only at run time, so a mutation returning it declares its GraphQL union with
@@ -62,7 +64,7 @@ async def run_write(
         try:
             async with info.context.caller_write() as (conn, user):
                 if not allowed(user):
-                    return error_from(ForbiddenError("your role may not change this"))
+                    return error_from(ForbiddenError(refusal))
                 return await action(conn, user)
         except DomainError as exc:
             return error_from(exc, client_id)

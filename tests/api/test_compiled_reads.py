@@ -411,3 +411,10 @@ class TestCompiledCustomerList:
             {"first": 2, "filter": {"email": "\u0000"}},
         ):
             await compare(token, {"query": LIST, "variables": variables}, compiled=False)
+        # A cursor of another ordering is bad input with a way out, not a server error.
+        wrong = await compare(
+            token, {"query": LIST, "variables": {"first": 2, "after": date_cursor}}, compiled=False
+        )
+        error = wrong.json()["errors"][0]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+        assert "another ordering" in error["message"], error
