@@ -53,6 +53,7 @@ from server.graphql_http import (
     response_media_type,
     upload_operation_allowed,
 )
+from server.loop_lag import lag_watched
 from server.schema import build_schema
 from server.settings import Settings
 from server.shutdown_watchdog import arm_shutdown_watchdog
@@ -415,6 +416,14 @@ def _is_uvicorn_handler(handler: object) -> bool:
     return isinstance(getattr(handler, "__self__", None), uvicorn.Server)
 
 
+@asynccontextmanager
+async def _watched(settings: Settings) -> AsyncIterator[None]:
+    """A running worker's watchdogs: the shutdown grace and the event loop's lag."""
+    arm_shutdown_watchdog(settings.shutdown_grace_seconds, is_server_handler=_is_uvicorn_handler)
+    async with lag_watched():
+        yield
+
+
 def create_app(settings: Settings, database: Database | None = None) -> Starlette:
     """The ASGI app; opens its own pool in the lifespan unless ``database`` is given."""
     if settings.secret_key is None:
@@ -462,10 +471,8 @@ def create_app(settings: Settings, database: Database | None = None) -> Starlett
             state.ws = SubscriptionServer(
                 schema=graphql.schema, settings=settings, db=state.database, hub=hub
             )
-            arm_shutdown_watchdog(
-                settings.shutdown_grace_seconds, is_server_handler=_is_uvicorn_handler
-            )
-            yield
+            async with _watched(settings):
+                yield
         finally:
             if state.ws is not None:
                 await state.ws.drain()

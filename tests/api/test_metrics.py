@@ -111,6 +111,8 @@ async def test_metrics_after_requests_pushes_and_a_subscription(server, http, db
     assert value(scraped, "fieldsync_subscriptions_open") == 1
     assert value(scraped, "fieldsync_fanout_lag_seconds_count") >= 1
     assert value(scraped, "fieldsync_db_pool_size") >= 1
+    # The worker's event-loop lag is sampled every 100 ms from start-up.
+    assert value(scraped, "fieldsync_event_loop_lag_seconds_count") >= 1
     assert (
         0 <= value(scraped, "fieldsync_db_pool_in_use") <= value(scraped, "fieldsync_db_pool_size")
     )
