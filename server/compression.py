@@ -8,7 +8,6 @@ it; WebSockets never reach it (they have their own negotiation).
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,13 +103,6 @@ def _compressor(coding: str) -> _Compressor:
         return _Compressor(stream.compress, stream.flush)
     deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
     return _Compressor(deflate.compress, deflate.flush)
-
-
-def compress(coding: str, body: bytes) -> bytes:
-    """``body`` in ``coding`` at the server's level, in one piece."""
-    if coding == "zstd":
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(body)
-    return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
