@@ -53,6 +53,12 @@ ADMINS_ONLY = "only admins may use the external sync window"
 SourceId = Annotated[
     strawberry.ID, strawberry.argument(description="The external source's global `id`.")
 ]
+PairedIds = Annotated[
+    list[str],
+    strawberry.argument(
+        description="External ids of paired records; unpaired ones are refused (NOT_LINKED)."
+    ),
+]
 
 
 def _actor(user: CurrentUser) -> window_audit.Actor:
@@ -585,13 +591,7 @@ class ExternalSyncMutations:
         self,
         info: Info,
         source_id: SourceId,
-        external_ids: Annotated[
-            list[str],
-            strawberry.argument(
-                description="External ids of paired records; unpaired ones are refused"
-                " (NOT_LINKED)."
-            ),
-        ],
+        external_ids: PairedIds,
         active: Annotated[
             bool,
             strawberry.argument(description="false: switch sync off (DEACTIVATED); true: back on."),
@@ -615,13 +615,7 @@ class ExternalSyncMutations:
         self,
         info: Info,
         source_id: SourceId,
-        external_ids: Annotated[
-            list[str],
-            strawberry.argument(
-                description="External ids of paired records; unpaired ones are refused"
-                " (NOT_LINKED)."
-            ),
-        ],
+        external_ids: PairedIds,
     ) -> SyncActionResult | UserError:
         """Unlink."""
         return await _action(info, source_id, window_actions.unlink, external_ids=external_ids)
