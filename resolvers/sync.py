@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 from uuid import UUID
 
 import strawberry
@@ -16,6 +16,7 @@ from db.errors import NotFoundError, RecordValidationError
 from db.pull import PulledChange
 from db.push import ChangeResult as StoredResult
 from db.push import PushChange, push
+from db.push import PushResult as StoredPush
 from db.queries import devices as device_queries
 from db.queries import orgs as org_queries
 from db.queries.users import list_users
@@ -27,7 +28,7 @@ from resolvers.facilities import facility_patch
 from resolvers.selection_json import shapes
 from resolvers.selection_json.changes import CHANGE, CHANGE_RESULT
 from resolvers.selection_json.shapes import resolver_field_shape
-from resolvers.writes import run_write
+from resolvers.writes import Action, run_write
 from schema.errors import FieldConflict, FieldError, UserError, error_from, not_found
 from schema.node import InvalidIdError, from_global_id, to_global_id
 from schema.preencoded import PreEncoded
@@ -68,6 +69,7 @@ from sync.decision import Op
 from sync.record_shape import LINKS
 from sync.validation import camel
 
+T = TypeVar("T")
 # Portal users read their own customer; devices and sync are for the dealer's staff.
 NO_PORTAL_DEVICES = "portal users may not register or sync devices"
 MAX_PULL_LIMIT = 1000
@@ -139,6 +141,19 @@ def state_from(device_id: UUID, state: SyncState) -> DeviceSyncState:
             DataTypeSync(data_type=SyncEntity(k), at=datetime.fromisoformat(v))
             for k, v in state.last_synced.items()
         ],
+    )
+
+
+async def _staff_write(
+    info: Info, action: Action[T], *, client_id: str | None = None
+) -> T | UserError:
+    """``run_write`` for the device and sync mutations: portal users have no devices."""
+    return await run_write(
+        info,
+        action,
+        client_id=client_id,
+        allowed=lambda user: user.role is not Role.PORTAL,
+        refusal=NO_PORTAL_DEVICES,
     )
 
 
@@ -513,7 +528,7 @@ class SyncMutations:
     ) -> Device | UserError:
         """New device (syncs ALL customers until it selects some)."""
 
-        async def action(conn: Any, user: CurrentUser) -> Any:
+        async def action(conn: Any, user: CurrentUser) -> Device:
             _reject_nul(name=input.name, platform=input.platform, appVersion=input.app_version)
             row = await device_queries.register(
                 conn,
@@ -528,12 +543,9 @@ class SyncMutations:
                     "conflict_resolver": input.resolves_conflicts.value,
                 },
             )
-            return {"device": await _device_view(conn, user.org_id, row, user.email)}
+            return await _device_view(conn, user.org_id, row, user.email)
 
-        result = await run_write(
-            info, action, allowed=lambda u: u.role is not Role.PORTAL, refusal=NO_PORTAL_DEVICES
-        )
-        return result["device"] if isinstance(result, dict) else result
+        return await _staff_write(info, action)
 
     @strawberry.mutation(
         description="Report offline mode, auto-sync intervals and outbox size.",
@@ -550,7 +562,7 @@ class SyncMutations:
     ) -> Device | UserError:
         """Update what the phone says about itself."""
 
-        async def action(conn: Any, user: CurrentUser) -> Any:
+        async def action(conn: Any, user: CurrentUser) -> Device:
             device = await commands.owned_device(
                 conn, user.org_id, user.id, record_uuid(device_id, "deviceId")
             )
@@ -574,16 +586,9 @@ class SyncMutations:
                 if values
                 else device
             )
-            return {"device": await _device_view(conn, user.org_id, row, user.email)}
+            return await _device_view(conn, user.org_id, row, user.email)
 
-        result = await run_write(
-            info,
-            action,
-            client_id=device_id,
-            allowed=lambda u: u.role is not Role.PORTAL,
-            refusal=NO_PORTAL_DEVICES,
-        )
-        return result["device"] if isinstance(result, dict) else result
+        return await _staff_write(info, action, client_id=device_id)
 
     @strawberry.mutation(
         description="Choose the customers a device syncs (needs 'sync by customer');"
@@ -613,7 +618,7 @@ class SyncMutations:
     ) -> Device | UserError:
         """Change the selection; unselecting removes nothing on the server."""
 
-        async def action(conn: Any, user: CurrentUser) -> Any:
+        async def action(conn: Any, user: CurrentUser) -> Device:
             device = await commands.owned_device(
                 conn, user.org_id, user.id, record_uuid(device_id, "deviceId"), lock=True
             )
@@ -626,16 +631,9 @@ class SyncMutations:
                 mode=mode.value,
                 customer_ids=ids,
             )
-            return {"device": await _device_view(conn, user.org_id, row, user.email)}
+            return await _device_view(conn, user.org_id, row, user.email)
 
-        result = await run_write(
-            info,
-            action,
-            client_id=device_id,
-            allowed=lambda u: u.role is not Role.PORTAL,
-            refusal=NO_PORTAL_DEVICES,
-        )
-        return result["device"] if isinstance(result, dict) else result
+        return await _staff_write(info, action, client_id=device_id)
 
     @strawberry.mutation(
         description="Push offline changes; each gets its own outcome, with the record as it now"
@@ -682,11 +680,11 @@ class SyncMutations:
         shape = resolver_field_shape(info, CHANGE_RESULT, "PushResult", "results")
         with_records = shape is None or any(name == "record" for _, name, _ in shape)
 
-        async def action(conn: Any, user: CurrentUser) -> Any:
+        async def action(conn: Any, user: CurrentUser) -> StoredPush:
             device = await commands.owned_device(
                 conn, user.org_id, user.id, record_uuid(device_id, "deviceId"), lock=True
             )
-            outcome = await push(
+            return await push(
                 conn,
                 org_id=user.org_id,
                 device=device,
@@ -695,18 +693,10 @@ class SyncMutations:
                 max_length=info.context.settings.max_string_length,
                 with_records=with_records,
             )
-            return {"push": outcome}
 
-        result = await run_write(
-            info,
-            action,
-            client_id=device_id,
-            allowed=lambda u: u.role is not Role.PORTAL,
-            refusal=NO_PORTAL_DEVICES,
-        )
-        if not isinstance(result, dict):
-            return result
-        outcome = result["push"]
+        outcome = await _staff_write(info, action, client_id=device_id)
+        if isinstance(outcome, UserError):
+            return outcome
         info.context.count_push_outcomes([str(r.outcome) for r in outcome.results])
         results = (
             cast(

@@ -514,6 +514,15 @@ def _password_option(password: str | None, usage: str) -> str:
     return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
+def _require_password_length(password: str) -> None:
+    """Stop (exit 2) before touching the database when the password is too short."""
+    from db.commands.users import MIN_PASSWORD_LENGTH
+
+    if len(password) < MIN_PASSWORD_LENGTH:
+        console.print(f"[red]The password needs at least {MIN_PASSWORD_LENGTH} characters.[/]")
+        raise typer.Exit(2)
+
+
 @app.command("reset-password")
 def reset_password(
     email: Annotated[str, typer.Argument(help="Sign-in email of the user (any tenant).")],
@@ -524,14 +533,11 @@ def reset_password(
 ) -> None:
     """Set a user's password (e.g. a demo account's) and sign out their sessions."""
     from db.auth import hash_password
-    from db.commands.users import MIN_PASSWORD_LENGTH
     from db.queries.users import login_lookup, update_user
     from db.tables import users
 
     new_password = password if password is not None else secrets.token_urlsafe(12)
-    if len(new_password) < MIN_PASSWORD_LENGTH:
-        console.print(f"[red]The password needs at least {MIN_PASSWORD_LENGTH} characters.[/]")
-        raise typer.Exit(2)
+    _require_password_length(new_password)
     settings = Settings()
     url = _prepared_url(settings)
 
@@ -578,7 +584,6 @@ def create_admin(
 ) -> None:
     """Create a tenant and its first admin."""
     from db.auth import hash_password
-    from db.commands.users import MIN_PASSWORD_LENGTH
     from db.queries.users import email_in_use
     from db.seed import create_org_with_admin
     from sync.validation import is_valid_email
@@ -587,9 +592,7 @@ def create_admin(
         console.print(f"[red]{email!r} is not a valid email address.[/]")
         raise typer.Exit(2)
     password = _password_option(password, "fieldsync create-admin --email EMAIL --password P")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        console.print(f"[red]The password needs at least {MIN_PASSWORD_LENGTH} characters.[/]")
-        raise typer.Exit(2)
+    _require_password_length(password)
     settings = Settings()
     url = _prepared_url(settings)
 
