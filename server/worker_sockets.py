@@ -11,6 +11,11 @@ each new connection to one of them by a hash of its addresses. The supervisor on
 (without listening) to hold the port and to fail early if it is taken; the socket it hands
 to each worker is re-created in that worker, as the worker's own listener, when the
 spawned process unpickles it (``ReservedPort.__reduce__``).
+
+``SO_REUSEPORT`` also lets any other process of the same user bind the port with the option
+set, e.g. a second multi-worker server started by mistake, which would then silently get a
+share of the connections. So the reservation first binds the port once without the option,
+which fails while anybody else holds it.
 """
 
 from __future__ import annotations
@@ -40,13 +45,26 @@ def _reusable(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 
 
+def _claim(family: socket.AddressFamily, host: str, port: int) -> int:
+    """Bind ``host:port`` without ``SO_REUSEPORT`` and let it go again: raises ``OSError``
+    if another socket holds it, with the option or without. Returns the port bound (port 0
+    picks one)."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR only forgives connections of an earlier run still in TIME_WAIT.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
+
+
 def reserve(host: str, port: int) -> ReservedPort:
-    """Bind ``host:port`` for the workers to share (raises ``OSError`` if it is taken)."""
+    """Bind ``host:port`` for the workers to share (raises ``OSError`` if it is taken, also
+    by another server's workers)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    free_port = _claim(family, host, port)
     sock = ReservedPort(family, socket.SOCK_STREAM)
     try:
         _reusable(sock)
-        sock.bind((host, port))
+        sock.bind((host, free_port))
     except OSError:
         sock.close()
         raise

@@ -44,6 +44,24 @@ class TestReservedPort:
             with pytest.raises(OSError, match="in use"):
                 reserve("127.0.0.1", other.getsockname()[1])
 
+    def test_a_port_held_by_another_servers_workers_is_refused(self) -> None:
+        """Another multi-worker server's listeners carry SO_REUSEPORT too: the kernel would
+        let a second reservation share their port and split the connections, so it is
+        refused."""
+        first = reserve("127.0.0.1", 0)
+        port = first.getsockname()[1]
+        listener = pickle.loads(pickle.dumps(first))  # noqa: S301 - our own socket
+        try:
+            with pytest.raises(OSError, match="in use"):
+                reserve("127.0.0.1", port)
+            first.close()  # the supervisor gone, its worker still listening
+            with pytest.raises(OSError, match="in use"):
+                reserve("127.0.0.1", port)
+        finally:
+            listener.close()
+            first.close()
+        reserve("127.0.0.1", port).close()  # free again once both are closed
+
 
 def test_keep_alive_connections_spread_over_the_workers(database_url, tmp_path) -> None:
     """Twenty keep-alive clients of a two-worker server do not all land on one worker."""
@@ -94,3 +112,24 @@ def test_a_taken_port_stops_the_server_with_a_clear_message(database_url, tmp_pa
         )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"Cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def test_a_second_multi_worker_server_on_the_same_port_is_refused(database_url, tmp_path) -> None:
+    """Two `serve --workers 2` on one port: the second exits 1 instead of taking a share of
+    the first one's connections."""
+    first = spawn_server(database_url, tmp_path, {"FIELDSYNC_WORKERS": "2"})
+    try:
+        port = first.url.rsplit(":", 1)[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", port],
+            env={**server_env(database_url, tmp_path / "second"), "FIELDSYNC_WORKERS": "2"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"Cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+        assert httpx.get(f"{first.url}/healthz", timeout=10).status_code == 200
+    finally:
+        stop_server(first)
