@@ -122,8 +122,9 @@ def _filtered(form: ListForm, param: _Params) -> str:
         where.append(f"lower(c.email) = {param('email', 'text')}")
     if form.search:
         where.append(f"c.search_text LIKE {param('search', 'text')} ESCAPE '\\'")
-    # Portal users see only their own customer.
-    where.append("(u.role <> 'PORTAL' OR u.customer_id IS NULL OR c.id = u.customer_id)")
+    # Portal users see only their own customer; one without a customer (a NULL compares
+    # as unknown) sees none, as on the detail path.
+    where.append("(u.role <> 'PORTAL' OR c.id = u.customer_id)")
     return " AND ".join(where)
 
 

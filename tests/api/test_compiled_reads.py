@@ -8,6 +8,7 @@ says which requests the compiled path answered and which it handed to the execut
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.api.compare_paths import (
     make_rich_customer,
 )
 from tests.api.credential_queries import add_portal_user
+from tests.api.test_push_hostile import owner_ddl
 from tests.api.queries import CREATE_ASSET, CREATE_CONTACT, CREATE_FACILITY, make_customer
 
 SITE = "line1 line2 city region postalCode country"
@@ -390,6 +392,26 @@ class TestCompiledCustomerList:
         ).json()["data"]["customers"]
         assert [e["node"]["displayName"] for e in page["edges"]] == ["Maple Gates"]
         assert page["totalCount"] == 1
+
+    async def test_a_portal_user_without_a_customer_lists_nothing(
+        self, tenant, compare, database_url
+    ):
+        """The portal rule fails closed: a portal row whose customer is missing (only a hand
+        edit of the database makes one) lists no customer on either path, as its detail
+        reads and `node` already show none."""
+        made = await make_list(tenant.admin)
+        portal = await add_portal_user(tenant, made[1]["id"])
+        customer_uuid = base64.b64decode(made[1]["id"]).decode().split(":", 1)[1]
+        await owner_ddl(
+            database_url,
+            "UPDATE users SET customer_id = NULL"
+            f" WHERE role = 'PORTAL' AND customer_id = '{customer_uuid}'",
+        )
+        page = (
+            await compare(portal.token, {"query": LIST, "variables": {"first": 5}}, compiled=True)
+        ).json()["data"]["customers"]
+        assert page["edges"] == []
+        assert page["totalCount"] == 0
 
     async def test_bad_arguments_are_the_executors_to_report(self, tenant, compare):
         """`first` out of range, a forged cursor, a cursor of another ordering, a NUL."""
