@@ -119,7 +119,7 @@ class CredentialQueries:
         parents = parent_filter(
             customer_id=(customer_id, "Customer"), contact_id=(contact_id, "Contact")
         )
-        request = page_request(info, first, after)
+        request = page_request(info, first, after, sort_type=str)
         seen = queries.Visibility.of(user.role.value, user.customer_id)
         async with info.context.read() as conn:
             page, query = await queries.credential_page(
@@ -166,7 +166,7 @@ class CredentialQueries:
             since=_aware(flt.from_),
             until=_aware(flt.to),
         )
-        request = page_request(info, first, after, descending=True)
+        request = page_request(info, first, after, descending=True, sort_type=datetime)
         async with info.context.read() as conn:
             page, query = await queries.access_page(conn, user.org_id, query_filter, request)
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, Any
+from uuid import UUID
 
 import strawberry
 
 from db.entities import EntityType
 from db.queries.records import sees_customer
-from resolvers.context import Info
+from resolvers.context import CurrentUser, Info
 from schema.assets import Asset
 from schema.contacts import Contact
-from schema.credentials import Credential
+from schema.credentials import Credential, CredentialAccess
+from schema.custom_fields import CustomFieldDefinition
 from schema.customers import Customer
+from schema.external import ExternalSource, ImportBatch
 from schema.facilities import Facility
 from schema.node import InvalidIdError, Node, bare_uuid, from_global_id
+from schema.users import User
 
 # The GraphQL type of each synced record type (a bare uuid names no type: it is looked up).
 TYPE_NAMES = {
@@ -25,6 +29,11 @@ TYPE_NAMES = {
     EntityType.ASSET: "Asset",
     EntityType.CREDENTIAL: "Credential",
 }
+
+# Records only admins may read: `node(id:)` resolves them for admins alone.
+ADMIN_KINDS = frozenset({"ExternalSource", "ImportBatch", "CredentialAccess"})
+# Not resolved here (null, as an unknown id): Device and SyncConflict. Their objects are
+# built with the device's sync state and the conflict inbox's rules by resolvers/sync.py.
 
 
 @strawberry.type
@@ -57,6 +66,8 @@ class NodeQueries:
             if entity is None:
                 return None
             type_name, record_id = TYPE_NAMES[entity], bare
+        if not _may_see(user, type_name, record_id):
+            return None
         kinds: dict[str, tuple[Any, Callable[[dict[str, Any]], Node]]] = {
             "Customer": (loaders.customer_by_id, Customer.from_row),
             "Contact": (loaders.contact_by_id, Contact.from_row),
@@ -64,6 +75,14 @@ class NodeQueries:
             "Asset": (loaders.asset_by_id, Asset.from_row),
             # Loaded only if visible to the caller (portal users: their public ones).
             "Credential": (loaders.credential_by_id, Credential.from_row),
+            "User": (loaders.user_by_id, User.from_row),
+            "CustomFieldDefinition": (
+                loaders.field_definition_by_id,
+                CustomFieldDefinition.from_row,
+            ),
+            "ExternalSource": (loaders.external_source_by_id, ExternalSource.from_row),
+            "ImportBatch": (loaders.import_batch_by_id, ImportBatch.from_row),
+            "CredentialAccess": (loaders.credential_access_by_id, CredentialAccess.from_row),
         }
         if type_name not in kinds:
             return None
@@ -71,6 +90,22 @@ class NodeQueries:
         row = await loader.load(record_id)
         if row is None:
             return None
-        if not sees_customer(user.role.value, user.customer_id, row["customer_id"]):
+        if type_name in TYPE_NAMES.values() and not sees_customer(
+            user.role.value, user.customer_id, row["customer_id"]
+        ):
             return None
         return from_row(row)
+
+
+def _may_see(user: CurrentUser, type_name: str, record_id: UUID) -> bool:
+    """Whether the caller may see an object of ``type_name`` at all (before reading it), by
+    the rule of the query that lists such objects; the portal rule of synced records is
+    checked on the row."""
+    if type_name in ADMIN_KINDS:
+        # Their queries (externalSources, importBatches, credentialAccessReport) are
+        # admins' only; to anyone else such an id is as unknown as any unseen one.
+        return user.is_admin
+    if type_name == "User":
+        # `users` is admins' only; anyone else sees themself (`me`).
+        return user.is_admin or record_id == user.id
+    return True

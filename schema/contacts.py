@@ -13,6 +13,7 @@ from schema.custom_fields import CustomFieldValue, CustomFieldValueInput, values
 from schema.customers import Customer, Phone, PhoneInput, PhoneType
 from schema.errors import EditConflict, Forbidden, NotFound, ValidationError
 from schema.node import Node, to_global_id
+from schema.pagination import After, Connection, first_doc
 from schema.records import SyncedRecord
 
 if TYPE_CHECKING:
@@ -55,6 +56,25 @@ class Contact(Node, SyncedRecord):
 
         rows = await info.context.loaders.credentials_by_contact.load(self.uuid)
         return [Credential.from_row(r) for r in rows]
+
+    @strawberry.field(
+        description="Credentials of this contact, masked, a page at a time by name (a Relay"
+        " connection; `credentials` is the whole list); portal users see only public ones."
+    )
+    async def credentials_connection(
+        self,
+        info: Info,
+        first: Annotated[int, strawberry.argument(description=first_doc(20, "credentials"))] = 20,
+        after: After = None,
+    ) -> Connection[Annotated[Credential, strawberry.lazy("schema.credentials")]]:
+        """Keyset-paginated live credentials the caller may see."""
+        from resolvers.lists import children_connection
+        from schema.credentials import Credential
+
+        loaders = info.context.loaders.credential_pages_by_contact
+        return await children_connection(
+            info, loaders, self.uuid, Credential.from_row, first=first, after=after
+        )
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Contact:

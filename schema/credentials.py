@@ -135,14 +135,19 @@ class RevealedPassword:
     revealed_at: datetime = strawberry.field(description="When the reveal was logged.")
 
 
-@strawberry.type(description="One password reveal: who looked at which credential, and when.")
-class CredentialAccess:
+@strawberry.type(
+    description="One password reveal: who looked at which credential, and when. Admins"
+    " only: `node(id:)` gives null to anyone else."
+)
+class CredentialAccess(Node):
     """An access-log row."""
 
-    id: strawberry.ID = strawberry.field(description="Id of this access-log entry.")
+    id: strawberry.ID = strawberry.field(description="Global id of this access-log entry.")
     revealed_at: datetime = strawberry.field(description="When.")
     user_id: strawberry.ID = strawberry.field(description="Global id of the user who revealed.")
-    user_email: str | None = strawberry.field(description="That user's email.")
+    # Non-null like `Device.userEmail` (a `node` selection of both must agree): users are
+    # deactivated, never deleted, so the report's join always finds the revealing user.
+    user_email: str = strawberry.field(description="That user's email.")
     user_name: str | None = strawberry.field(description="That user's name.")
     credential_id: strawberry.ID = strawberry.field(description="Global id of the credential.")
     credential_name: str | None = strawberry.field(

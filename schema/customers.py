@@ -27,6 +27,7 @@ from schema.errors import (
     ValidationError,
 )
 from schema.node import Node, to_global_id
+from schema.pagination import After, Connection, first_doc
 from schema.records import SyncedRecord
 
 if TYPE_CHECKING:
@@ -192,6 +193,64 @@ class Customer(Node, SyncedRecord):
 
         rows = await info.context.loaders.credentials_by_customer.load(self.uuid)
         return [Credential.from_row(r) for r in rows]
+
+    @strawberry.field(
+        description="People at this customer, a page at a time by last name (a Relay"
+        " connection; `contacts` is the whole list)."
+    )
+    async def contacts_connection(
+        self,
+        info: Info,
+        first: Annotated[int, strawberry.argument(description=first_doc(20, "contacts"))] = 20,
+        after: After = None,
+    ) -> Connection[Annotated[Contact, strawberry.lazy("schema.contacts")]]:
+        """Keyset-paginated live contacts, every customer's of a list in one statement."""
+        from resolvers.lists import children_connection
+        from schema.contacts import Contact
+
+        loaders = info.context.loaders.contact_pages_by_customer
+        return await children_connection(
+            info, loaders, self.uuid, Contact.from_row, first=first, after=after
+        )
+
+    @strawberry.field(
+        description="Buildings and sites of this customer, a page at a time by name (a Relay"
+        " connection; `facilities` is the whole list)."
+    )
+    async def facilities_connection(
+        self,
+        info: Info,
+        first: Annotated[int, strawberry.argument(description=first_doc(20, "facilities"))] = 20,
+        after: After = None,
+    ) -> Connection[Annotated[Facility, strawberry.lazy("schema.facilities")]]:
+        """Keyset-paginated live facilities, every customer's of a list in one statement."""
+        from resolvers.lists import children_connection
+        from schema.facilities import Facility
+
+        loaders = info.context.loaders.facility_pages_by_customer
+        return await children_connection(
+            info, loaders, self.uuid, Facility.from_row, first=first, after=after
+        )
+
+    @strawberry.field(
+        description="Credentials of this customer and its contacts, masked, a page at a time"
+        " by name (a Relay connection; `credentials` is the whole list); portal users see only"
+        " public ones."
+    )
+    async def credentials_connection(
+        self,
+        info: Info,
+        first: Annotated[int, strawberry.argument(description=first_doc(20, "credentials"))] = 20,
+        after: After = None,
+    ) -> Connection[Annotated[Credential, strawberry.lazy("schema.credentials")]]:
+        """Keyset-paginated live credentials the caller may see."""
+        from resolvers.lists import children_connection
+        from schema.credentials import Credential
+
+        loaders = info.context.loaders.credential_pages_by_customer
+        return await children_connection(
+            info, loaders, self.uuid, Credential.from_row, first=first, after=after
+        )
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Customer:

@@ -19,7 +19,7 @@ from schema.errors import (
     UserError,
     ValidationError,
 )
-from schema.node import to_global_id
+from schema.node import Node, to_global_id
 from schema.scalars import JSON
 from sync import window as rules
 
@@ -98,16 +98,6 @@ class ImportFormat(enum.Enum):
     )
 
 
-@strawberry.enum(description="What became of an import.")
-class ImportStatus(enum.Enum):
-    """Applied whole or refused whole."""
-
-    APPLIED = strawberry.enum_value("APPLIED", description="Every row was imported.")
-    REFUSED = strawberry.enum_value(
-        "REFUSED", description="Nothing was imported; `errors` lists why."
-    )
-
-
 @strawberry.enum(description="How a field of a pair compares with its last-synced value.")
 class SyncFieldState(enum.Enum):
     """Per-field state."""
@@ -149,8 +139,11 @@ class FieldMappingInput:
     )
 
 
-@strawberry.type(description="A connected external system (accounting, ERP) and its mapping.")
-class ExternalSource:
+@strawberry.type(
+    description="A connected external system (accounting, ERP) and its mapping. Admins only:"
+    " `node(id:)` gives null to anyone else."
+)
+class ExternalSource(Node):
     """An external source."""
 
     id: strawberry.ID = strawberry.field(description="Global id.")
@@ -239,12 +232,21 @@ def category_counts(
     ]
 
 
-@strawberry.type(description="One import of a source's file: its counts, status and problems.")
-class ImportBatch:
+@strawberry.type(
+    description="One import of a source's file: its counts, status and problems. Admins only:"
+    " `node(id:)` gives null to anyone else."
+)
+class ImportBatch(Node):
     """An import batch."""
 
     id: strawberry.ID = strawberry.field(description="Global id of the batch.")
-    status: ImportStatus = strawberry.field(description="Applied or refused, always whole.")
+    # A String, not an enum: `SyncConflict.status` (also a Node) is a String, and a `node`
+    # selection of both members' `status` is refused by graphql-js, codegen and Relay unless
+    # the two fields have one type.
+    status: str = strawberry.field(
+        description="APPLIED (every row was imported) or REFUSED (nothing was imported;"
+        " `errors` lists why): an import is always whole."
+    )
     file_name: str | None = strawberry.field(description="Name of the imported file.")
     file_format: ImportFormat = strawberry.field(description="CSV or JSON.")
     sha256: str = strawberry.field(description="SHA-256 of the file's bytes.")
@@ -278,7 +280,7 @@ class ImportBatch:
         counts = row["counts"] or {}
         return cls(
             id=to_global_id("ImportBatch", row["id"]),
-            status=ImportStatus(row["status"]),
+            status=row["status"],
             file_name=row["file_name"],
             file_format=ImportFormat(row["file_format"]),
             sha256=row["file_sha256"],

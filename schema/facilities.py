@@ -13,6 +13,7 @@ from schema.custom_fields import CustomFieldValue, CustomFieldValueInput, values
 from schema.customers import Customer
 from schema.errors import EditConflict, Forbidden, NotFound, ValidationError
 from schema.node import Node, to_global_id
+from schema.pagination import After, Connection, first_doc
 from schema.records import SyncedRecord
 
 if TYPE_CHECKING:
@@ -72,6 +73,25 @@ class Facility(Node, SyncedRecord):
 
         rows = await info.context.loaders.assets_by_facility.load(self.uuid)
         return [Asset.from_row(r) for r in rows]
+
+    @strawberry.field(
+        description="Doors and equipment at this site, a page at a time by kind (a Relay"
+        " connection; `assets` is the whole list)."
+    )
+    async def assets_connection(
+        self,
+        info: Info,
+        first: Annotated[int, strawberry.argument(description=first_doc(20, "assets"))] = 20,
+        after: After = None,
+    ) -> Connection[Annotated[Asset, strawberry.lazy("schema.assets")]]:
+        """Keyset-paginated live assets, every facility's of a list in one statement."""
+        from resolvers.lists import children_connection
+        from schema.assets import Asset
+
+        loaders = info.context.loaders.asset_pages_by_facility
+        return await children_connection(
+            info, loaders, self.uuid, Asset.from_row, first=first, after=after
+        )
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Facility:

@@ -12,6 +12,11 @@ filter, keyset and portal rule from ``db.queries.customers``) and one generated 
 A request with that document then costs a cache lookup, the arguments' coercion, three
 round trips and one ``orjson.dumps``.
 
+A selection of a field that is not in the encoder specs (``resolvers.selection_json.records``)
+is not compiled: the connection fields of records (``Customer.contactsConnection``,
+``Facility.assetsConnection``, ...) page with DataLoaders on the typed path only, so a
+document that selects one is the executor's, as a field with arguments is.
+
 Anything this path does not answer exactly as the executor would (another document, a
 token that does not verify, a revoked user, an id or cursor that does not decode, a bare
 uuid given to `node`, variables that do not coerce, a database error) falls through to the

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db.crypto import SECRET_COLUMNS
 from db.queries.pages import Page, PageRequest, Row, fetch_page
+from db.queries.records import NO_FILTER, ChildFilter, ChildList
 from db.queries.text import escape_like, holds_nul
 from db.tables import credential_access_log as access_log
 from db.tables import credentials, devices, users
@@ -43,11 +44,28 @@ class Visibility:
             return cls(public_of_customer=customer_id, portal=True)
         return cls()
 
+    def condition(self) -> ChildFilter:
+        """The rule as a child list's filter (``Customer.credentialsConnection``)."""
+        if not self.portal:
+            return NO_FILTER
+        return ChildFilter("t.is_public AND t.customer_id = {}::uuid", (self.public_of_customer,))
+
     def allows(self, row: Row) -> bool:
         """Whether a credential row is visible under these rules."""
         return not self.portal or (
             bool(row["is_public"]) and row["customer_id"] == self.public_of_customer
         )
+
+
+def child_list(parent_column: str) -> ChildList:
+    """Credentials by ``customer_id`` or ``contact_id``, by name as every credential list,
+    public columns only."""
+    return ChildList(
+        table=credentials,
+        parent_column=parent_column,
+        sort_column="name",
+        columns=tuple(c.name for c in PUBLIC_COLUMNS),
+    )
 
 
 def live(org_id: UUID, visibility: Visibility) -> Select[Any]:
@@ -241,6 +259,12 @@ def access_query(org_id: UUID, flt: AccessFilter) -> Select[Any]:
     if flt.until is not None:
         query = query.where(access_log.c.revealed_at < flt.until)
     return query
+
+
+async def accesses_by_ids(conn: AsyncConnection, org_id: UUID, ids: Sequence[UUID]) -> list[Row]:
+    """Access-report rows with these ids (any order), as the report shows them: ``node(id:)``."""
+    query = access_query(org_id, AccessFilter()).where(access_log.c.id.in_(list(ids)))
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
 async def access_page(

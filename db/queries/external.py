@@ -39,6 +39,16 @@ async def get_source(conn: AsyncConnection, org_id: UUID, source_id: UUID) -> Ro
     return dict(row) if row else None
 
 
+async def sources_by_ids(conn: AsyncConnection, org_id: UUID, ids: Sequence[UUID]) -> list[Row]:
+    """The tenant's sources with these ids (any order): ``node(id:)``'s batch."""
+    result = await conn.execute(
+        select(external_sources).where(
+            external_sources.c.org_id == org_id, external_sources.c.id.in_(list(ids))
+        )
+    )
+    return [dict(r) for r in result.mappings()]
+
+
 async def source_by_name(conn: AsyncConnection, org_id: UUID, name: str) -> Row | None:
     """The source named ``name`` (any case)."""
     result = await conn.execute(
@@ -224,6 +234,15 @@ async def batches(conn: AsyncConnection, org_id: UUID, source_id: UUID, *, limit
         .where(table.c.org_id == org_id, table.c.source_id == source_id)
         .order_by(table.c.created_at.desc(), table.c.id)
         .limit(limit)
+    )
+    return [dict(r) for r in result.mappings()]
+
+
+async def batches_by_ids(conn: AsyncConnection, org_id: UUID, ids: Sequence[UUID]) -> list[Row]:
+    """The tenant's import batches with these ids (any order): ``node(id:)``'s batch."""
+    table = external_import_batches
+    result = await conn.execute(
+        select(table).where(table.c.org_id == org_id, table.c.id.in_(list(ids)))
     )
     return [dict(r) for r in result.mappings()]
 

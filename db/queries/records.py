@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 from uuid import UUID
@@ -30,10 +31,17 @@ def sees_customer(role: str, own_customer: UUID | None, customer_id: UUID) -> bo
     return role != "PORTAL" or customer_id == own_customer
 
 
+# Matches no customer: a portal user without one (only a hand edit of the database makes
+# one) is confined to nothing rather than to nobody's rule.
+NO_CUSTOMER = UUID(int=0)
+
+
 def portal_customer(role: str, own_customer: UUID | None) -> UUID | None:
     """The portal rule for a list: the customer whose records a portal user's lists are
-    confined to (None: not confined)."""
-    return own_customer if role == "PORTAL" else None
+    confined to (None: not confined; :data:`NO_CUSTOMER` for a portal user without one)."""
+    if role != "PORTAL":
+        return None
+    return own_customer if own_customer is not None else NO_CUSTOMER
 
 
 def live(spec: EntitySpec, org_id: UUID) -> Select[Any]:
@@ -191,3 +199,122 @@ SEARCH_COLUMNS = {
     "facility": ("name",),
     "asset": ("kind", "manufacturer", "model", "serial_number", "location"),
 }
+
+
+@dataclass(frozen=True)
+class ChildList:
+    """A parent's list of children as a connection pages it (``Customer.contactsConnection``
+    and its siblings): the table, the parent column, the columns read, the display column
+    the list is ordered by (case-insensitive, then id: the order of ``child_page``'s lists
+    and of their cursors) and, for credentials, the visibility rule's condition."""
+
+    table: Table
+    parent_column: str
+    sort_column: str
+    columns: tuple[str, ...]
+
+    @classmethod
+    def of(cls, spec: EntitySpec, parent_column: str) -> ChildList:
+        """The list of ``spec``'s live records by ``parent_column``, every read column."""
+        table = spec.table
+        return cls(
+            table=table,
+            parent_column=parent_column,
+            sort_column=ORDER_BY_PARENT[spec.type.value],
+            columns=tuple(c.name for c in table.c if c.name not in UNREAD_COLUMNS),
+        )
+
+
+@dataclass(frozen=True)
+class ChildFilter:
+    """More conditions on a child list: SQL over ``t`` whose ``{}`` placeholders take
+    ``args`` in order (each statement numbers them after its own parameters)."""
+
+    where: str = ""
+    args: tuple[Any, ...] = ()
+
+    @property
+    def form(self) -> tuple[str, int]:
+        """What the statement's text depends on (not the values: statements are cached)."""
+        return self.where, len(self.args)
+
+
+def _render(form: tuple[str, int], first_parameter: int) -> str:
+    """`` AND`` a filter's condition, its parameters numbered from ``first_parameter``."""
+    where, count = form
+    if not where:
+        return ""
+    return " AND " + where.format(*(f"${first_parameter + i}" for i in range(count)))
+
+
+NO_FILTER = ChildFilter()
+
+
+def _child_sort(child: ChildList) -> str:
+    return f"coalesce(lower(t.{child.sort_column}), '')"
+
+
+@cache
+def _child_pages_statement(child: ChildList, form: tuple[str, int], after: bool) -> str:
+    """One page of each parent's children: a LATERAL subquery per parent, each an index
+    range read of at most ``$3`` rows, so a long list costs one page, not every row."""
+    sort = _child_sort(child)
+    # $1 tenant, $2 parents, $3 the page size plus one, then the filter's, then the keyset.
+    extra = _render(form, 4)
+    key = 4 + form[1]
+    keyset = f" AND ({sort}, t.id) > (${key}::text, ${key + 1}::uuid)" if after else ""
+    columns = ", ".join(f"t.{c}" for c in child.columns)
+    return (
+        "SELECT p.parent AS _parent, x.* FROM unnest($2::uuid[]) AS p(parent)"
+        f" CROSS JOIN LATERAL (SELECT {columns}, {sort} AS _sort FROM {child.table.name} t"
+        f" WHERE t.org_id = $1 AND NOT t.deleted AND t.{child.parent_column} = p.parent"
+        f"{extra}{keyset} ORDER BY {sort}, t.id LIMIT $3) x"
+    )
+
+
+async def child_pages(
+    conn: AsyncConnection,
+    child: ChildList,
+    org_id: UUID,
+    parent_ids: Sequence[UUID],
+    request: PageRequest,
+    condition: ChildFilter = NO_FILTER,
+) -> list[Page]:
+    """The page ``request`` asks of each parent's children (one statement for them all),
+    lined up with ``parent_ids``; each row's ``_sort`` is its cursor's sort value."""
+    sql = _child_pages_statement(child, condition.form, request.after is not None)
+    args: list[Any] = [org_id, list(parent_ids), request.first + 1, *condition.args]
+    if request.after is not None:
+        args += list(request.after)
+    grouped: dict[UUID, list[Row]] = defaultdict(list)
+    for row in _dicts(await raw.fetch(conn, sql, *args)):
+        grouped[row.pop("_parent")].append(row)
+    pages = []
+    for parent in parent_ids:
+        rows = grouped.get(parent, [])
+        pages.append(Page(rows[: request.first], has_next=len(rows) > request.first))
+    return pages
+
+
+@cache
+def _child_counts_statement(child: ChildList, form: tuple[str, int]) -> str:
+    column = child.parent_column
+    return (
+        f"SELECT t.{column}, count(*) FROM {child.table.name} t WHERE t.org_id = $1"
+        f" AND NOT t.deleted AND t.{column} = ANY($2::uuid[]){_render(form, 3)}"
+        f" GROUP BY t.{column}"
+    )
+
+
+async def child_counts(
+    conn: AsyncConnection,
+    child: ChildList,
+    org_id: UUID,
+    parent_ids: Sequence[UUID],
+    condition: ChildFilter = NO_FILTER,
+) -> list[int]:
+    """How many children each parent has (``totalCount``), lined up with ``parent_ids``."""
+    sql = _child_counts_statement(child, condition.form)
+    rows = await raw.fetch(conn, sql, org_id, list(parent_ids), *condition.args)
+    found = {r[0]: int(r[1]) for r in rows}
+    return [found.get(p, 0) for p in parent_ids]

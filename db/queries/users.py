@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
@@ -91,6 +91,14 @@ async def get_user(conn: AsyncConnection, org_id: UUID, user_id: UUID) -> dict[s
 async def email_in_use(conn: AsyncConnection, email: str) -> bool:
     """Whether any tenant already has a user with this sign-in email."""
     return await login_lookup(conn, email) is not None
+
+
+async def users_by_ids(
+    conn: AsyncConnection, org_id: UUID, ids: Sequence[UUID]
+) -> list[dict[str, Any]]:
+    """The tenant's users with these ids (any order): ``node(id:)``'s batch."""
+    query = select(users).where(users.c.org_id == org_id, users.c.id.in_(list(ids)))
+    return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
 async def list_users(conn: AsyncConnection, org_id: UUID) -> list[dict[str, Any]]:

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.api.credential_queries import make_credential, reveal
+from tests.api.queries import make_tree
 from tests.api.sync_client import Device
 from tests.conftest import LiveServer, new_tenant
 
@@ -82,3 +84,129 @@ async def test_apollo_cache_keeps_every_result_and_the_newest_sync_state(
     [listed] = steps["devices after pull"]["server"]["devices"]
     assert listed["syncState"]["status"] == "SYNCED"
     assert uuid.UUID(record_id)
+
+
+POSSIBLE_TYPES = (
+    Path(__file__).resolve().parents[2] / "clients" / "frontend" / "possible-types.json"
+)
+NODE_TYPES = {
+    "Customer",
+    "Contact",
+    "Facility",
+    "Asset",
+    "Credential",
+    "User",
+    "CustomFieldDefinition",
+    "ExternalSource",
+    "ImportBatch",
+    "CredentialAccess",
+}
+
+
+async def one_of_each_node(api) -> tuple[list[str], str]:
+    """Global ids of an object of each Node type `node(id:)` resolves (all but Device and
+    SyncConflict) of a fresh tenant with a registered device, and the customer's id."""
+    tree = await make_tree(api, "Acme Doors")
+    credential = await make_credential(api, {"customerId": tree["customer"]}, password="pw")
+    assert (await reveal(api, credential["id"]))["__typename"] == "RevealedPassword"
+    field = (
+        await api(
+            """mutation($input: CreateCustomFieldInput!) { createCustomField(input: $input) {
+              ... on CustomFieldDefinition { id } } }""",
+            {
+                "input": {
+                    "entityType": "CUSTOMER",
+                    "key": "tier",
+                    "label": "Tier",
+                    "fieldType": "TEXT",
+                }
+            },
+        )
+    )["createCustomField"]
+    source = (
+        await api(
+            """mutation($input: CreateExternalSourceInput!) {
+              createExternalSource(input: $input) { ... on ExternalSource { id } } }""",
+            {
+                "input": {
+                    "name": "Accounting",
+                    "mapping": [
+                        {"column": "No", "field": "externalId"},
+                        {"column": "Company", "field": "businessName"},
+                    ],
+                }
+            },
+        )
+    )["createExternalSource"]
+    imported = await api(
+        """mutation($s: ID!) { importExternalRecords(sourceId: $s, content: "No,Company\\r\\nA-1,Acme\\r\\n") {
+          __typename } }""",
+        {"s": source["id"]},
+    )
+    assert imported["importExternalRecords"]["__typename"] == "ImportBatch", imported
+    lists = await api(
+        """query($s: ID!) { me { id } importBatches(sourceId: $s) { id }
+          credentialAccessReport { edges { node { id } } } }""",
+        {"s": source["id"]},
+    )
+    await Device(api).register()
+    ids = [
+        *tree.values(),
+        credential["id"],
+        lists["me"]["id"],
+        field["id"],
+        source["id"],
+        lists["importBatches"][0]["id"],
+        lists["credentialAccessReport"]["edges"][0]["node"]["id"],
+    ]
+    return ids, tree["customer"]
+
+
+async def test_apollo_normalises_every_node_with_the_shipped_possible_types(
+    live_server: LiveServer, db, js_packages: Path
+) -> None:
+    """With clients/frontend/possible-types.json, InMemoryCache keys every object that has
+    an identity under `Type:id`, returns what the server sent, reads each object back by
+    its cache id through a fragment on the Node interface (with SyncedRecord and member
+    fragments), and a union member returned by a mutation updates the cached object."""
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=60) as http:
+        tenant = await new_tenant(db, http)
+        ids, customer = await one_of_each_node(tenant.admin)
+        token = tenant.admin.token
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        str(js_packages / "apollo_nodes.mjs"),
+        f"{live_server.url}/graphql",
+        token,
+        str(POSSIBLE_TYPES),
+        json.dumps(ids),
+        customer,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    steps = json.loads(out)
+    seen = set()
+    for step in steps:
+        assert step["unnormalised"] == [], step["name"]
+        if step["name"].startswith("node "):
+            node = step["server"]["node"]
+            assert node is not None, step
+            seen.add(node["__typename"])
+            assert step["apollo"] == step["server"], step["name"]
+            assert step["cacheId"] == f"{node['__typename']}:{node['id']}"
+            assert step["readBack"] == node, step["name"]
+    assert seen == NODE_TYPES
+    listing = next(s for s in steps if s["name"] == "lists")
+    assert listing["apollo"] == listing["server"]
+    [device] = listing["server"]["devices"]
+    assert device["__typename"] == "Device"
+    update = next(s for s in steps if s["name"] == "update")
+    assert update["server"]["updateCustomer"]["displayName"] == "Renamed Doors"
+    assert update["apollo"]["node"]["displayName"] == "Renamed Doors"

@@ -256,8 +256,14 @@ def test_every_spec_field_is_a_field_of_its_type():
             outside[spec.name] = missing
         specs.extend(m.spec for m in spec.fields.values() if isinstance(m, Nested))
     assert outside == {
-        "Customer": {"credentials"},
-        "Contact": {"customer", "credentials"},
-        "Facility": {"customer"},
+        # The paged children (`...Connection`) page with DataLoaders on the typed path.
+        "Customer": {
+            "credentials",
+            "contactsConnection",
+            "facilitiesConnection",
+            "credentialsConnection",
+        },
+        "Contact": {"customer", "credentials", "credentialsConnection"},
+        "Facility": {"customer", "assetsConnection"},
         "Asset": {"customer", "facility"},
     }

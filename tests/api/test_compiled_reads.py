@@ -412,6 +412,10 @@ class TestCompiledCustomerList:
         ).json()["data"]["customers"]
         assert page["edges"] == []
         assert page["totalCount"] == 0
+        children = await portal(
+            "{ contacts { totalCount } facilities { totalCount } assets { totalCount } }"
+        )
+        assert children == {k: {"totalCount": 0} for k in ("contacts", "facilities", "assets")}
 
     async def test_bad_arguments_are_the_executors_to_report(self, tenant, compare):
         """`first` out of range, a forged cursor, a cursor of another ordering, a NUL."""
