@@ -533,7 +533,7 @@ def reset_password(
 ) -> None:
     """Set a user's password (e.g. a demo account's) and sign out their sessions."""
     from db.auth import hash_password
-    from db.queries.users import login_lookup, update_user
+    from db.queries.users import LoginRecord, login_lookup, update_user
     from db.tables import users
 
     new_password = password if password is not None else secrets.token_urlsafe(12)
@@ -541,12 +541,12 @@ def reset_password(
     settings = Settings()
     url = _prepared_url(settings)
 
-    async def run() -> bool:
+    async def run() -> LoginRecord | None:
         async with _app_database(settings, url, pool_size=1) as db:
             async with db.unscoped() as conn:
                 found = await login_lookup(conn, email)
             if found is None:
-                return False
+                return None
             async with db.tenant(found.org_id) as conn:
                 # A new token epoch revokes every token issued with the old password.
                 await update_user(
@@ -558,9 +558,10 @@ def reset_password(
                         "token_epoch": users.c.token_epoch + 1,
                     },
                 )
-        return True
+        return found
 
-    if not asyncio.run(run()):
+    found = asyncio.run(run())
+    if found is None:
         console.print(f"[red]No user with email {email}.[/]")
         raise typer.Exit(1)
     if password is None:
@@ -568,6 +569,13 @@ def reset_password(
     else:
         console.print(f"[green]Password of {email} changed.[/]")
     console.print("Their existing sessions are signed out.")
+    if not found.active:
+        # Deactivation is an admin's decision (or their customer's archiving), not a
+        # forgotten password: say why the new password will not sign in yet.
+        console.print(
+            f"[yellow]{email} is deactivated, so they still cannot sign in: an admin of"
+            " their tenant reactivates them (setUserActive).[/]"
+        )
 
 
 @app.command("create-admin")

@@ -103,6 +103,24 @@ class TestSeed:
         assert missing.returncode == 1
         assert "No user with email nobody@example.com" in missing.stderr
 
+    async def test_reset_password_of_a_deactivated_user_says_so(
+        self, database_url, tmp_path, tenant
+    ):
+        """A new password does not undo a deactivation: the command says the user still
+        cannot sign in and who can change that."""
+        env = {**os.environ, "DATABASE_URL": database_url, "FIELDSYNC_DATA_DIR": str(tmp_path)}
+        tech = await tenant.add_user("TECHNICIAN")
+        me = (await tech("{ me { id email } }"))["me"]
+        await tenant.admin(
+            "mutation($id: ID!) { setUserActive(userId: $id, active: false) { __typename } }",
+            {"id": me["id"]},
+        )
+        result = run_cli("reset-password", me["email"], "--password", PASSWORD, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "is deactivated, so they still cannot sign in" in " ".join(result.stderr.split())
+        active = run_cli("reset-password", tenant.admin_email, "--password", PASSWORD, env=env)
+        assert "deactivated" not in active.stderr
+
     def test_compact_reports_each_tenant(self, database_url, tmp_path, tenant):
         """`fieldsync compact` walks every tenant and reports its horizon."""
         env = {**os.environ, "DATABASE_URL": database_url, "FIELDSYNC_DATA_DIR": str(tmp_path)}
