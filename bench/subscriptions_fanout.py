@@ -66,6 +66,17 @@ from bench.common import (
     running_server,
     server_env,
 )
+from bench.stalls import (
+    LagSnapshot,
+    Sample,
+    Stall,
+    lag_lines,
+    latency_table,
+    load_line,
+    logged_stalls,
+    scrape_lag,
+    worker_of_ports,
+)
 from bench.ws_load import Fleet, Sub, percentile, version_key
 from db.engine import Database
 from db.queries.devices import new_replica_id
@@ -353,12 +364,24 @@ class RssPeak:
         self.server = server
         self.interval = interval
         self.peak = 0
+        # (wall time, summed worker RSS) every ``interval``: memory over the run.
+        self.samples: list[tuple[float, int]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
-            self.peak = max(self.peak, server_rss(self.server))
+            rss = server_rss(self.server)
+            self.peak = max(self.peak, rss)
+            self.samples.append((time.time(), rss))
             await asyncio.sleep(self.interval)
+
+    def over(self, start: float, end: float, every: float) -> list[tuple[float, int]]:
+        """The first sample of each ``every`` seconds from ``start`` to ``end``."""
+        picked: dict[int, tuple[float, int]] = {}
+        for t, rss in self.samples:
+            if start <= t <= end:
+                picked.setdefault(int((t - start) // every), (t - start, rss))
+        return [picked[k] for k in sorted(picked)]
 
     def __enter__(self) -> RssPeak:
         self.peak = server_rss(self.server)
@@ -396,20 +419,24 @@ def _join(
     deliveries: Sequence[tuple[str, str, float, int]],
     commits: dict[tuple[str, str], float],
     first: float,
-) -> tuple[list[float], int, float]:
+    workers: Sequence[int] | None = None,
+) -> tuple[list[float], int, float, list[Sample]]:
     """Latency of every delivered change that a commit of the run wrote; distinct messages
-    carrying them; the last such receive time."""
+    carrying them; the last such receive time; each as a :class:`Sample` with its commit
+    time and the server worker of ``workers`` (per delivery; 0 = unknown)."""
     latencies: list[float] = []
+    samples: list[Sample] = []
     messages: set[int] = set()
     last_t = first
-    for rid, vkey, t, message in deliveries:
+    for n, (rid, vkey, t, message) in enumerate(deliveries):
         committed = commits.get((rid, vkey))
         if committed is None:
             continue
         latencies.append(t - committed)
+        samples.append(Sample(committed, t - committed, workers[n] if workers else 0))
         messages.add(message)
         last_t = max(last_t, t)
-    return latencies, len(messages), last_t
+    return latencies, len(messages), last_t, samples
 
 
 @dataclass
@@ -444,6 +471,17 @@ class FanoutResult:
     sockets: list[int]
     errors: int
     error_samples: list[str]
+    # What shows a stall as what it is: delivered changes with commit time and worker,
+    # the lag histogram of each worker over the catch-up and write phases, the stalls the
+    # server logged in the write window, and the load average at each phase.
+    samples: list[Sample] = field(default_factory=list)
+    first_commit: float = 0.0
+    lag_catchup: list[str] = field(default_factory=list)
+    lag_write: list[str] = field(default_factory=list)
+    stalls: list[Stall] = field(default_factory=list)
+    loads: list[str] = field(default_factory=list)
+    # Summed worker RSS over the write window: (seconds since its start, bytes).
+    rss_write: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def deliveries_per_s(self) -> float:
@@ -482,6 +520,8 @@ async def run_fanout(
     """Subscribe ``device_ids`` from scratch, wait for catch-up, write, collect, close."""
     url = ws_url(server)
     database = make_url(args.database_url).database or ""
+    loads = [f"before subscribing: {load_line()}"]
+    lag0: LagSnapshot = await asyncio.to_thread(scrape_lag, server)
     async with Fleet(args.client_procs) as fleet:
         rss_before = server_rss(server)
         with RssPeak(server) as peak:
@@ -505,7 +545,10 @@ async def run_fanout(
             )
             catchup_cpu = server_cpu(server) - catchup_cpu0
             catchup_pg = pg_cpu(database) - catchup_pg0
+            loads.append(f"after catch-up: {load_line()}")
+            lag1 = await asyncio.to_thread(scrape_lag, server)
             await wait_server_quiet(server, within=15)
+            lag2 = await asyncio.to_thread(scrape_lag, server)
             cpu0, client0, bench0 = server_cpu(server), fleet.cpu_seconds(), time.process_time()
             pg0 = pg_cpu(database)
             w0 = time.time()
@@ -522,11 +565,19 @@ async def run_fanout(
             pg1 = pg_cpu(database)
             sockets = sockets_per_worker(server)
             rss_end = server_rss(server)
+            lag3 = await asyncio.to_thread(scrape_lag, server)
+            # Stalls are looked up in the log up to here: closing thousands of sockets
+            # afterwards stalls the workers too, but that is not the write window.
+            w1 = time.time()
+            loads.append(f"after the write window: {load_line()}")
+            owners = worker_of_ports(server)
             report = await fleet.report()
         await fleet.close()
     new_commits = {k: t for k, t in writer.commits.items() if k not in commits_before}
     expected_deliveries, expected_changes = _expected(new_commits, device_ids, selections)
-    latencies, messages, last_t = _join(report.deliveries, new_commits, first)
+    ports = [c.port for c in report.clients]
+    workers = [owners.get(ports[i], 0) for i in report.delivery_clients]
+    latencies, messages, last_t, samples = _join(report.deliveries, new_commits, first, workers)
     return FanoutResult(
         label=label,
         subscribers=len(device_ids),
@@ -556,6 +607,13 @@ async def run_fanout(
         sockets=sockets,
         errors=status.error_count,
         error_samples=status.errors[:5],
+        samples=samples,
+        first_commit=first,
+        lag_catchup=lag_lines(lag0, lag1),
+        lag_write=lag_lines(lag2, lag3),
+        stalls=logged_stalls(server.log_path, w0, w1),
+        loads=loads,
+        rss_write=peak.over(w0, w1, max(1.0, seconds / 10)),
     )
 
 
@@ -619,7 +677,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f} ms"
 
 
-def print_fanout(r: FanoutResult, workers: int) -> None:
+def print_fanout(r: FanoutResult, workers: int, bucket_s: float = 1.0) -> None:
     """The figures of one fan-out run."""
     print(
         f"  {r.label}: {r.subscribers:,} subscriptions: subscribed in {r.connect_s:.1f}s,"
@@ -650,6 +708,29 @@ def print_fanout(r: FanoutResult, workers: int) -> None:
         f" bench process (writer) {r.bench_cpu_s:.1f}s; errors {r.errors}"
         + (f" e.g. {r.error_samples[:2]}" if r.errors else "")
     )
+    for line in r.loads:
+        print(f"    load {line}")
+    if r.rss_write:
+        series = ", ".join(f"+{t:.0f}s {rss / MB:.0f}" for t, rss in r.rss_write)
+        print(f"    server RSS (MB, workers summed) over the write window: {series}")
+    if r.lag_catchup:
+        print("    event-loop lag (fieldsync_event_loop_lag_seconds) during catch-up:")
+        for line in r.lag_catchup:
+            print(f"      {line}")
+    if r.lag_write:
+        print("    event-loop lag during the write window:")
+        for line in r.lag_write:
+            print(f"      {line}")
+    gc_pauses = [st for st in r.stalls if st.kind == "gc"]
+    loop_stalls = [st for st in r.stalls if st.kind == "loop"]
+    print(
+        f"    logged by the server in the write window: {len(loop_stalls)} loop stalls >= 100 ms"
+        f" (max {max((st.ms for st in loop_stalls), default=0)} ms), {len(gc_pauses)} GC"
+        f" pauses >= 50 ms (max {max((st.ms for st in gc_pauses), default=0)} ms)"
+    )
+    print(f"    delivery latency by worker and per {bucket_s:g} s of commit time:")
+    for line in latency_table(r.samples, r.first_commit, r.stalls, bucket_s):
+        print(f"      {line}")
 
 
 async def run(args: argparse.Namespace, url: str) -> int:
@@ -757,7 +838,7 @@ def print_summary(
             f" sockets per worker {idle.per_worker}; client RSS {idle.client_rss / MB:.0f} MB"
         )
     for r in results:
-        print_fanout(r, args.workers)
+        print_fanout(r, args.workers, args.bucket_seconds)
     if args.skip_fieldsync or not results:
         return
     fs = results[0]
@@ -807,6 +888,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--skip-fieldsync", action="store_true", help="only the naive baseline (for testing it)"
+    )
+    parser.add_argument(
+        "--bucket-seconds", type=float, default=1.0, help="latency over time: bucket width"
     )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()

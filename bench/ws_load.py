@@ -90,6 +90,7 @@ class _Client:
         "expect",
         "got",
         "messages",
+        "port",
         "remaining",
         "retries",
         "since",
@@ -108,6 +109,9 @@ class _Client:
         self.messages = 0
         self.changes = 0
         self.retries = 0
+        # The client's local TCP port: the bench finds the server worker holding the
+        # other end of the socket by it (latency by worker).
+        self.port = 0
         self.done = False
         self.ws: Any = None
 
@@ -132,6 +136,8 @@ class _Pool:
         self.tasks: list[asyncio.Task[None]] = []
         self.record = False
         self.deliveries: list[tuple[str, str, float, int]] = []
+        # Per delivery (same index): the receiving client's index in ``clients``.
+        self.delivery_clients: list[int] = []
         self.message_no = 0
         self.errors: list[str] = []
         self.error_count = 0
@@ -152,6 +158,7 @@ class _Pool:
         shared = {name: _Expectation(w) for name, w in spec.get("expectations", {}).items()}
         self.record = bool(spec.get("record"))
         self.deliveries = []
+        self.delivery_clients = []
         self.clients = []
         for device_id, since, expect in spec["subs"]:
             if isinstance(expect, str):
@@ -171,7 +178,7 @@ class _Pool:
         if not self.clients:
             subscribed.set()
 
-        async def run(client: _Client) -> None:
+        async def run(index: int, client: _Client) -> None:
             try:
                 ws = await self._open(client, spec["url"], init, gate, retries)
             except Exception as exc:  # noqa: BLE001 - counted and reported
@@ -182,10 +189,10 @@ class _Pool:
             if pending[0] == 0:
                 subscribed.set()
             if ws is not None:
-                await self._read(client, ws)
+                await self._read(index, client, ws)
 
         self.started_at = time.time()
-        self.tasks = [asyncio.create_task(run(c)) for c in self.clients]
+        self.tasks = [asyncio.create_task(run(i, c)) for i, c in enumerate(self.clients)]
         await subscribed.wait()
         connects = [c.connected_at - self.started_at for c in self.clients if c.connected_at]
         return {
@@ -235,6 +242,8 @@ class _Pool:
                         raise RuntimeError(f"expected connection_ack, got {ack}")
                     await ws.send(subscribe)
                 client.ws = ws
+                with contextlib.suppress(Exception):
+                    client.port = int(ws.local_address[1])
                 client.connected_at = time.time()
                 return ws
             except Exception as exc:
@@ -248,9 +257,10 @@ class _Pool:
                 await asyncio.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
         raise AssertionError("unreachable")
 
-    async def _read(self, client: _Client, ws: Any) -> None:
+    async def _read(self, index: int, client: _Client, ws: Any) -> None:
         record = self.record
         deliveries = self.deliveries
+        delivery_clients = self.delivery_clients
         try:
             while True:
                 raw = await ws.recv(decode=False)
@@ -281,6 +291,7 @@ class _Pool:
                         vkey = version_key(change["version"]) if change["version"] else ""
                         if record:
                             deliveries.append((rid, vkey, t, message_no))
+                            delivery_clients.append(index)
                         if expect is not None and client.remaining:
                             _match(client, expect, rid, vkey, t)
                 elif kind == "ping":
@@ -321,6 +332,7 @@ class _Pool:
             orjson.dumps(
                 {
                     "deliveries": self.deliveries,
+                    "delivery_clients": self.delivery_clients,
                     "clients": [
                         {
                             "device": c.device_id,
@@ -330,6 +342,7 @@ class _Pool:
                             "missing": c.remaining,
                             "messages": c.messages,
                             "changes": c.changes,
+                            "port": c.port,
                         }
                         for c in self.clients
                     ],
@@ -428,6 +441,8 @@ class ClientResult:
     missing: int
     messages: int
     changes: int
+    # The client's local TCP port (0: unknown).
+    port: int = 0
 
 
 @dataclass
@@ -437,6 +452,8 @@ class Report:
     clients: list[ClientResult]
     #: (record id, version key, receive time, message number unique over the fleet)
     deliveries: list[tuple[str, str, float, int]]
+    #: per delivery (same index): the receiving client's index in ``clients``
+    delivery_clients: list[int] = field(default_factory=list)
 
 
 class Fleet:
@@ -612,12 +629,15 @@ class Fleet:
         await self._all([{"op": "report", "path": path} for path in paths])
         clients: list[ClientResult] = []
         deliveries: list[tuple[str, str, float, int]] = []
+        delivery_clients: list[int] = []
         for worker, path in enumerate(paths):
             data = _take(path)
+            offset = len(clients)
             clients.extend(ClientResult(**c) for c in data["clients"])
             base = worker << 40
             deliveries.extend((d[0], d[1], d[2], base + d[3]) for d in data["deliveries"])
-        return Report(clients, deliveries)
+            delivery_clients.extend(offset + i for i in data["delivery_clients"])
+        return Report(clients, deliveries, delivery_clients)
 
     async def close(self) -> None:
         """Close every socket of every worker."""

@@ -243,6 +243,15 @@ class DatabaseSource:
             selection=selection,
         )
 
+    async def pull_group(
+        self, requests: Sequence[tuple[Subscriber, Checkpoint | None]], limit: int
+    ) -> list[PulledPage | SubscriptionError]:
+        """First pages of subscribers that join together (see ``db/catch_up.py``)."""
+        # Imported here: db.catch_up builds on this module's user_facts.
+        from db.catch_up import pull_group
+
+        return await pull_group(self.db, requests, limit)
+
     async def users(self, org_id: UUID, user_ids: Sequence[UUID]) -> dict[UUID, UserFacts]:
         """Current facts of the users behind a tenant's subscriptions."""
         async with self.db.tenant(org_id) as conn:

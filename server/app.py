@@ -449,6 +449,8 @@ def create_app(settings: Settings, database: Database | None = None) -> Starlett
             encode_checkpoint=checkpoints.encode,
             concurrent_pulls=settings.live_concurrent_pulls,
             recheck_seconds=settings.live_recheck_seconds,
+            fanout_chunk=settings.live_fanout_chunk,
+            catch_up_group=settings.live_catch_up_group,
         )
         listener: Listener | None = None
         try:

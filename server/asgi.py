@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gc
-
 from starlette.applications import Starlette
 
 from server.app import create_app
-from server.gc_pauses import watch_pauses
+from server.gc_pauses import keep_pauses_short, parse_thresholds, watch_pauses
 from server.logging import configure_logging
 from server.settings import Settings
 
@@ -22,12 +20,7 @@ def create_app_from_env() -> Starlette:
         raise RuntimeError("FIELDSYNC_MASTER_KEYS is not set")
     app = create_app(settings)
     # What is imported and built by now lives as long as the worker: frozen, the collector's
-    # full passes (a 1,000-change push allocates enough to set one off) skip it.
-    gc.freeze()
-    # A worker holding thousands of sockets keeps ~300,000 tracked objects in the oldest
-    # generation; a full pass over them stalls every socket for 200-350 ms (seen as the
-    # p99 of live delivery). Collect the young generations less often, so fewer objects
-    # are promoted and full passes come rarely (cycles are still collected).
-    gc.set_threshold(10_000, 50, 100)
+    # passes skip it. The thresholds keep each pass short (server/gc_pauses.py).
+    keep_pauses_short(parse_thresholds(settings.gc_thresholds))
     watch_pauses()
     return app

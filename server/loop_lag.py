@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 
 import structlog
-from prometheus_client import Histogram
+from prometheus_client import Gauge, Histogram
 
 log = structlog.get_logger("fieldsync.loop")
 
@@ -26,6 +27,14 @@ LOOP_LAG = Histogram(
     "How much later than asked this worker's event loop woke from a 100 ms sleep: a stall"
     " of the loop delays every request and socket of the worker by this much.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+# Each worker has its own registry and a scrape reaches whichever worker accepted the
+# connection: the pid says whose histogram a scrape read (the bench scrapes until it has
+# seen every worker).
+WORKER_PID = Gauge(
+    "fieldsync_worker_pid",
+    "Process id of the worker that answered this scrape (metrics are per worker).",
+    multiprocess_mode="liveall",
 )
 
 
@@ -40,12 +49,13 @@ async def watch_lag(
         lag = max(0.0, loop.time() - asked)
         observe(lag)
         if lag >= WARN_SECONDS:
-            log.warning("event loop stalled", lag_ms=round(lag * 1000))
+            log.warning("event loop stalled", lag_ms=round(lag * 1000), pid=os.getpid())
 
 
 @contextlib.asynccontextmanager
 async def lag_watched() -> AsyncIterator[None]:
     """Watch this loop's lag while the context is open (the app's lifespan)."""
+    WORKER_PID.set(os.getpid())
     task = asyncio.create_task(watch_lag(), name="fieldsync-loop-lag")
     try:
         yield

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from db.crypto import KeyRing, KeyRingError
 from schema.limits import OperationLimits
+from server.gc_pauses import parse_thresholds
 
 
 class Settings(BaseSettings):
@@ -106,6 +107,23 @@ class Settings(BaseSettings):
     )
     live_concurrent_pulls: int = Field(
         default=4, ge=1, description="Catch-up pulls run at once per process (pool headroom)."
+    )
+    live_catch_up_group: int = Field(
+        default=64,
+        ge=1,
+        description="Subscribers of a tenant whose first pull pages are read in one"
+        " transaction when they join together (1: each alone).",
+    )
+    live_fanout_chunk: int = Field(
+        default=256,
+        ge=1,
+        description="Sockets handed a live batch per event-loop iteration (a batch for"
+        " thousands of subscribers is spread over several iterations).",
+    )
+    gc_thresholds: str = Field(
+        default="2000,10,100",
+        description="Garbage collector thresholds young,middle,old of each worker"
+        " (server/gc_pauses.py): smaller young and middle thresholds mean shorter pauses.",
     )
     listener_health_seconds: float = Field(
         default=5, gt=0, description="Health query interval of the LISTEN connection."
@@ -204,6 +222,13 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> list[str]:
         """The proxies whose forwarding headers are believed (CIDR strings; maybe none)."""
         return self.trusted_proxies.split(",") if self.trusted_proxies else []
+
+    @field_validator("gc_thresholds", mode="after")
+    @classmethod
+    def _thresholds_parse(cls, value: str) -> str:
+        # A typo fails at start-up rather than in every worker's import.
+        parse_thresholds(value)
+        return value
 
     @field_validator("master_keys", mode="after")
     @classmethod

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any
+from uuid import UUID
 
 import orjson
 import strawberry
@@ -33,7 +34,7 @@ from strawberry.schema.base import BaseSchema
 from db.auth import InvalidTokenError, TokenClaims, read_token, still_valid
 from db.commands.sync import feed_name
 from db.engine import Database
-from db.queries.users import get_user
+from db.queries.users import users_by_ids
 from resolvers.context import Context, PublicError
 from resolvers.selection_json.changes import (
     BatchEncoder,
@@ -53,6 +54,8 @@ from sync.hub import Batch, Hub, Subscriber, SubscriptionError
 log = structlog.get_logger("fieldsync.ws")
 PROTOCOL = "graphql-transport-ws"
 MAX_ID_CHARS = 128
+# Slots of the ping wheel: with the default 20 s interval one slot is pinged every 100 ms.
+PING_SLOTS = 200
 
 
 class CloseCode(enum.IntEnum):
@@ -82,6 +85,21 @@ class Outbox:
     The writer task exists only while there is something to send: an idle socket holds
     no task of its own (thousands of idle subscribers are the common case).
     """
+
+    # Slots, here and on the other per-socket objects: no instance dict per socket (the
+    # idle cost of a subscribed socket is what a worker's memory is made of).
+    __slots__ = (
+        "_chars",
+        "_queue",
+        "_room",
+        "_send",
+        "_spawn",
+        "_writer",
+        "closed",
+        "max_chars",
+        "max_messages",
+        "on_overflow",
+    )
 
     def __init__(
         self,
@@ -159,6 +177,8 @@ class Outbox:
 class SocketSubscription:
     """A `changes` subscription of one socket: the hub's sink for it."""
 
+    __slots__ = ("connection", "encoder", "op_id", "prefix", "subscriber")
+
     def __init__(self, connection: Connection, op_id: str, encoder: BatchEncoder) -> None:
         self.connection = connection
         self.op_id = op_id
@@ -198,6 +218,22 @@ class SocketSubscription:
 class Connection:
     """One graphql-transport-ws socket."""
 
+    __slots__ = (
+        "_closer",
+        "_init_timer",
+        "_tasks",
+        "_timers",
+        "claims",
+        "closing",
+        "init_received",
+        "operations",
+        "outbox",
+        "ping_slot",
+        "server",
+        "token",
+        "websocket",
+    )
+
     def __init__(self, server: SubscriptionServer, websocket: WebSocket) -> None:
         self.server = server
         self.websocket = websocket
@@ -220,6 +256,8 @@ class Connection:
         self._timers: list[asyncio.TimerHandle] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closer: asyncio.Task[None] | None = None
+        # Its slot of the server's ping wheel (set once acknowledged).
+        self.ping_slot: set[Connection] | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -292,6 +330,9 @@ class Connection:
             if task is not asyncio.current_task():
                 task.cancel()
         self.server.connections.discard(self)
+        if self.ping_slot is not None:
+            self.ping_slot.discard(self)
+            self.ping_slot = None
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
@@ -354,8 +395,7 @@ class Connection:
         except InvalidTokenError:
             self.close(CloseCode.FORBIDDEN, "Forbidden: invalid or expired token")
             return
-        async with self.server.db.tenant(claims.org_id) as conn:
-            row = await get_user(conn, claims.org_id, claims.user_id)
+        row = await self.server.users.get(claims.org_id, claims.user_id)
         if not still_valid(row, claims):
             self.close(CloseCode.FORBIDDEN, "Forbidden: this token was revoked")
             return
@@ -372,6 +412,7 @@ class Connection:
             )
         )
         self.send_message({"type": "connection_ack"})
+        self.server.add_to_ping_wheel(self)
 
     async def _subscribe(self, message: dict[str, Any]) -> None:
         if self.claims is None:
@@ -509,6 +550,55 @@ def _token_from(payload: object) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
+class UserLookups:
+    """``users`` rows for ``connection_init``, looked up together.
+
+    A reconnect storm brings thousands of ``connection_init`` at once; one transaction
+    each (four round trips and a pooled connection) made the handshakes queue behind each
+    other and behind catch-up. Lookups of one tenant that arrive while its previous lookup
+    runs (or in the same loop iteration) share one statement.
+    """
+
+    def __init__(self, db: Database, max_ids: int = 500) -> None:
+        self.db = db
+        self.max_ids = max_ids
+        self._waiting: dict[UUID, dict[UUID, list[asyncio.Future[dict[str, Any] | None]]]] = {}
+        self._running: dict[UUID, asyncio.Task[None]] = {}
+
+    async def get(self, org_id: UUID, user_id: UUID) -> dict[str, Any] | None:
+        """The user's row (None: no such user in the tenant)."""
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(org_id, {}).setdefault(user_id, []).append(future)
+        if org_id not in self._running:
+            self._running[org_id] = asyncio.create_task(self._look_up(org_id))
+        return await future
+
+    async def _look_up(self, org_id: UUID) -> None:
+        try:
+            # Let the lookups of this loop iteration join the first statement.
+            await asyncio.sleep(0)
+            while waiting := self._waiting.pop(org_id, None):
+                ids = list(waiting)
+                for start in range(0, len(ids), self.max_ids):
+                    chunk = ids[start : start + self.max_ids]
+                    try:
+                        async with self.db.tenant(org_id) as conn:
+                            rows = await users_by_ids(conn, org_id, chunk)
+                    except Exception as exc:  # noqa: BLE001 - each waiter gets the error
+                        for user_id in chunk:
+                            for future in waiting[user_id]:
+                                if not future.done():
+                                    future.set_exception(exc)
+                        continue
+                    found = {row["id"]: row for row in rows}
+                    for user_id in chunk:
+                        for future in waiting[user_id]:
+                            if not future.done():
+                                future.set_result(found.get(user_id))
+        finally:
+            self._running.pop(org_id, None)
+
+
 class SubscriptionServer:
     """Process-wide state of the endpoint: hub, document cache, open connections."""
 
@@ -519,22 +609,42 @@ class SubscriptionServer:
         self.db = db
         self.hub = hub
         self.documents = Documents(schema._schema, settings.operation_limits())
+        self.users = UserLookups(db)
         self.connections: set[Connection] = set()
         self.closers: set[asyncio.Task[None]] = set()
         self._pinger: asyncio.Task[None] | None = None
+        # Acknowledged connections spread round robin over the slots of the ping wheel.
+        self._ping_slots: list[set[Connection]] = [set() for _ in range(PING_SLOTS)]
+        self._next_slot = 0
 
     def start_pings(self) -> None:
         """One task pings every acknowledged socket (not a sleeping task per socket)."""
         if self._pinger is None and self.settings.ws_ping_seconds > 0:
             self._pinger = asyncio.get_running_loop().create_task(self._pings())
 
+    def add_to_ping_wheel(self, connection: Connection) -> None:
+        """Ping ``connection`` from now on, in the next slot of the wheel (round robin)."""
+        if connection.closing or connection.ping_slot is not None:
+            return
+        slot = self._ping_slots[self._next_slot]
+        self._next_slot = (self._next_slot + 1) % len(self._ping_slots)
+        slot.add(connection)
+        connection.ping_slot = slot
+
     async def _pings(self) -> None:
+        # A wheel, not a sweep: pinging every socket at once writes thousands of frames in
+        # one loop iteration and brings thousands of pongs back together, a stall of every
+        # socket of the worker each interval. Each tick pings one slot: every socket is
+        # still pinged once per interval, a 1/PING_SLOTS share of them at a time.
         ping = orjson.dumps({"type": "ping"}).decode()
+        tick = self.settings.ws_ping_seconds / len(self._ping_slots)
+        slot = 0
         while True:
-            await asyncio.sleep(self.settings.ws_ping_seconds)
-            for connection in list(self.connections):
+            await asyncio.sleep(tick)
+            for connection in list(self._ping_slots[slot]):
                 if connection.claims is not None and not connection.closing:
                     connection.outbox.append(ping)
+            slot = (slot + 1) % len(self._ping_slots)
 
     async def __call__(self, websocket: WebSocket) -> None:
         """Starlette WebSocketRoute endpoint."""

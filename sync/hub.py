@@ -10,9 +10,10 @@ routes the rows:
 - subscribers that share an encoding key, a feed and the same rows form a group, whose
   payload is encoded once; each socket then only adds its own message envelope;
 - a subscriber whose device changed selection, or that sees a customer archived or restored
-  in the batch (:func:`needs_pull`), leaves the fast path and runs real pull pages from its
-  position instead: the pull query owns the visibility rules (backfills, evictions), the hub
-  only the common case "a row of a customer you already see changed".
+  in the batch (:func:`needs_pull`, found through the hub's indexes), leaves the fast path
+  and runs real pull pages from its position instead: the pull query owns the visibility
+  rules (backfills, evictions), the hub only the common case "a row of a customer you
+  already see changed".
 
 **No gap.** A subscriber is registered before its catch-up starts but stays inactive (the
 hub skips it) until catch-up has pulled to a head ``H`` with ``H >= last`` checked and the
@@ -20,6 +21,11 @@ subscriber activated in one step without yielding to the event loop. Every later
 starts at ``last <= H`` and rows at or below a subscriber's position are dropped for it, so
 each committed row reaches it exactly once. If the hub read past ``H`` meanwhile, catch-up
 simply pulls again from ``H``.
+
+**No stall.** Routing a batch touches only the subscribers its rows concern (indexes by
+customer, device and ALL mode), and hands them out ``fanout_chunk`` sockets per event-loop
+iteration; the periodic user re-check is applied in chunks the same way. No step of the
+hub does work proportional to every subscription of the process in one iteration.
 
 Imports nothing of ours outside ``sync``: the database side comes in as a :class:`Source`.
 """
@@ -133,6 +139,16 @@ class Source(Protocol):
         """Current :class:`UserState`-like facts of users (missing = deleted)."""
 
 
+class GroupSource(Source, Protocol):
+    """A source that also serves the first pages of many subscribers in one go."""
+
+    async def pull_group(
+        self, requests: Sequence[tuple[Subscriber, Checkpoint | None]], limit: int
+    ) -> list[PulledPage | SubscriptionError]:
+        """The next page of each ``(subscriber, since)`` of one tenant, in request order;
+        a member's own refusal is its result; raises if the whole group failed."""
+
+
 @dataclass(frozen=True)
 class Batch:
     """What a subscriber receives: changes, the checkpoint after them, the reset marker."""
@@ -166,7 +182,7 @@ class Sink(Protocol):
         """The user may no longer be connected: end the whole connection."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscriber:
     """One subscription as the hub tracks it (small: thousands per process)."""
 
@@ -180,7 +196,9 @@ class Subscriber:
     # The feed's record types (None: all) and its name in checkpoints.
     types: frozenset[str] | None = None
     feed: str = ALL_TYPES
-    # Every row up to this seq has been delivered (meaningful once active).
+    # Where it joined the live stream (set at activation); every batch routed after that
+    # reached it too, so while active its position is ``Hub._position`` (kept implicit:
+    # routing a batch must not touch every subscriber to move a counter).
     position: int = 0
     selection: frozenset[UUID] | None = None
     active: bool = False
@@ -231,15 +249,34 @@ def of_types(
 
 
 @dataclass(eq=False)
+class _Joining:
+    """A subscriber waiting for its first page in a group."""
+
+    subscriber: Subscriber
+    since: Checkpoint | None
+    future: asyncio.Future[PulledPage | None]
+
+
+@dataclass(eq=False)
 class _Tenant:
     last: int | None = None
     subscribers: set[Subscriber] = field(default_factory=set)
+    # Active subscribers only, indexed so that routing a batch touches the subscribers it
+    # concerns, never all of them.
     by_customer: dict[UUID, set[Subscriber]] = field(default_factory=dict)
     all_mode: set[Subscriber] = field(default_factory=set)
+    by_device: dict[UUID, set[Subscriber]] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
     again: bool = False
+    # Set while no batch is being handed out: an active subscriber has then received
+    # everything up to ``last`` (see ``Hub._position``).
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
 
     def index(self, subscriber: Subscriber) -> None:
+        self.by_device.setdefault(subscriber.device_id, set()).add(subscriber)
         if subscriber.selection is None:
             self.all_mode.add(subscriber)
             return
@@ -247,6 +284,11 @@ class _Tenant:
             self.by_customer.setdefault(customer_id, set()).add(subscriber)
 
     def unindex(self, subscriber: Subscriber) -> None:
+        same_device = self.by_device.get(subscriber.device_id)
+        if same_device is not None:
+            same_device.discard(subscriber)
+            if not same_device:
+                del self.by_device[subscriber.device_id]
         self.all_mode.discard(subscriber)
         for customer_id in subscriber.selection or ():
             subs = self.by_customer.get(customer_id)
@@ -268,11 +310,22 @@ class Hub:
         concurrent_pulls: int = 4,
         recheck_seconds: float = 5.0,
         retry_seconds: float = 1.0,
+        fanout_chunk: int = 256,
+        catch_up_group: int = 64,
     ) -> None:
         self.source = source
         self.encode_checkpoint = encode_checkpoint
         self.page_size = page_size
         self.recheck_seconds = recheck_seconds
+        # Sockets offered a batch (or subscribers re-checked) per event-loop iteration: a
+        # batch for thousands of subscribers is handed out over several iterations, so the
+        # other sockets and requests of the worker are not held up meanwhile.
+        self.fanout_chunk = max(1, fanout_chunk)
+        # Subscribers that join together (a reconnect storm) share their first pull: up to
+        # this many of a tenant in one transaction, when the source can (GroupSource).
+        self.catch_up_group = catch_up_group
+        self._joining: dict[UUID, list[_Joining]] = {}
+        self._dispatchers: dict[UUID, asyncio.Task[None]] = {}
         self.retry_seconds = retry_seconds
         # Catch-up pulls hold a pooled connection each; bound them so a reconnect storm
         # queues here instead of exhausting the pool the HTTP API needs too.
@@ -294,7 +347,9 @@ class Hub:
 
     async def close(self) -> None:
         """Stop every task of the hub (subscribers' sinks are closed by their owners)."""
-        tasks = [t for t in (self._recheck, *self._tasks) if t is not None]
+        tasks = [
+            t for t in (self._recheck, *self._tasks, *self._dispatchers.values()) if t is not None
+        ]
         for tenant in self._tenants.values():
             if tenant.reader is not None:
                 tasks.append(tenant.reader)
@@ -358,7 +413,8 @@ class Hub:
             while True:
                 tenant.again = False
                 assert tenant.last is not None
-                devices = list({s.device_id for s in tenant.subscribers if s.active})
+                # Active subscribers' devices, from the index (not a pass over everyone).
+                devices = list(tenant.by_device)
                 started = time.perf_counter()
                 try:
                     batch = await self.source.read(org_id, tenant.last, devices)
@@ -368,7 +424,7 @@ class Hub:
                     tenant.again = True
                     continue
                 self.reads += 1
-                self._route(tenant, batch)
+                await self._route(tenant, batch)
                 if batch.changes:
                     self.observe_fanout(time.perf_counter() - started)
                 if not tenant.again:
@@ -376,65 +432,93 @@ class Hub:
         finally:
             tenant.reader = None
 
-    def _route(self, tenant: _Tenant, batch: LiveRead) -> None:
-        """Deliver ``batch`` to the tenant's active subscribers (no awaits: atomic)."""
+    async def _route(self, tenant: _Tenant, batch: LiveRead) -> None:
+        """Deliver ``batch`` to the tenant's active subscribers it concerns.
+
+        Every decision (who re-pulls, who gets which rows, the groups) is taken in one step
+        without yielding (:meth:`_plan`), touching only the subscribers the rows or
+        visibility facts name (indexes), never every subscriber. Handing the groups out
+        then yields to the event loop every ``fanout_chunk`` sockets; meanwhile
+        ``tenant.idle`` is clear, so nothing re-pulls a subscriber from a position it has
+        not been sent yet.
+        """
         if tenant.last is None or batch.head <= tenant.last:
             return
-        tenant.last = batch.head
-        changes, archived = batch.changes, batch.archived
-        candidates: dict[Subscriber, tuple[int, ...]] = {}
-        if changes:
-            if tenant.all_mode:
-                shared = visible_indices(changes, archived, None, batch.after)
-                # Feeds of the same types share their rows too.
-                by_types: dict[frozenset[str] | None, tuple[int, ...]] = {None: shared}
-                for sub in tenant.all_mode:
-                    rows = by_types.get(sub.types)
-                    if rows is None:
-                        rows = by_types[sub.types] = of_types(changes, shared, sub.types)
-                    candidates[sub] = rows
-            picked: dict[Subscriber, list[int]] = {}
-            for i, change in enumerate(changes):
-                if archived[i]:
-                    continue
-                for sub in tenant.by_customer.get(change.customer_id, ()):
-                    if sub.types is None or change.entity in sub.types:
-                        picked.setdefault(sub, []).append(i)
-            for sub, picked_rows in picked.items():
-                candidates[sub] = tuple(picked_rows)
+        groups = self._plan(tenant, batch)
+        if not groups:
+            return
         # A checkpoint names its feed: one per feed among the groups.
         checkpoints: dict[str, str] = {}
+        changes = batch.changes
+        tenant.idle.clear()
+        try:
+            budget = self.fanout_chunk
+            for (_, feed, indices), subs in groups.items():
+                checkpoint = checkpoints.get(feed)
+                if checkpoint is None:
+                    checkpoint = checkpoints[feed] = self.encode_checkpoint(
+                        Checkpoint(batch.head, feed=feed)
+                    )
+                out = Batch([changes[i] for i in indices], checkpoint)
+                encoded = subs[0].sink.encode(out)
+                for sub in subs:
+                    # Offered even if it closed meanwhile (a no-op) or started a re-pull
+                    # (which starts from ``batch.head``: see ``_position``).
+                    sub.sink.offer(out, encoded)
+                    budget -= 1
+                    if budget <= 0:
+                        budget = self.fanout_chunk
+                        await asyncio.sleep(0)
+        finally:
+            tenant.idle.set()
+
+    def _plan(
+        self, tenant: _Tenant, batch: LiveRead
+    ) -> dict[tuple[Hashable, str, tuple[int, ...]], list[Subscriber]]:
+        """Move the tenant to ``batch.head``, start the re-pulls it calls for and group
+        the other subscribers it concerns by (encoding key, feed, rows)."""
+        assert tenant.last is not None
+        # Every active subscriber has received everything up to here (``after`` is the
+        # previous head: reads of a tenant run one at a time from ``last``).
+        after = tenant.last
+        tenant.last = batch.head
+        changes = batch.changes
+        # The batch changes what these devices may see: they run a real pull instead.
+        repull: set[Subscriber] = set()
+        for device_id in batch.reselected_devices:
+            repull.update(tenant.by_device.get(device_id, ()))
+        if batch.visibility_changed:
+            repull.update(tenant.all_mode)
+            for customer_id in batch.visibility_changed:
+                repull.update(tenant.by_customer.get(customer_id, ()))
+        for sub in repull:
+            self._start_pull(sub, Checkpoint(max(sub.position, after), feed=sub.feed))
         groups: dict[tuple[Hashable, str, tuple[int, ...]], list[Subscriber]] = {}
-        for sub in list(tenant.subscribers):
-            if not sub.active:
-                continue
-            if needs_pull(sub, batch):
-                self._start_pull(sub, Checkpoint(sub.position, feed=sub.feed))
-                continue
-            indices = candidates.get(sub, ())
-            if indices and (sub.position > batch.after or sub.position == 0):
+        if not changes:
+            return groups
+        for sub, candidate in _candidates(tenant, batch, after).items():
+            indices = candidate
+            if sub.position > after or max(sub.position, after) == 0:
                 # Caught up past the batch start (or from nothing): its own filter.
                 indices = tuple(
                     i
-                    for i in indices
+                    for i in candidate
                     if changes[i].seq > sub.position
                     and (sub.position > 0 or not changes[i].deleted)
                 )
-            sub.position = max(sub.position, batch.head)
             if not indices:
                 continue
             key = sub.sink.group_key
             groups.setdefault((key if key is not None else sub, sub.feed, indices), []).append(sub)
-        for (_, feed, indices), subs in groups.items():
-            checkpoint = checkpoints.get(feed)
-            if checkpoint is None:
-                checkpoint = checkpoints[feed] = self.encode_checkpoint(
-                    Checkpoint(batch.head, feed=feed)
-                )
-            out = Batch([changes[i] for i in indices], checkpoint)
-            encoded = subs[0].sink.encode(out)
-            for sub in subs:
-                sub.sink.offer(out, encoded)
+        return groups
+
+    def _position(self, tenant: _Tenant, subscriber: Subscriber) -> int:
+        """Every row up to this seq has been handed to ``subscriber`` (call while
+        ``tenant.idle`` is set: an active subscriber has then received every batch up to
+        ``tenant.last``)."""
+        if subscriber.active and tenant.last is not None:
+            return max(subscriber.position, tenant.last)
+        return subscriber.position
 
     # -- pulls (catch-up and re-filtering) -------------------------------------------
 
@@ -453,8 +537,12 @@ class Hub:
         first = initial
         try:
             while True:
-                async with self._pulls:
-                    page = await self.source.pull(subscriber, since, self.page_size)
+                page = None
+                if first and self.catch_up_group > 1 and hasattr(self.source, "pull_group"):
+                    page = await self._join_group(subscriber, since)
+                if page is None:
+                    async with self._pulls:
+                        page = await self.source.pull(subscriber, since, self.page_size)
                 if subscriber.closed:
                     return
                 position = since = page.checkpoint
@@ -481,6 +569,62 @@ class Hub:
                 subscriber.sink.fail(
                     SubscriptionError("Internal server error", "INTERNAL_SERVER_ERROR")
                 )
+
+    # -- grouped first pages -------------------------------------------------------------
+
+    async def _join_group(
+        self, subscriber: Subscriber, since: Checkpoint | None
+    ) -> PulledPage | None:
+        """The subscriber's first page, pulled together with the others of its tenant that
+        are waiting for theirs; None: the group failed, pull alone."""
+        future: asyncio.Future[PulledPage | None] = asyncio.get_running_loop().create_future()
+        queue = self._joining.setdefault(subscriber.org_id, [])
+        queue.append(_Joining(subscriber, since, future))
+        if subscriber.org_id not in self._dispatchers:
+            task = asyncio.create_task(self._dispatch(subscriber.org_id))
+            self._dispatchers[subscriber.org_id] = task
+        return await future
+
+    async def _dispatch(self, org_id: UUID) -> None:
+        """Take groups off the tenant's queue as pull slots free up: whoever joined while
+        the slots were busy goes in the next group (the busier, the larger the groups)."""
+        try:
+            while self._joining.get(org_id):
+                await self._pulls.acquire()
+                queue = self._joining.get(org_id, [])
+                group = [j for j in queue[: self.catch_up_group] if not j.future.done()]
+                del queue[: self.catch_up_group]
+                if not queue:
+                    self._joining.pop(org_id, None)
+                if not group:
+                    self._pulls.release()
+                    continue
+                task = asyncio.create_task(self._pull_group(group))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            self._dispatchers.pop(org_id, None)
+
+    async def _pull_group(self, group: list[_Joining]) -> None:
+        """One grouped pull (holding a slot of ``_pulls``, released here)."""
+        source: Any = self.source
+        results: list[PulledPage | SubscriptionError] | None = None
+        try:
+            results = await source.pull_group(
+                [(j.subscriber, j.since) for j in group], self.page_size
+            )
+        except Exception:
+            log.exception("grouped catch-up failed; pulling one by one")
+        finally:
+            self._pulls.release()
+        for n, joining in enumerate(group):
+            if joining.future.done():
+                continue
+            result = results[n] if results is not None else None
+            if isinstance(result, SubscriptionError):
+                joining.future.set_exception(result)
+            else:
+                joining.future.set_result(result)
 
     def _activate(
         self, subscriber: Subscriber, head: int, selection: frozenset[UUID] | None
@@ -519,7 +663,11 @@ class Hub:
                 self.poke(org_id)
 
     async def recheck(self, org_id: UUID) -> None:
-        """Apply deactivation, revocation and capability changes of a tenant's users."""
+        """Apply deactivation, revocation and capability changes of a tenant's users.
+
+        The answer is applied ``fanout_chunk`` subscribers per event-loop iteration: a
+        re-check of thousands of subscribers does not hold the worker up in one go.
+        """
         tenant = self._tenants.get(org_id)
         if tenant is None:
             return
@@ -527,15 +675,47 @@ class Hub:
         # has just been checked at connection_init (and is not in the answer).
         subscribers = list(tenant.subscribers)
         users = await self.source.users(org_id, list({s.user_id for s in subscribers}))
-        for sub in subscribers:
+        for n, sub in enumerate(subscribers):
+            if n and n % self.fanout_chunk == 0:
+                await asyncio.sleep(0)
             if sub.closed:
                 continue
             facts = users.get(sub.user_id)
             if facts is None or not facts.active or facts.token_epoch != sub.token_epoch:
                 sub.sink.revoke("the user was deactivated or the token revoked")
             elif sub.active and sub.selection is not None and not facts.may_select:
-                # The capability was withdrawn: the pull switches the device to ALL.
-                self._start_pull(sub, Checkpoint(sub.position, feed=sub.feed))
+                # The capability was withdrawn: the pull switches the device to ALL. From
+                # the position it has been sent, so wait for a batch being handed out.
+                await tenant.idle.wait()
+                if sub.active and not sub.closed:
+                    position = self._position(tenant, sub)
+                    self._start_pull(sub, Checkpoint(position, feed=sub.feed))
+
+
+def _candidates(tenant: _Tenant, batch: LiveRead, after: int) -> dict[Subscriber, tuple[int, ...]]:
+    """The active subscribers with rows in ``batch`` (re-pulling ones excluded: they are
+    inactive by now, so out of the indexes) and the indices of those rows."""
+    changes, archived = batch.changes, batch.archived
+    candidates: dict[Subscriber, tuple[int, ...]] = {}
+    if tenant.all_mode:
+        shared = visible_indices(changes, archived, None, after)
+        # Feeds of the same types share their rows too.
+        by_types: dict[frozenset[str] | None, tuple[int, ...]] = {None: shared}
+        for sub in tenant.all_mode:
+            rows = by_types.get(sub.types)
+            if rows is None:
+                rows = by_types[sub.types] = of_types(changes, shared, sub.types)
+            candidates[sub] = rows
+    picked: dict[Subscriber, list[int]] = {}
+    for i, change in enumerate(changes):
+        if archived[i]:
+            continue
+        for sub in tenant.by_customer.get(change.customer_id, ()):
+            if sub.types is None or change.entity in sub.types:
+                picked.setdefault(sub, []).append(i)
+    for sub, picked_rows in picked.items():
+        candidates[sub] = tuple(picked_rows)
+    return candidates
 
 
 def _current_task() -> asyncio.Task[Any] | None:

@@ -21,8 +21,8 @@ from tests.api.compare_paths import (
     make_rich_customer,
 )
 from tests.api.credential_queries import add_portal_user
-from tests.api.test_push_hostile import owner_ddl
 from tests.api.queries import CREATE_ASSET, CREATE_CONTACT, CREATE_FACILITY, make_customer
+from tests.api.test_push_hostile import owner_ddl
 
 SITE = "line1 line2 city region postalCode country"
 # The frontend bench's detail page (bench/frontend/queries.py, query b).

@@ -407,3 +407,85 @@ class TestFeeds:
         await until(lambda: len(source.asked) == 2 and sub.active)
         assert source.asked[1] == Checkpoint(1, feed="asset")
         await hub.close()
+
+
+@dataclass
+class GroupingSource(FakeSource):
+    """A FakeSource that also serves grouped first pages, recording each group's size."""
+
+    groups: list[int] = field(default_factory=list)
+    fail_groups: bool = False
+
+    async def pull_group(self, requests, limit):
+        self.groups.append(len(requests))
+        await asyncio.sleep(0.01)  # a transaction's worth of waiting: others queue meanwhile
+        if self.fail_groups:
+            raise RuntimeError("deadlock detected")
+        results = []
+        for sub, since in requests:
+            if sub.device_id == REFUSED:
+                results.append(SubscriptionError("no such device", "NOT_FOUND"))
+            else:
+                results.append(await FakeSource.pull(self, sub, since, limit))
+        return results
+
+
+REFUSED = uuid4()
+
+
+class TestSpreadAndGrouped:
+    async def test_a_batch_for_many_is_handed_out_over_several_iterations_in_order(self):
+        """With a fan-out chunk of 3 (a batch spread over several loop iterations) 20
+        subscribers still get every batch once, in order, while pokes keep coming."""
+        source = FakeSource(rows=[Row(B, 1)])
+        hub = Hub(
+            source,
+            encode_checkpoint=lambda c: str(c.seq),
+            recheck_seconds=0,
+            fanout_chunk=3,
+            catch_up_group=1,
+        )
+        sinks = [FakeSink() for _ in range(20)]
+        for sink in sinks:
+            hub.add(subscriber(sink))
+        await until(lambda: all(seqs(s) == [1] for s in sinks))
+        for seq in range(2, 7):
+            source.rows.append(Row(B, seq))
+            hub.poke(A)
+            await asyncio.sleep(0)
+        await until(lambda: all(len(seqs(s)) == 6 for s in sinks))
+        await settle()
+        for sink in sinks:
+            assert seqs(sink) == [1, 2, 3, 4, 5, 6]
+        await hub.close()
+
+    async def test_subscribers_joining_together_share_grouped_first_pages(self):
+        """Twelve joining at once with one pull slot: a few groups, each gets its page once;
+        a refused member fails alone; a failed group falls back to single pulls."""
+        source = GroupingSource(rows=[Row(B, 1), Row(C, 2)])
+        hub = Hub(
+            source,
+            encode_checkpoint=lambda c: str(c.seq),
+            recheck_seconds=0,
+            concurrent_pulls=1,
+            catch_up_group=5,
+        )
+        sinks = [FakeSink() for _ in range(12)]
+        for sink in sinks:
+            hub.add(subscriber(sink))
+        refused = FakeSink()
+        hub.add(subscriber(refused, device=REFUSED))
+        await until(lambda: all(seqs(s) == [1, 2] for s in sinks) and refused.errors)
+        assert max(source.groups) > 1, source.groups
+        assert sum(source.groups) == 13, source.groups
+        assert source.pulls == 12  # one page each, inside the groups
+        assert [e.code for e in refused.errors] == ["NOT_FOUND"]
+        # Live after the grouped catch-up: exactly once.
+        source.rows.append(Row(B, 3))
+        hub.poke(A)
+        await until(lambda: all(seqs(s) == [1, 2, 3] for s in sinks))
+        source.fail_groups = True
+        late = FakeSink()
+        hub.add(subscriber(late))
+        await until(lambda: seqs(late) == [1, 2, 3])
+        await hub.close()
