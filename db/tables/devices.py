@@ -68,6 +68,8 @@ devices = Table(
 )
 Index("uq_devices_replica", devices.c.replica_id, unique=True)
 Index("ix_devices_org_user", devices.c.org_id, devices.c.user_id)
+# Live delivery reads the devices whose mode changed within a seq window (migration 0013).
+Index("ix_devices_org_mode_since", devices.c.org_id, devices.c.mode_since_seq)
 
 device_customers = Table(
     "device_customers",
@@ -86,6 +88,13 @@ device_customers = Table(
     ForeignKeyConstraint(
         ["org_id", "device_id"], ["devices.org_id", "devices.id"], ondelete="CASCADE"
     ),
+)
+
+# Live delivery reads the selections changed within a seq window (migration 0013).
+Index(
+    "ix_device_customers_org_changed",
+    device_customers.c.org_id,
+    device_customers.c.changed_seq,
 )
 
 push_receipts = Table(
