@@ -276,15 +276,12 @@ async def push(
                 f"not tried: more than {MAX_DATABASE_REFUSALS} changes of this push were"
                 " refused by the database; push this change again as it is",
             )
-    if answered:
-        await _store_answers(
-            conn,
-            org_id,
-            device,
-            [(changes[i], result) for i in answered if (result := results[i]) is not None],
-        )
-    await device_queries.update_device(
-        conn, org_id, device_id, {"max_counter": max_counter, "last_push_at": datetime.now(UTC)}
+    await _store_answers(
+        conn,
+        org_id,
+        device,
+        [(changes[i], result) for i in answered if (result := results[i]) is not None],
+        max_counter,
     )
     final = [r for r in results if r is not None]
     if with_records:
@@ -297,17 +294,21 @@ async def _store_answers(
     org_id: UUID,
     device: Row,
     answered: Sequence[tuple[PushChange, ChangeResult]],
+    max_counter: int,
 ) -> None:
-    """Receipts of the answered changes, and the conflicts the accepted ones settled."""
+    """Receipts of the answered changes (if any) and the device's counter and push time,
+    in one statement; then the conflicts the accepted ones settled."""
     await raw.execute(
         conn,
-        _INSERT_RECEIPTS,
+        _STORE_RECEIPTS,
         org_id,
         device["id"],
         [change.client_mutation_id for change, _ in answered],
         [change.fingerprint() for change, _ in answered],
         [change.counter for change, _ in answered],
         [_receipt(result) for _, result in answered],
+        max_counter,
+        datetime.now(UTC),
     )
     settled = {
         change.resolves_conflict
@@ -642,6 +643,9 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
                 now,
                 # Decoded once per row: server_record already read the stored dots.
                 current_dots=server.dots if server is not None else None,
+                # Every decision that writes values was validated with them
+                # (sync/decision.py: _validated, under the validator given above).
+                validated=True,
             )
             if new_row is not None:
                 if spec is CUSTOMER:
@@ -858,12 +862,16 @@ async def _receipts(
     return {r[0]: (r[1], r[2]) for r in found}
 
 
-_INSERT_RECEIPTS = (
-    "INSERT INTO push_receipts"
+# The receipts and the device's update, one round trip: a push answers a thousand changes
+# with a few statements, each a wait on the database.
+_STORE_RECEIPTS = (
+    "WITH receipts AS (INSERT INTO push_receipts"
     " (org_id, device_id, client_mutation_id, request_hash, counter, outcome)"
     " SELECT $1::uuid, $2::uuid, u.id, u.hash, u.counter, u.outcome::jsonb"
     " FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[])"
-    " AS u(id, hash, counter, outcome)"
+    " AS u(id, hash, counter, outcome))"
+    " UPDATE devices SET max_counter = $7::bigint, last_push_at = $8::timestamptz"
+    " WHERE org_id = $1::uuid AND id = $2::uuid"
 )
 
 

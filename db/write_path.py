@@ -12,7 +12,7 @@ credential goes through :func:`write_records`. In the caller's transaction it:
    so seq order is commit order and a reader never finds a row below a seq it passed,
 4. upserts the rows (deletes become tombstones) and appends one ``change_log`` row each,
 5. queues a ``NOTIFY`` with the tenant id (PostgreSQL delivers one per transaction at
-   commit) as a poke for listeners.
+   commit) as a poke for listeners, in the statement of step 4's log rows.
 
 No other code writes these tables, except master-key rotation, which re-wraps credential
 keys without changing synced data (``db/queries/credentials.py: set_wrapping``).
@@ -198,19 +198,23 @@ def next_row(
     now: datetime,
     *,
     current_dots: Mapping[str, Dot] | None = None,
+    validated: bool = False,
 ) -> Row | None:
     """The row after ``write``, or None when the write changes nothing.
 
     Pure: bumps the writer's counter in the version vector and stamps the dot of every
     field whose value changed; a delete turns the row into a tombstone. ``current_dots``:
     the field dots of ``current`` as :func:`sync.field_dots.dots_from_json` decoded them,
-    for a caller that already did (a push decides on them first).
+    for a caller that already did (a push decides on them first). ``validated``: the
+    caller has just had ``sync.validation.validate_record`` accept a record holding every
+    value of the patch, which checks their shapes first (a push's decisions do): the
+    shape check below would only repeat it.
     """
     unknown = write.patch.keys() - _field_names(spec)
     if unknown:
         raise UnknownFieldError(f"unknown field(s) for {spec.type.value}: {sorted(unknown)}")
     # The last wall: a value stored in the wrong shape makes every later read fail.
-    misshapen = shape_errors(spec.type.value, write.patch)
+    misshapen = None if validated else shape_errors(spec.type.value, write.patch)
     if misshapen:
         raise MisshapenValueError(f"{spec.type.value} values of the wrong shape: {misshapen}")
     if current is None:
@@ -382,17 +386,21 @@ async def persist_rows(
         ["DELETE" if row["deleted"] else "UPSERT" for row in rows],
         # The log keeps the version of each write, also of a record written twice.
         [versions[row["id"]] if row is final[row["id"]] else _json(row["version"]) for row in rows],
+        NOTIFY_CHANNEL,
+        str(org_id),
     )
-    await notify_change(conn, org_id)
 
 
+# The log rows, and the poke of notify_change in the same statement (one round trip less
+# per write; PostgreSQL still delivers one notification per transaction, at commit).
 _CHANGE_LOG = (
-    "INSERT INTO change_log"
+    "WITH logged AS (INSERT INTO change_log"
     " (org_id, seq, entity, record_id, customer_id, op, version, replica, device_id, changed_at)"
     " SELECT $1::uuid, u.seq, $2::text, u.record_id, u.customer_id, u.op, u.version::jsonb,"
     " $3::text, $4::uuid, $5::timestamptz"
     " FROM unnest($6::bigint[], $7::uuid[], $8::uuid[], $9::text[], $10::text[])"
-    " AS u(seq, record_id, customer_id, op, version)"
+    " AS u(seq, record_id, customer_id, op, version))"
+    " SELECT pg_notify($11::text, $12::text)"
 )
 
 

@@ -25,6 +25,7 @@ from resolvers.contacts import contact_patch
 from resolvers.context import CurrentUser, Info, PublicError, Role
 from resolvers.customers import customer_patch
 from resolvers.facilities import facility_patch
+from resolvers.push_gc import fewer_young_collections
 from resolvers.selection_json import shapes
 from resolvers.selection_json.changes import CHANGE, CHANGE_RESULT
 from resolvers.selection_json.shapes import resolver_field_shape
@@ -234,7 +235,8 @@ def to_push_change(change: ChangeInput) -> PushChange:
     given = {
         name: value
         for name, value in vars(patch_input).items()
-        if value not in (None, strawberry.UNSET)
+        # By identity: `in` would call each patch object's __eq__ twice.
+        if value is not None and value is not strawberry.UNSET
     }
     if len(given) != 1:
         raise RecordValidationError(
@@ -661,52 +663,55 @@ class SyncMutations:
                     }
                 )
             )
-        try:
-            converted = [to_push_change(c) for c in changes]
-        except RecordValidationError as exc:
-            return error_from(exc)
-        bad_ids = _bad_client_mutation_ids(converted)
-        if bad_ids:
-            return error_from(RecordValidationError(bad_ids))
-        if len({c.client_mutation_id for c in converted}) != len(converted):
-            return error_from(
-                RecordValidationError(
-                    {"changes": "clientMutationId values must be unique within a push"}
+        # A thousand changes allocate enough to set off fifty young collections, each over
+        # the push's own live objects: fewer while it runs (resolvers/push_gc.py).
+        with fewer_young_collections():
+            try:
+                converted = [to_push_change(c) for c in changes]
+            except RecordValidationError as exc:
+                return error_from(exc)
+            bad_ids = _bad_client_mutation_ids(converted)
+            if bad_ids:
+                return error_from(RecordValidationError(bad_ids))
+            if len({c.client_mutation_id for c in converted}) != len(converted):
+                return error_from(
+                    RecordValidationError(
+                        {"changes": "clientMutationId values must be unique within a push"}
+                    )
                 )
-            )
 
-        # A thousand outcomes: encoded once in the client's selection (as for pull), which
-        # also says whether the records are wanted (the typed path may always want them).
-        shape = resolver_field_shape(info, CHANGE_RESULT, "PushResult", "results")
-        with_records = shape is None or any(name == "record" for _, name, _ in shape)
+            # A thousand outcomes: encoded once in the client's selection (as for pull), which
+            # also says whether the records are wanted (the typed path may always want them).
+            shape = resolver_field_shape(info, CHANGE_RESULT, "PushResult", "results")
+            with_records = shape is None or any(name == "record" for _, name, _ in shape)
 
-        async def action(conn: Any, user: CurrentUser) -> StoredPush:
-            device = await commands.owned_device(
-                conn, user.org_id, user.id, record_uuid(device_id, "deviceId"), lock=True
-            )
-            return await push(
-                conn,
-                org_id=user.org_id,
-                device=device,
-                user_can_write=user.can_edit_records,
-                changes=converted,
-                max_length=info.context.settings.max_string_length,
-                with_records=with_records,
-            )
+            async def action(conn: Any, user: CurrentUser) -> StoredPush:
+                device = await commands.owned_device(
+                    conn, user.org_id, user.id, record_uuid(device_id, "deviceId"), lock=True
+                )
+                return await push(
+                    conn,
+                    org_id=user.org_id,
+                    device=device,
+                    user_can_write=user.can_edit_records,
+                    changes=converted,
+                    max_length=info.context.settings.max_string_length,
+                    with_records=with_records,
+                )
 
-        outcome = await _staff_write(info, action, client_id=device_id)
-        if isinstance(outcome, UserError):
-            return outcome
-        info.context.count_push_outcomes([str(r.outcome) for r in outcome.results])
-        results = (
-            cast(
-                "list[ChangeResult]",
-                PreEncoded(shapes.encode(CHANGE_RESULT, shape, outcome.results)),
+            outcome = await _staff_write(info, action, client_id=device_id)
+            if isinstance(outcome, UserError):
+                return outcome
+            info.context.count_push_outcomes([str(r.outcome) for r in outcome.results])
+            results = (
+                cast(
+                    "list[ChangeResult]",
+                    PreEncoded(shapes.encode(CHANGE_RESULT, shape, outcome.results)),
+                )
+                if shape is not None
+                else [result_from(r) for r in outcome.results]
             )
-            if shape is not None
-            else [result_from(r) for r in outcome.results]
-        )
-        return PushResult(results=results, reregister_required=outcome.reregister_required)
+            return PushResult(results=results, reregister_required=outcome.reregister_required)
 
     @strawberry.mutation(
         description="Settle a conflict: keep the server's values, the device's, or merge.",

@@ -32,8 +32,8 @@ from resolvers.nodes import NodeQueries
 from resolvers.subscriptions import SyncSubscriptions
 from resolvers.sync import SyncMutations, SyncQueries
 from resolvers.users import UserMutations, UserQueries
+from schema.input_plans import PlannedInputsExecutionContext
 from schema.limits import OperationLimits, limit_extensions
-from schema.preencoded import FieldsyncExecutionContext
 from schema.scalars import SCALAR_MAP
 from server.metrics import OperationMetrics
 
@@ -160,7 +160,9 @@ def build_schema(
             *(extra_extensions or []),
         ],
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
-        execution_context_class=FieldsyncExecutionContext,
+        # Pre-encoded results (schema/preencoded.py) and planned list variables
+        # (schema/input_plans.py: a push's 1,000 changes).
+        execution_context_class=PlannedInputsExecutionContext,
     )
 
 
