@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -11,6 +11,7 @@ import strawberry
 from db.entities import EntityType
 from db.queries.records import sees_customer
 from resolvers.context import CurrentUser, Info
+from resolvers.sync import conflict_node, device_node
 from schema.assets import Asset
 from schema.contacts import Contact
 from schema.credentials import Credential, CredentialAccess
@@ -32,8 +33,11 @@ TYPE_NAMES = {
 
 # Records only admins may read: `node(id:)` resolves them for admins alone.
 ADMIN_KINDS = frozenset({"ExternalSource", "ImportBatch", "CredentialAccess"})
-# Not resolved here (null, as an unknown id): Device and SyncConflict. Their objects are
-# built with the device's sync state and the conflict inbox's rules by resolvers/sync.py.
+# Built with the device's sync state and the conflict inbox's rules (resolvers/sync.py).
+SYNC_KINDS: dict[str, Callable[[Info, UUID], Awaitable[Node | None]]] = {
+    "Device": device_node,
+    "SyncConflict": conflict_node,
+}
 
 
 @strawberry.type
@@ -68,6 +72,8 @@ class NodeQueries:
             type_name, record_id = TYPE_NAMES[entity], bare
         if not _may_see(user, type_name, record_id):
             return None
+        if type_name in SYNC_KINDS:
+            return await SYNC_KINDS[type_name](info, record_id)
         kinds: dict[str, tuple[Any, Callable[[dict[str, Any]], Node]]] = {
             "Customer": (loaders.customer_by_id, Customer.from_row),
             "Contact": (loaders.contact_by_id, Contact.from_row),

@@ -164,6 +164,37 @@ async def _device_view(conn: Any, org_id: UUID, row: dict[str, Any], email: str)
     return device_from(row, state, selected, email)
 
 
+async def device_node(info: Info, device_id: UUID) -> Device | None:
+    """``node(id:)`` of a Device, under the rule of ``devices``: admins see every active
+    device of the tenant, others their own; None otherwise."""
+    user = await info.context.user()
+    async with info.context.read() as conn:
+        try:
+            row = await commands.owned_device(
+                conn, user.org_id, user.id, device_id, admin=user.is_admin
+            )
+        except NotFoundError:
+            return None
+        emails = await _emails(conn, user.org_id, {row["user_id"]})
+        return await _device_view(conn, user.org_id, row, emails.get(row["user_id"], ""))
+
+
+async def conflict_node(info: Info, conflict_id: UUID) -> SyncConflict | None:
+    """``node(id:)`` of a SyncConflict, under the rule of ``conflicts``: admins see every
+    conflict of the tenant, others their own, open or settled; None otherwise."""
+    user = await info.context.user()
+    async with info.context.read() as conn:
+        rows = await commands.list_conflicts(
+            conn,
+            user.org_id,
+            status_=None,
+            device_id=None,
+            user_id=None if user.is_admin else user.id,
+            conflict_id=conflict_id,
+        )
+    return conflict_from(rows[0]) if rows else None
+
+
 def conflict_from(row: dict[str, Any]) -> SyncConflict:
     """The SyncConflict type from its row."""
     return SyncConflict(

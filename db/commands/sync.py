@@ -295,8 +295,9 @@ async def list_conflicts(
     status_: str | None,
     device_id: UUID | None,
     user_id: UUID | None,
+    conflict_id: UUID | None = None,
 ) -> list[Row]:
-    """Conflicts, newest first, optionally by status, device and user.
+    """Conflicts, newest first, optionally by status, device, user and id.
 
     Open ones are those someone can still resolve, as ``syncState`` counts them: a conflict
     whose record was deleted since is moot.
@@ -310,6 +311,8 @@ async def list_conflicts(
         query = query.where(sync_conflicts.c.device_id == device_id)
     if user_id is not None:
         query = query.where(sync_conflicts.c.user_id == user_id)
+    if conflict_id is not None:
+        query = query.where(sync_conflicts.c.id == conflict_id)
     result = await conn.execute(query.order_by(sync_conflicts.c.created_at.desc()).limit(500))
     return [dict(r) for r in result.mappings()]
 

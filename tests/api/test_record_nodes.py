@@ -16,6 +16,7 @@ import pytest
 
 from tests.api.credential_queries import add_portal_user, make_credential, reveal
 from tests.api.queries import make_customer
+from tests.api.test_conflict_resolvers import device_of, stored_conflict
 from tests.conftest import Api, Tenant, new_tenant
 
 MAPPING = [
@@ -183,3 +184,45 @@ async def test_users_and_field_definitions_by_node_follow_their_queries(admin_re
     other = await technician(USER_AND_FIELD, {"user": admin_me["id"], "field": field["id"]})
     assert other["user"] is None
     assert other["field"] == by_admin["field"]
+
+
+DEVICE_FIELDS = "id name replicaId userEmail resolvesConflicts syncState { id deviceId status }"
+CONFLICT_FIELDS = "id recordId deviceId status resolution fields { field serverValue clientValue }"
+SYNC_LISTS = f"""{{ devices {{ {DEVICE_FIELDS} }}
+  conflicts(openOnly: false) {{ {CONFLICT_FIELDS} }} }}"""
+SYNC_NODES = f"""query($device: ID!, $conflict: ID!) {{
+  device: node(id: $device) {{ __typename ... on Device {{ {DEVICE_FIELDS} }} }}
+  conflict: node(id: $conflict) {{ __typename ... on SyncConflict {{ {CONFLICT_FIELDS} }} }} }}"""
+
+
+class TestDevicesAndConflictsAreNodes:
+    """``Device`` and ``SyncConflict`` come back from ``node(id:)`` as ``devices`` and
+    ``conflicts`` show them, under their rule: the owner and admins; anyone else gets null."""
+
+    async def test_owner_and_admin_see_them_others_get_null(
+        self, tenant: Tenant, other_tenant: Tenant
+    ) -> None:
+        """A technician's device and the conflict its push stored: the technician and the
+        admin read both through ``node`` exactly as their lists give them; another
+        technician, a portal user and another tenant's admin get null, without an error."""
+        tech = await tenant.add_user("TECHNICIAN")
+        device = await device_of(tech)
+        await stored_conflict(tenant, device)
+        listed = await tech(SYNC_LISTS)
+        [shown_device] = listed["devices"]
+        [shown_conflict] = listed["conflicts"]
+        ids = {"device": shown_device["id"], "conflict": shown_conflict["id"]}
+        expected = {
+            "device": {"__typename": "Device", **shown_device},
+            "conflict": {"__typename": "SyncConflict", **shown_conflict},
+        }
+        assert await tech(SYNC_NODES, ids) == expected
+        assert await tenant.admin(SYNC_NODES, ids) == expected
+        customer = await make_customer(tenant.admin, businessName="Portal Co")
+        strangers = [
+            await tenant.add_user("TECHNICIAN"),
+            await add_portal_user(tenant, customer["id"]),
+            other_tenant.admin,
+        ]
+        for stranger in strangers:
+            assert await stranger(SYNC_NODES, ids) == {"device": None, "conflict": None}
