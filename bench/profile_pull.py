@@ -44,8 +44,8 @@ from bench.common import (
 from bench.pull_initial_sync import PASSWORD, _analyze, seed
 from db import raw
 from db.commands.sync import pull as pull_command
-from db.engine import SET_READ_PLANNING
-from db.pull import PAGE_STATEMENT, PARAM_ORDER, page_parameters
+from db.entities import EntityType
+from db.pull import PAGE_SETUP, PAGE_SETUP_PARAMS, page_parameters, page_statement
 from db.queries import devices as device_queries
 from db.queries.users import list_users
 from resolvers.selection_json.changes import CHANGE
@@ -89,7 +89,13 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
         try:
             return await plain_fetch(conn, sql, *args)
         finally:
-            name = "page" if sql == PAGE_STATEMENT else " ".join(sql.split())[:60]
+            name = (
+                "page setup"
+                if sql == PAGE_SETUP
+                else "page"
+                if "u ORDER BY eseq, kind, rank, id LIMIT" in sql
+                else " ".join(sql.split())[:60]
+            )
             timings[name].append(time.perf_counter() - started)
 
     raw.fetch = timed_fetch  # type: ignore[assignment]
@@ -171,14 +177,21 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
                 ("middle", positions[len(positions) // 2]),
                 ("last", positions[-1]),
             ):
-                await raw.execute(conn, SET_READ_PLANNING)
+                # The statement the page runs, after its setup (planner settings, and
+                # whether it needs the backfill parts), as pull_page runs them.
                 params = page_parameters(org_id, device, pos, head, PAGE)
+                [setup] = await plain_fetch(
+                    conn, PAGE_SETUP, *(params[name] for name in PAGE_SETUP_PARAMS)
+                )
+                statement, names = page_statement(
+                    frozenset(EntityType), evictions=pos.since > 0, backfill=setup[0]
+                )
                 plan = [
                     row[0]
                     for row in await plain_fetch(
                         conn,
-                        "EXPLAIN (ANALYZE, BUFFERS) " + PAGE_STATEMENT,
-                        *(params[name] for name in PARAM_ORDER),
+                        "EXPLAIN (ANALYZE, BUFFERS) " + statement,
+                        *(params[name] for name in names),
                     )
                 ]
                 print(f"\n== EXPLAIN ANALYZE, {label} page (since={pos}):")

@@ -3,8 +3,8 @@ may see them: a push's answers.
 
 A push returns with each outcome the record as it now stands, and a device stores it
 exactly as it stores a pulled change. So it is read the way a pull page reads it: the same
-select list (``db.pull._part_columns``: keys, then every type's data columns with the same
-casts) turned into a ``PulledChange`` by the same ``db.pull._change``. Whatever a pull puts
+select list (``db.pull._part_columns``: keys, then the record's fields as the same JSON
+text) turned into a ``PulledChange`` by the same ``db.pull._change``. Whatever a pull puts
 in ``data`` (its keys, the types of its values, how they are completed), a push answer
 carries too, byte for byte; ``tests/api/test_push_records.py`` compares them.
 
