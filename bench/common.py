@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -478,3 +478,31 @@ def py_spy(server: Server, directory: Path, name: str) -> Iterator[list[Path]]:
 def mb(value: float) -> str:
     """Bytes as MiB."""
     return f"{value / MB:.1f} MiB"
+
+
+Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+async def serve_commands(commands: dict[str, Command], close: Callable[[], Awaitable[Any]]) -> None:
+    """A load-generating child process's loop: one JSON command a line on stdin (``{"op":
+    ...}``), one JSON answer a line on stdout; ``exit`` (or the end of stdin) runs ``close``
+    and ends it. The parent sends commands between phases, so no answer grows with a run."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 30)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    out = sys.stdout.buffer
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        command = orjson.loads(line)
+        op = command["op"]
+        if op == "exit":
+            await close()
+            out.write(orjson.dumps({"ok": True}) + b"\n")
+            out.flush()
+            break
+        handler = commands.get(op)
+        reply = await handler(command) if handler else {"error": f"unknown op {op}"}
+        out.write(orjson.dumps(reply) + b"\n")
+        out.flush()

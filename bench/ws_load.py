@@ -33,6 +33,8 @@ from typing import Any
 import orjson
 import psutil  # type: ignore[import-untyped]
 
+from bench.common import serve_commands
+
 SUBSCRIPTION = (
     "subscription($d: ID!, $since: String) { changes(deviceId: $d, since: $since) {"
     " changes { entity recordId customerId op version data } checkpoint reset } }"
@@ -370,35 +372,21 @@ class _Pool:
 
 
 async def _worker() -> None:
-    """Serve commands from stdin (one JSON object a line); answer on stdout."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 30)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    """Serve the parent's commands (bench.common.serve_commands)."""
     pool = _Pool()
-    out = sys.stdout.buffer
-    while True:
-        line = await reader.readline()
-        if not line:
-            break
-        command = orjson.loads(line)
-        op = command["op"]
-        if op == "start":
-            reply = await pool.start(command)
-        elif op == "status":
-            reply = pool.status()
-        elif op == "report":
-            reply = pool.report(command["path"])
-        elif op == "close":
-            reply = await pool.close()
-        elif op == "exit":
-            await pool.close()
-            out.write(orjson.dumps({"ok": True}) + b"\n")
-            out.flush()
-            break
-        else:
-            reply = {"error": f"unknown op {op}"}
-        out.write(orjson.dumps(reply) + b"\n")
-        out.flush()
+
+    async def status(_: dict[str, Any]) -> dict[str, Any]:
+        return pool.status()
+
+    async def report(command: dict[str, Any]) -> dict[str, Any]:
+        return pool.report(command["path"])
+
+    async def close(_: dict[str, Any]) -> dict[str, Any]:
+        return await pool.close()
+
+    await serve_commands(
+        {"start": pool.start, "status": status, "report": report, "close": close}, pool.close
+    )
 
 
 def worker_main() -> None:
