@@ -60,20 +60,25 @@ def graphql_schema() -> GraphQLSchema:
 
 
 def cpu_seconds_to_validate(document: str, limits: OperationLimits) -> tuple[float, list[str]]:
-    """CPU time of one validation as the server runs it (without garbage collections,
-    which belong to whatever allocated before), and the error codes."""
-    validator = DocumentValidator(limits)
+    """CPU time of a validation as the server runs it (without garbage collections, which
+    belong to whatever allocated before), the least of three fresh validations, and the
+    error codes. On a shared virtual machine one measurement of a 1 ms validation read
+    52 ms once (CI, load from other work); work that grows with the expansion of spreads
+    is slow every time, so the least of three still shows it."""
     schema = graphql_schema()
     parsed = parse(document, max_tokens=limits.max_tokens)
-    gc.collect()
-    gc.disable()
-    try:
-        started = time.thread_time()
-        errors = validator.validate(schema, parsed, [*specified_rules, *limit_rules(limits)])
-        seconds = time.thread_time() - started
-    finally:
-        gc.enable()
-    return seconds, [(e.extensions or {}).get("code") for e in errors]
+    least = float("inf")
+    for _ in range(3):
+        validator = DocumentValidator(limits)
+        gc.collect()
+        gc.disable()
+        try:
+            started = time.thread_time()
+            errors = validator.validate(schema, parsed, [*specified_rules, *limit_rules(limits)])
+            least = min(least, time.thread_time() - started)
+        finally:
+            gc.enable()
+    return least, [(e.extensions or {}).get("code") for e in errors]
 
 
 class TestLinearValidation:
