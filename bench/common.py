@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -506,3 +506,21 @@ async def serve_commands(commands: dict[str, Command], close: Callable[[], Await
         reply = await handler(command) if handler else {"error": f"unknown op {op}"}
         out.write(orjson.dumps(reply) + b"\n")
         out.flush()
+
+
+async def close_sockets(clients: Sequence[Any], tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """End a load process's WebSocket clients: mark each ``done`` (its loop stops reading),
+    close every ``ws`` gracefully and concurrently, then cancel and await ``tasks``."""
+    for client in clients:
+        client.done = True
+
+    async def close_one(client: Any) -> None:
+        if client.ws is not None:
+            with contextlib.suppress(Exception):
+                await client.ws.close()
+
+    await asyncio.gather(*(close_one(c) for c in clients))
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -84,6 +84,7 @@ from bench.common import (
     app_database,
     asyncpg_dsn,
     bench_database,
+    close_sockets,
     log,
     machine,
     running_server,
@@ -273,18 +274,7 @@ class _SubscriberPool:
         return {"path": path}
 
     async def close(self) -> dict[str, Any]:
-        for s in self.subs:
-            s.done = True
-
-        async def close_one(s: _Subscriber) -> None:
-            if s.ws is not None:
-                with contextlib.suppress(Exception):
-                    await s.ws.close()
-
-        await asyncio.gather(*(close_one(s) for s in self.subs))
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await close_sockets(self.subs, self.tasks)
         return {"closed": len(self.subs)}
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import psutil  # type: ignore[import-untyped]
 
-from bench.common import serve_commands
+from bench.common import close_sockets, serve_commands
 
 SUBSCRIPTION = (
     "subscription($d: ID!, $since: String) { changes(deviceId: $d, since: $since) {"
@@ -355,18 +355,7 @@ class _Pool:
 
     async def close(self) -> dict[str, Any]:
         """Close every socket (a graceful close each, concurrently)."""
-        for c in self.clients:
-            c.done = True
-
-        async def close_one(c: _Client) -> None:
-            if c.ws is not None:
-                with contextlib.suppress(Exception):
-                    await c.ws.close()
-
-        await asyncio.gather(*(close_one(c) for c in self.clients))
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await close_sockets(self.clients, self.tasks)
         self.tasks = []
         return {"closed": len(self.clients)}
 
