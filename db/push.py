@@ -42,12 +42,12 @@ from db.pull import PulledChange
 from db.queries import devices as device_queries
 from db.queries import records
 from db.queries.orgs import conflict_policies
-from db.sync_records import current_changes, visible_customer_ids
+from db.sync_records import current_changes
 from db.write_path import RecordWrite, Row, lock_rows, next_row, persist_rows
 from sync.canonical import canonical_json
 from sync.decision import ConflictResolver, IncomingChange, Op, Outcome, decide
 from sync.record_shape import link_errors
-from sync.validation import shape_errors, validate_record
+from sync.validation import shape_errors, unchanged_fields, validate_record
 
 log = structlog.get_logger("fieldsync.push")
 
@@ -330,25 +330,16 @@ async def _attach_records(
     Read after every write of the push, so a record two changes touched shows its final
     state on both: the one a pull would send now.
     """
-    found = await current_changes(conn, org_id, {(c.entity, c.record_id) for c, _ in answers})
-    if not found:
-        return
     # A record the device may not see (its customer archived, or not in its selection: it
     # was unselected while the edit waited in the outbox) comes back as an eviction, so a
     # client that applies every returned record as it applies a pull drops its copy
     # instead of keeping one that no pull will ever update again. A tombstone is sent as
     # it is: gone for everyone.
-    visible = await visible_customer_ids(
-        conn, org_id, device, {r.customer_id for r in found.values() if not r.deleted}
+    found = await current_changes(
+        conn, org_id, device, {(c.entity, c.record_id) for c, _ in answers}
     )
     for change, result in answers:
-        record = found.get((change.entity, change.record_id))
-        if record is None:
-            continue
-        if record.deleted or record.customer_id in visible:
-            result.record = record
-        else:
-            result.record = record._replace(evict=True, data=None)
+        result.record = found.get((change.entity, change.record_id))
 
 
 @dataclass
@@ -587,8 +578,13 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
             base: Mapping[str, Any] = base_values,
             s: EntitySpec = spec,
         ) -> Mapping[str, str]:
+            record = {**base, **values}
             return validate_record(
-                s.type.value, {**base, **values}, definitions[s.type], max_length=max_length
+                s.type.value,
+                record,
+                definitions[s.type],
+                max_length=max_length,
+                stored=unchanged_fields(record, base),
             )
 
         policy = policies[change.entity]

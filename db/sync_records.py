@@ -1,5 +1,5 @@
-"""Current records as a pull sends them, looked up by (entity, id), and whether a device
-may see them: a push's answers.
+"""Current records as a pull sends them to a device, looked up by (entity, id): a push's
+answers.
 
 A push returns with each outcome the record as it now stands, and a device stores it
 exactly as it stores a pulled change. So it is read the way a pull page reads it: the same
@@ -16,67 +16,67 @@ could differ from what the next pull sends.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import raw
-from db.entities import ENTITIES, EntityType
+from db.entities import ENTITIES, EntitySpec, EntityType
 from db.pull import PulledChange, _change, _part_columns
 from db.write_path import Row
 
 Key = tuple[EntityType, UUID]
 
-# One statement per type: primary-key lookups of the records' current rows (tombstones
-# included), in a page's row layout. The seq column is the row's own (a pull may send a
-# later, effective seq; no device-visible field of a Change holds it).
-_BY_IDS = {
-    spec.type: f"SELECT {_part_columns(spec, 't.seq')} FROM {spec.table.name} t"
-    " WHERE t.org_id = $1 AND t.id = ANY($2::uuid[])"
-    for spec in ENTITIES.values()
-}
-
-
-async def current_changes(
-    conn: AsyncConnection, org_id: UUID, keys: Iterable[Key]
-) -> dict[Key, PulledChange]:
-    """The current record of each key that exists (a tombstone for a deleted one)."""
-    wanted: dict[EntityType, set[UUID]] = {}
-    for entity, record_id in keys:
-        wanted.setdefault(entity, set()).add(record_id)
-    found: dict[Key, PulledChange] = {}
-    for entity, ids in wanted.items():
-        rows = await raw.fetch(conn, _BY_IDS[entity], org_id, list(ids))
-        for row in rows:
-            change = _change(row)
-            found[(entity, change.record_id)] = change
-    return found
-
-
-# Which of the records' customers the device may see (not archived, and selected in
-# SELECTED mode): what a pull would send it. One fixed text per mode, the ids as one array
-# (as an IN list, a thousand ids were a thousand parameters and a new statement whenever
-# their count changed).
-_VISIBLE = (
-    "SELECT c.id FROM customers c"
-    " WHERE c.org_id = $1 AND c.id = ANY($2::uuid[]) AND c.archived IS false"
-)
-_VISIBLE_SELECTED = _VISIBLE + (
+# Whether the device may see a record: its customer is not archived and, for a device in
+# SELECTED mode, selected by it (what a pull would send it). ``$3`` is the device.
+_SELECTED = (
     " AND EXISTS (SELECT 1 FROM device_customers dc WHERE dc.org_id = c.org_id"
     " AND dc.device_id = $3 AND dc.customer_id = c.id AND dc.selected IS true)"
 )
 
 
-async def visible_customer_ids(
-    conn: AsyncConnection, org_id: UUID, device: Row, customer_ids: Collection[UUID]
-) -> set[UUID]:
-    """Which of ``customer_ids`` the device may see records of: not archived, and selected
-    when the device is in SELECTED mode (what a pull would send it)."""
-    if not customer_ids:
-        return set()
-    if device["selection_mode"] == "SELECTED":
-        rows = await raw.fetch(conn, _VISIBLE_SELECTED, org_id, list(customer_ids), device["id"])
-    else:
-        rows = await raw.fetch(conn, _VISIBLE, org_id, list(customer_ids))
-    return {row[0] for row in rows}
+def _visible(spec: EntitySpec, selected: bool) -> str:
+    rule = "c.archived IS false" + (_SELECTED if selected else "")
+    if spec.type is EntityType.CUSTOMER:
+        return f"(SELECT {rule} FROM customers c WHERE c.org_id = t.org_id AND c.id = t.id)"
+    return (
+        f"EXISTS (SELECT 1 FROM customers c WHERE c.org_id = t.org_id"
+        f" AND c.id = t.customer_id AND {rule})"
+    )
+
+
+# One statement per type and selection mode: primary-key lookups of the records' current
+# rows (tombstones included) in a page's row layout, and after it whether the device may
+# see each (one round trip, where a second statement over the customers cost another).
+# The seq column is the row's own (a pull may send a later, effective seq; no
+# device-visible field of a Change holds it).
+_BY_IDS = {
+    (spec.type, selected): f"SELECT {_part_columns(spec, 't.seq')},"
+    f" {_visible(spec, selected)} AS visible FROM {spec.table.name} t"
+    " WHERE t.org_id = $1 AND t.id = ANY($2::uuid[])"
+    for spec in ENTITIES.values()
+    for selected in (False, True)
+}
+
+
+async def current_changes(
+    conn: AsyncConnection, org_id: UUID, device: Row, keys: Iterable[Key]
+) -> dict[Key, PulledChange]:
+    """The current record of each key that exists, as the device is sent it: a tombstone
+    for a deleted one; for one the device may not see (its customer archived, or not in
+    its selection), an eviction."""
+    wanted: dict[EntityType, set[UUID]] = {}
+    for entity, record_id in keys:
+        wanted.setdefault(entity, set()).add(record_id)
+    selected = device["selection_mode"] == "SELECTED"
+    found: dict[Key, PulledChange] = {}
+    for entity, ids in wanted.items():
+        statement = _BY_IDS[(entity, selected)]
+        args = (org_id, list(ids), device["id"]) if selected else (org_id, list(ids))
+        for row in await raw.fetch(conn, statement, *args):
+            change = _change(row)
+            if not change.deleted and not row["visible"]:
+                change = change._replace(evict=True, data=None)
+            found[(entity, change.record_id)] = change
+    return found

@@ -7,6 +7,7 @@ aggregate every worker through prometheus-client's multiprocess mode instead.
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -124,8 +125,10 @@ def operation_root_fields(context: ExecutionContext) -> list[str] | None:
 
 def count_push_outcomes(outcomes: Iterator[str] | list[str]) -> None:
     """Count each pushed change's outcome."""
-    for outcome in outcomes:
-        PUSH_OUTCOMES.labels(outcome).inc()
+    # One labelled increment per outcome kind: labels() costs ~10 us, and a push has up to
+    # 1,000 outcomes of five kinds.
+    for outcome, count in collections.Counter(outcomes).items():
+        PUSH_OUTCOMES.labels(outcome).inc(count)
 
 
 class OperationMetrics(SchemaExtension):

@@ -584,35 +584,44 @@ def validate_record(
     definitions: Sequence[FieldDefinition],
     *,
     max_length: int = 10_000,
+    stored: frozenset[str] | set[str] = frozenset(),
 ) -> dict[str, str]:
     """Every problem with ``values`` of a record of type ``entity``, by field path.
 
     The shapes first (:func:`shape_errors`): a value of the wrong shape is reported alone,
     as the rules below assume every value has its field's shape.
+
+    ``stored`` names fields whose values are the ones the record already holds: they were
+    judged when written, so the rules of one value (shape, text, email, phone, address
+    type, tax rate) skip them, and a device editing a phone number is not refused for an
+    address stored before a rule tightened. The rules of the whole record (a name, the
+    tenant's custom field definitions, which can change after a value is stored) see every
+    value.
     """
-    errors = shape_errors(entity, values)
+    fresh = {k: v for k, v in values.items() if k not in stored} if stored else values
+    errors = shape_errors(entity, fresh)
     if errors:
         return errors
-    for name, value in values.items():
+    for name, value in fresh.items():
         if name != "custom_fields" and not _strings_fit(value, max_length):
             _check_strings(value, camel(name), max_length, errors)
     if entity == "customer":
         _require_name(values, ("business_name", "first_name", "last_name"), errors)
-        _check_email(values.get("email"), "email", errors)
+        _check_email(fresh.get("email"), "email", errors)
         for field in ("notification_emails", "invoice_cc_emails"):
-            for i, email in enumerate(values.get(field) or []):
+            for i, email in enumerate(fresh.get(field) or []):
                 _check_email(email, f"{camel(field)}[{i}]", errors, item=True)
-        _check_phones(values.get("phones"), errors)
-        for i, address in enumerate(values.get("addresses") or []):
+        _check_phones(fresh.get("phones"), errors)
+        for i, address in enumerate(fresh.get("addresses") or []):
             if address.get("type") not in ADDRESS_TYPES:
                 errors.setdefault(f"addresses[{i}].type", f"must be one of {sorted(ADDRESS_TYPES)}")
-        rate = (values.get("settings") or {}).get("taxRate")
+        rate = (fresh.get("settings") or {}).get("taxRate")
         if rate is not None and (not isinstance(rate, int | float) or not 0 <= rate <= 100):
             errors.setdefault("settings.taxRate", "must be between 0 and 100")
     elif entity == "contact":
         _require_name(values, ("first_name", "last_name"), errors)
-        _check_email(values.get("email"), "email", errors)
-        _check_phones(values.get("phones"), errors)
+        _check_email(fresh.get("email"), "email", errors)
+        _check_phones(fresh.get("phones"), errors)
     elif entity == "facility":
         _require_name(values, ("name",), errors)
     elif entity == "asset":
@@ -620,12 +629,19 @@ def validate_record(
     elif entity == "credential":
         _require_name(values, ("name",), errors)
         for name, limit in CREDENTIAL_LIMITS.items():
-            value = values.get(name)
-            if not _strings_fit(value, limit):
-                _check_strings(value, camel(name), limit, errors)
+            if name in fresh and not _strings_fit(fresh[name], limit):
+                _check_strings(fresh[name], camel(name), limit, errors)
     if "custom_fields" in values:
         validate_custom_fields(values.get("custom_fields"), definitions, errors)
-        for key, value in (values.get("custom_fields") or {}).items():
+    if "custom_fields" in fresh:
+        for key, value in (fresh.get("custom_fields") or {}).items():
             if not _strings_fit(value, max_length):
                 _check_strings(value, f"customFields.{path_segment(key)}", max_length, errors)
     return errors
+
+
+def unchanged_fields(values: Mapping[str, Any], stored: Mapping[str, Any]) -> frozenset[str]:
+    """The names whose value in ``values`` is the very object ``stored`` holds: a record
+    merged from its stored values and a patch keeps the stored objects where the patch
+    did not write, so identity (not equality, which would walk every list) finds them."""
+    return frozenset(k for k, v in values.items() if k in stored and stored[k] is v)

@@ -23,7 +23,7 @@ from db.queries.orgs import conflict_policies
 from db.write_path import RecordWrite, Row, lock_rows, write_records
 from sync.decision import IncomingChange, Op, Outcome, ServerRecord, decide
 from sync.field_dots import dots_from_json
-from sync.validation import FieldDefinition, shape_errors, validate_record
+from sync.validation import FieldDefinition, shape_errors, unchanged_fields, validate_record
 
 # Online edits (GraphiQL, web frontends) write as the server's own replica.
 SERVER_REPLICA = "server"
@@ -136,7 +136,13 @@ async def save(
         patch = await _decide_online_edit(conn, org_id, spec, current, patch, base_version, replica)
     merged.update(patch)
     definitions = await field_definitions(conn, org_id, spec.type)
-    errors = validate_record(spec.type.value, merged, definitions, max_length=max_length)
+    errors = validate_record(
+        spec.type.value,
+        merged,
+        definitions,
+        max_length=max_length,
+        stored=unchanged_fields(merged, current) if current is not None else frozenset(),
+    )
     if errors:
         raise RecordValidationError(errors)
     write = RecordWrite(record_id=record_id, patch=patch, links=resolved)

@@ -36,7 +36,7 @@ from db.tables import devices, orgs, sync_conflicts
 from db.write_path import RecordWrite, lock_rows
 from sync.checkpoint import Checkpoint, feed_of
 from sync.sync_status import DeviceFacts, SyncStatus, status
-from sync.validation import shape_errors, validate_record, values_from_json
+from sync.validation import shape_errors, unchanged_fields, validate_record, values_from_json
 
 Row = dict[str, Any]
 SERVER_REPLICA = "server"
@@ -397,7 +397,13 @@ async def resolve_conflict(
         patch = merge_keyed_fields(patch, current)
         merged = {**{f: current[f] for f in spec.fields}, **patch}
         definitions = await field_definitions(conn, org_id, spec.type)
-        errors = validate_record(entity, merged, definitions, max_length=max_length)
+        errors = validate_record(
+            entity,
+            merged,
+            definitions,
+            max_length=max_length,
+            stored=unchanged_fields(merged, current),
+        )
         if errors:
             raise RecordValidationError(errors)
     try:

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql
 from db.entities import ENTITIES
 from sync.validation import (
     FIELD_SHAPES,
+    FieldDefinition,
     Shape,
     _check_strings,
     _strings_fit,
@@ -23,6 +24,7 @@ from sync.validation import (
     camel,
     is_valid_email,
     shape_errors,
+    unchanged_fields,
     validate_record,
     values_from_json,
 )
@@ -305,3 +307,76 @@ class TestFastPaths:
                 _check_strings(inner, camel(key), 8, expected)
         # The string problems come first, in field order, as the detailed walk finds them.
         assert list(errors.items())[: len(expected)] == list(expected.items())
+
+
+class TestStoredValues:
+    """validate_record(stored=...): the values a record already holds were judged when
+    written; the rules of one value judge only what a change writes, the rules of the
+    whole record still see everything."""
+
+    # Stored before a rule tightened: an address type and an email no longer accepted.
+    STORED = _customer(
+        email="not-an-email",
+        addresses=[{"type": "OFFICE", "line1": "1 Main St"}],
+        phones=[],
+    )
+
+    def test_an_edit_elsewhere_is_not_refused_for_stored_values(self) -> None:
+        record = {**self.STORED, "phones": [{"type": "MOBILE", "number": "555 0100"}]}
+        assert validate_record("customer", record, []) != {}
+        stored = unchanged_fields(record, self.STORED)
+        assert stored == set(self.STORED) - {"phones"}
+        assert validate_record("customer", record, [], stored=stored) == {}
+
+    def test_what_the_change_writes_is_judged(self) -> None:
+        record = {**self.STORED, "phones": [{"type": "PAGER", "number": "?"}]}
+        errors = validate_record(
+            "customer", record, [], stored=unchanged_fields(record, self.STORED)
+        )
+        assert set(errors) == {"phones[0].type", "phones[0].number"}
+        record = {**self.STORED, "email": "still not one"}
+        errors = validate_record(
+            "customer", record, [], stored=unchanged_fields(record, self.STORED)
+        )
+        assert set(errors) == {"email"}
+
+    def test_record_rules_see_stored_values(self) -> None:
+        """A record without a name and a custom field made required since are refused
+        whatever the change writes."""
+        stored = {"business_name": None, "first_name": None, "last_name": None, "phones": []}
+        record = {**stored, "phones": [{"type": "MOBILE", "number": "555 0100"}]}
+        errors = validate_record("customer", record, [], stored=unchanged_fields(record, stored))
+        assert set(errors) == {"businessName"}
+        required = FieldDefinition("po", "PO number", "TEXT", required=True)
+        stored = _customer(custom_fields={}, phones=[])
+        record = {**stored, "phones": [{"type": "MOBILE", "number": "555 0100"}]}
+        errors = validate_record(
+            "customer", record, [required], stored=unchanged_fields(record, stored)
+        )
+        assert errors == {"customFields.po": "PO number is required"}
+
+    def test_equal_is_not_unchanged(self) -> None:
+        """Identity, not equality: a value the change sends is judged even when equal."""
+        phones = [{"type": "PAGER", "number": "1"}]
+        stored = _customer(phones=phones)
+        record = {**stored, "phones": [dict(phones[0])]}
+        assert unchanged_fields(record, stored) == {"business_name"}
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(name=st.sampled_from(sorted(value_strategies.stored_values)), data=st.data())
+    def test_without_stored_values_the_verdict_is_the_whole_records(
+        self, name: str, data: st.DataObject
+    ) -> None:
+        """With nothing stored, or only valid stored values, the verdict is the one on the
+        whole record."""
+        column = "".join("_" + c.lower() if c.isupper() else c for c in name)
+        value = data.draw(value_strategies.hostile_values | value_strategies.stored_values[name])
+        stored = _customer(phones=[{"type": "MOBILE", "number": "555 0100"}])
+        record = {**stored, column: value}
+        whole = validate_record("customer", record, [], max_length=8)
+        assert validate_record("customer", record, [], max_length=8, stored=frozenset()) == whole
+        if column not in stored:
+            judged = validate_record(
+                "customer", record, [], max_length=8, stored=unchanged_fields(record, stored)
+            )
+            assert judged == whole
