@@ -64,13 +64,16 @@ def cpu_seconds_to_validate(document: str, limits: OperationLimits) -> tuple[flo
     belong to whatever allocated before), the least of three fresh validations, and the
     error codes. On a shared virtual machine one measurement of a 1 ms validation read
     52 ms once (CI, load from other work); work that grows with the expansion of spreads
-    is slow every time, so the least of three still shows it."""
+    is slow every time, so the least of three still shows it.
+
+    The collector is paused, not run: a full collection before each measurement cost the
+    whole suite's heap every time (0.5-0.8 s late in a run: the fuzz test's 450 of them
+    took six minutes)."""
     schema = graphql_schema()
     parsed = parse(document, max_tokens=limits.max_tokens)
     least = float("inf")
     for _ in range(3):
         validator = DocumentValidator(limits)
-        gc.collect()
         gc.disable()
         try:
             started = time.thread_time()
