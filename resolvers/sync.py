@@ -27,20 +27,21 @@ from resolvers.customers import customer_patch
 from resolvers.facilities import facility_patch
 from resolvers.push_gc import fewer_young_collections
 from resolvers.selection_json import shapes
-from resolvers.selection_json.changes import CHANGE, CHANGE_RESULT
 from resolvers.selection_json.shapes import resolver_field_shape
 from resolvers.writes import Action, run_write
-from schema.errors import FieldConflict, FieldError, UserError, error_from, not_found
+from schema.encoding import typed_builder
+from schema.errors import FIELD_CONFLICT, FieldConflict, UserError, error_from, not_found
 from schema.node import InvalidIdError, from_global_id, to_global_id
 from schema.preencoded import PreEncoded
-from schema.scalars import JSON, VersionVector
+from schema.scalars import JSON
 from schema.sync import (
+    CHANGE,
+    CHANGE_RESULT,
     AutoSyncInterval,
     AutoSyncIntervalInput,
     Change,
     ChangeInput,
     ChangeOp,
-    ChangeOutcome,
     ChangeResult,
     ConflictPolicies,
     ConflictPolicy,
@@ -53,7 +54,6 @@ from schema.sync import (
     DeviceSyncState,
     OfflineMode,
     PolicyResult,
-    PullOp,
     PullResult,
     PushChangesResult,
     PushResult,
@@ -206,14 +206,7 @@ def conflict_from(row: dict[str, Any]) -> SyncConflict:
         op=ChangeOp(row["op"]),
         base_version=row["base_version"],
         server_version=row["server_version"],
-        fields=[
-            FieldConflict(
-                field=camel(c["field"]),
-                server_value=c["serverValue"],
-                client_value=c["clientValue"],
-            )
-            for c in row["fields"]
-        ],
+        fields=[_field_conflict(c) for c in row["fields"]],
         client_patch=JSON({camel(k): v for k, v in row["client_patch"].items()}),
         status=row["status"],
         resolution=ConflictResolution(row["resolution"]) if row["resolution"] else None,
@@ -222,42 +215,21 @@ def conflict_from(row: dict[str, Any]) -> SyncConflict:
     )
 
 
+# The typed path's objects are built from the encoders' specs, which sit next to their
+# types: each conversion is stated once, and the two paths cannot disagree.
+_change = typed_builder(CHANGE, Change)
+_change_result = typed_builder(CHANGE_RESULT, ChangeResult)
+_field_conflict = typed_builder(FIELD_CONFLICT, FieldConflict)
+
+
 def change_from(change: PulledChange) -> Change:
-    """The Change type of a pulled row."""
-    return Change(
-        entity=SyncEntity(change.entity.value),
-        record_id=strawberry.ID(str(change.record_id)),
-        customer_id=strawberry.ID(str(change.customer_id)),
-        op=PullOp.EVICT if change.evict else PullOp.DELETE if change.deleted else PullOp.UPSERT,
-        version=VersionVector(change.version),
-        data=JSON(change.data),
-    )
+    """The Change type of a pulled row (read as ``schema.sync.CHANGE`` says)."""
+    return _change(change)
 
 
 def result_from(stored: StoredResult) -> ChangeResult:
-    """The GraphQL outcome of one pushed change."""
-    return ChangeResult(
-        client_mutation_id=stored.client_mutation_id,
-        entity=SyncEntity(stored.entity),
-        record_id=strawberry.ID(stored.record_id),
-        outcome=ChangeOutcome(stored.outcome),
-        version=VersionVector(stored.version) if stored.version is not None else None,
-        conflict_id=to_global_id("SyncConflict", UUID(stored.conflict_id))
-        if stored.conflict_id
-        else None,
-        conflicts=[
-            FieldConflict(
-                field=camel(c["field"]),
-                server_value=c["serverValue"],
-                client_value=c["clientValue"],
-            )
-            for c in stored.conflicts
-        ],
-        field_errors=[FieldError(field=k, message=v) for k, v in stored.field_errors.items()],
-        message=stored.message,
-        replayed=stored.replayed,
-        record=change_from(stored.record) if stored.record is not None else None,
-    )
+    """The GraphQL outcome of one pushed change (read as ``schema.sync.CHANGE_RESULT`` says)."""
+    return _change_result(stored)
 
 
 def to_push_change(change: ChangeInput) -> PushChange:

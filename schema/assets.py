@@ -12,10 +12,11 @@ import strawberry
 from resolvers.context import Info
 from schema.custom_fields import CustomFieldValue, CustomFieldValueInput, values_of
 from schema.customers import Customer
+from schema.encoding import ObjectSpec, Serialized, typed_builder
 from schema.errors import EditConflict, Forbidden, NotFound, ValidationError
 from schema.facilities import Facility
-from schema.node import Node, to_global_id
-from schema.records import SyncedRecord
+from schema.node import Node
+from schema.records import RECORD_NAMES, RECORD_PRIVATE, SyncedRecord, record_fields
 
 
 @strawberry.type(description="A door or piece of equipment at a facility.")
@@ -53,25 +54,32 @@ class Asset(Node, SyncedRecord):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Asset:
-        """From an ``assets`` row."""
-        return cls(
-            id=to_global_id("Asset", row["id"]),
-            record_id=strawberry.ID(str(row["id"])),
-            uuid=row["id"],
-            customer_uuid=row["customer_id"],
-            facility_uuid=row["facility_id"],
-            kind=row["kind"],
-            manufacturer=row["manufacturer"],
-            model=row["model"],
-            serial_number=row["serial_number"],
-            install_date=row["install_date"],
-            location=row["location"],
-            notes=row["notes"],
-            stored_custom_fields=row["custom_fields"],
-            version=row["version"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
+        """From an ``assets`` row (read as ``ASSET_ROW`` says)."""
+        return typed_builder(ASSET_ROW, cls)(row)
+
+
+# An Asset from its row (custom fields: see ``schema.customers.CUSTOMER_ROW``).
+ASSET_ROW = ObjectSpec(
+    name="Asset",
+    fields={
+        **record_fields("Asset"),
+        "kind": "v['kind']",
+        "manufacturer": "v['manufacturer']",
+        "model": "v['model']",
+        "serialNumber": "v['serial_number']",
+        "installDate": Serialized(
+            "v['install_date']", "(None if {0} is None else {0}.isoformat())"
+        ),
+        "location": "v['location']",
+        "notes": "v['notes']",
+    },
+    names=RECORD_NAMES,
+    private={
+        **RECORD_PRIVATE,
+        "customer_uuid": "v['customer_id']",
+        "facility_uuid": "v['facility_id']",
+    },
+)
 
 
 @strawberry.input(description="Fields of an asset; on update omitted fields keep their values.")

@@ -10,6 +10,7 @@ from typing import Any
 import strawberry
 
 from resolvers.context import Info
+from schema.encoding import ObjectSpec, typed_builder
 from schema.node import Node, to_global_id
 from schema.scalars import JSON
 
@@ -90,6 +91,18 @@ class CustomFieldValue:
     value: JSON | None = strawberry.field(description="The value; null when unset.")
 
 
+# A CustomFieldValue from (definition row, the record's stored values).
+CUSTOM_FIELD_VALUE = ObjectSpec(
+    name="CustomFieldValue",
+    fields={
+        "key": "v[0]['key']",
+        "label": "v[0]['label']",
+        "fieldType": "v[0]['field_type']",
+        "value": "v[1].get(v[0]['key'])",
+    },
+)
+
+
 @strawberry.type(description="A badge: a dropdown custom field value that has an icon.")
 class Badge:
     """Shown next to the record's name."""
@@ -97,6 +110,12 @@ class Badge:
     field_key: str = strawberry.field(description="Definition key.")
     label: str = strawberry.field(description="The chosen option's label.")
     icon: str = strawberry.field(description="Icon name.")
+
+
+# A Badge from one of ``chosen_badges``.
+BADGE = ObjectSpec(
+    name="Badge", fields={"fieldKey": "v['field_key']", "label": "v['label']", "icon": "v['icon']"}
+)
 
 
 @strawberry.input(description="Set one custom field; a null value clears it.")
@@ -186,15 +205,8 @@ def set_custom_fields(patch: dict[str, Any], values: object) -> None:
 async def values_of(info: Info, entity: str, stored: Mapping[str, Any]) -> list[CustomFieldValue]:
     """The record's custom field values, in definition order, including unset ones."""
     definitions = await info.context.loaders.field_definitions_by_entity.load(entity)
-    return [
-        CustomFieldValue(
-            key=d["key"],
-            label=d["label"],
-            field_type=CustomFieldType(d["field_type"]),
-            value=stored.get(d["key"]),
-        )
-        for d in definitions
-    ]
+    build = typed_builder(CUSTOM_FIELD_VALUE, CustomFieldValue)
+    return [build((d, stored)) for d in definitions]
 
 
 def chosen_badges(
@@ -217,4 +229,4 @@ def chosen_badges(
 async def badges_of(info: Info, entity: str, stored: Mapping[str, Any]) -> list[Badge]:
     """Badges: chosen dropdown options that have an icon."""
     definitions = await info.context.loaders.field_definitions_by_entity.load(entity)
-    return [Badge(**badge) for badge in chosen_badges(definitions, stored)]
+    return list(map(typed_builder(BADGE, Badge), chosen_badges(definitions, stored)))

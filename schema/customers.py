@@ -18,6 +18,7 @@ from schema.custom_fields import (
     badges_of,
     values_of,
 )
+from schema.encoding import Nested, ObjectSpec, typed_builder
 from schema.errors import (
     EditConflict,
     EmailTaken,
@@ -26,9 +27,9 @@ from schema.errors import (
     NotFound,
     ValidationError,
 )
-from schema.node import Node, to_global_id
+from schema.node import Node
 from schema.pagination import After, Connection, first_doc
-from schema.records import SyncedRecord
+from schema.records import RECORD_NAMES, RECORD_PRIVATE, SyncedRecord, record_fields
 
 if TYPE_CHECKING:
     from schema.contacts import Contact
@@ -70,6 +71,20 @@ class Phone:
     number: str = strawberry.field(description="The number as entered.")
 
 
+# A Phone from its stored JSON object.
+PHONE = ObjectSpec(name="Phone", fields={"type": "v['type']", "number": "v['number']"})
+
+# The lines of a stored address JSON object (postal addresses and sites).
+ADDRESS_LINES = {
+    "line1": "v.get('line1')",
+    "line2": "v.get('line2')",
+    "city": "v.get('city')",
+    "region": "v.get('region')",
+    "postalCode": "v.get('postalCode')",
+    "country": "v.get('country')",
+}
+
+
 @strawberry.type(description="A postal address.")
 class Address:
     """Typed address."""
@@ -82,18 +97,9 @@ class Address:
     postal_code: str | None = strawberry.field(description="Postal code.")
     country: str | None = strawberry.field(description="Country.")
 
-    @classmethod
-    def from_json(cls, value: Mapping[str, Any]) -> Address:
-        """From the stored JSON object."""
-        return cls(
-            type=AddressType(value["type"]),
-            line1=value.get("line1"),
-            line2=value.get("line2"),
-            city=value.get("city"),
-            region=value.get("region"),
-            postal_code=value.get("postalCode"),
-            country=value.get("country"),
-        )
+
+# An Address from its stored JSON object.
+ADDRESS = ObjectSpec(name="Address", fields={"type": "v['type']", **ADDRESS_LINES})
 
 
 @strawberry.type(description="Billing and messaging settings of a customer.")
@@ -108,18 +114,21 @@ class CustomerSettings:
     report_emails: bool = strawberry.field(description="Send service report emails.")
     no_email: bool = strawberry.field(description="Send no email at all (overrides the above).")
 
-    @classmethod
-    def from_json(cls, value: Mapping[str, Any]) -> CustomerSettings:
-        """From stored JSON; unset toggles take their defaults."""
-        return cls(
-            tax_free=bool(value.get("taxFree", False)),
-            tax_rate=value.get("taxRate"),
-            sms_enabled=bool(value.get("smsEnabled", False)),
-            billing_emails=bool(value.get("billingEmails", True)),
-            marketing_emails=bool(value.get("marketingEmails", False)),
-            report_emails=bool(value.get("reportEmails", True)),
-            no_email=bool(value.get("noEmail", False)),
-        )
+
+# CustomerSettings from the stored JSON object: unset toggles take their defaults.
+CUSTOMER_SETTINGS = ObjectSpec(
+    name="CustomerSettings",
+    fields={
+        "taxFree": "bool(v.get('taxFree', False))",
+        "taxRate": "(None if (v.get('taxRate')) is None else float(v.get('taxRate')))",
+        "smsEnabled": "bool(v.get('smsEnabled', False))",
+        "billingEmails": "bool(v.get('billingEmails', True))",
+        "marketingEmails": "bool(v.get('marketingEmails', False))",
+        "reportEmails": "bool(v.get('reportEmails', True))",
+        "noEmail": "bool(v.get('noEmail', False))",
+    },
+    names={"float": float, "bool": bool},
+)
 
 
 def display_name(business_name: str | None, first_name: str | None, last_name: str | None) -> str:
@@ -254,26 +263,32 @@ class Customer(Node, SyncedRecord):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Customer:
-        """From a ``customers`` row."""
-        return cls(
-            id=to_global_id("Customer", row["id"]),
-            record_id=strawberry.ID(str(row["id"])),
-            uuid=row["id"],
-            business_name=row["business_name"],
-            first_name=row["first_name"],
-            last_name=row["last_name"],
-            email=row["email"],
-            phones=[Phone(type=PhoneType(p["type"]), number=p["number"]) for p in row["phones"]],
-            addresses=[Address.from_json(a) for a in row["addresses"]],
-            notification_emails=list(row["notification_emails"]),
-            invoice_cc_emails=list(row["invoice_cc_emails"]),
-            settings=CustomerSettings.from_json(row["settings"]),
-            archived=row["archived"],
-            stored_custom_fields=row["custom_fields"],
-            version=row["version"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
+        """From a ``customers`` row (read as ``CUSTOMER_ROW`` says)."""
+        return typed_builder(CUSTOMER_ROW, cls)(row)
+
+
+# A Customer from its row. The fields the type resolves with DataLoaders (custom fields,
+# badges, children) are read from what a compiled read attaches to the row instead
+# (resolvers/selection_json/records.py adds them).
+CUSTOMER_ROW = ObjectSpec(
+    name="Customer",
+    fields={
+        **record_fields("Customer"),
+        "businessName": "v['business_name']",
+        "firstName": "v['first_name']",
+        "lastName": "v['last_name']",
+        "email": "v['email']",
+        "phones": Nested("v['phones']", PHONE),
+        "addresses": Nested("v['addresses']", ADDRESS),
+        "notificationEmails": "list(v['notification_emails'])",
+        "invoiceCcEmails": "list(v['invoice_cc_emails'])",
+        "settings": Nested("v['settings']", CUSTOMER_SETTINGS, many=False),
+        "archived": "v['archived']",
+        "displayName": "DISPLAY_NAME(v['business_name'], v['first_name'], v['last_name'])",
+    },
+    names={**RECORD_NAMES, "DISPLAY_NAME": display_name},
+    private=RECORD_PRIVATE,
+)
 
 
 @strawberry.input(description="A phone number.")

@@ -19,6 +19,7 @@ from db.errors import (
     RateLimitedError,
     RecordValidationError,
 )
+from schema.encoding import ObjectSpec
 from schema.scalars import JSON, VersionVector
 from sync.validation import camel
 
@@ -92,6 +93,10 @@ class FieldError:
 
     field: str = strawberry.field(description="Path of the input field.")
     message: str = strawberry.field(description="What is wrong with it.")
+
+
+# A FieldError from a (field, message) item of a push outcome's field errors.
+FIELD_ERROR = ObjectSpec(name="FieldError", fields={"field": "v[0]", "message": "v[1]"})
 
 
 @strawberry.type(description="Some fields are invalid; nothing was written.")
@@ -168,6 +173,19 @@ class FieldConflict:
     field: str = strawberry.field(description="Field name (camelCase).")
     server_value: JSON | None = strawberry.field(description="The server's value.")
     client_value: JSON | None = strawberry.field(description="Your value (null in a delete).")
+
+
+# A FieldConflict from a stored conflict's field ({field, serverValue, clientValue}, the
+# field named as the tables name it), as push outcomes and SyncConflict rows hold them.
+FIELD_CONFLICT = ObjectSpec(
+    name="FieldConflict",
+    fields={
+        "field": "camel(v['field'])",
+        "serverValue": "v['serverValue']",
+        "clientValue": "v['clientValue']",
+    },
+    names={"camel": camel},
+)
 
 
 @strawberry.type(

@@ -9,6 +9,8 @@ from typing import Any
 
 import strawberry
 
+from schema.encoding import Serialized
+from schema.node import to_global_id
 from schema.scalars import VersionVector
 from sync.validation import camel
 
@@ -28,6 +30,24 @@ class SyncedRecord:
     )
     created_at: datetime = strawberry.field(description="When the record was created.")
     updated_at: datetime = strawberry.field(description="When the record last changed.")
+
+
+def record_fields(type_name: str) -> dict[str, str | Serialized]:
+    """The Node and SyncedRecord fields of a synced record's spec, from its row
+    (the expressions need ``RECORD_NAMES``)."""
+    return {
+        "id": f"GID({type_name!r}, v['id'])",
+        "recordId": "str(v['id'])",
+        "version": "v['version']",
+        "createdAt": Serialized("v['created_at']", "{0}.isoformat()"),
+        "updatedAt": Serialized("v['updated_at']", "{0}.isoformat()"),
+    }
+
+
+RECORD_NAMES = {"GID": to_global_id}
+# The private values every synced record type's resolvers read (its children and custom
+# fields are resolved from these).
+RECORD_PRIVATE = {"uuid": "v['id']", "stored_custom_fields": "v['custom_fields']"}
 
 
 BASE_VERSION_DOC = (

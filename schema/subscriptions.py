@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import strawberry
 
-from schema.sync import Change
+from schema.encoding import Nested, ObjectSpec
+from schema.sync import CHANGE, Change
 
 
 @strawberry.type(
@@ -26,3 +27,14 @@ class ChangeBatch:
         description="The feed started over (the checkpoint was older than the tombstone"
         " horizon): drop every local record of the feed's types, then apply this batch."
     )
+
+
+# A ChangeBatch from a live batch (``sync.hub.Batch``).
+CHANGE_BATCH = ObjectSpec(
+    name="ChangeBatch",
+    fields={
+        "changes": Nested("v.changes", CHANGE),
+        "checkpoint": "v.checkpoint",
+        "reset": "v.reset",
+    },
+)

@@ -5,16 +5,27 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from typing import Annotated
+from uuid import UUID
 
 import strawberry
 
+from db.entities import EntityType
 from schema.assets import AssetFields
 from schema.contacts import ContactFields
 from schema.customers import UpdateCustomerInput
-from schema.errors import FieldConflict, FieldError, Forbidden, NotFound, ValidationError
+from schema.encoding import Nested, ObjectSpec
+from schema.errors import (
+    FIELD_CONFLICT,
+    FIELD_ERROR,
+    FieldConflict,
+    FieldError,
+    Forbidden,
+    NotFound,
+    ValidationError,
+)
 from schema.facilities import FacilityFields
 from schema.input_plans import convert_by_plan
-from schema.node import Node
+from schema.node import Node, to_global_id
 from schema.scalars import JSON, VersionVector
 
 
@@ -358,6 +369,22 @@ class Change:
     )
 
 
+# A Change from a pulled change (``db.pull.PulledChange``): pull pages, live batches and
+# push outcomes' records.
+CHANGE = ObjectSpec(
+    name="Change",
+    fields={
+        "entity": "NAMES[v.entity]",
+        "recordId": "str(v.record_id)",
+        "customerId": "str(v.customer_id)",
+        "op": "'EVICT' if v.evict else 'DELETE' if v.deleted else 'UPSERT'",
+        "version": "v.version",
+        "data": "None if v.deleted else v.data",
+    },
+    names={"NAMES": {entity: entity.name for entity in EntityType}},
+)
+
+
 @strawberry.type(description="A page of one feed's changes for a device.")
 class PullResult:
     """Pull page."""
@@ -520,6 +547,31 @@ class ChangeResult:
     replayed: bool = strawberry.field(
         description="A replay of an earlier push: nothing was applied now."
     )
+
+
+def _conflict_global_id(raw: str | None) -> str | None:
+    return to_global_id("SyncConflict", UUID(raw)) if raw else None
+
+
+# A ChangeResult from one stored outcome of a push (``db.push.ChangeResult``).
+CHANGE_RESULT = ObjectSpec(
+    name="ChangeResult",
+    fields={
+        "clientMutationId": "v.client_mutation_id",
+        "entity": "v.entity.upper()",
+        "recordId": "v.record_id",
+        "outcome": "v.outcome",
+        "version": "v.version",
+        "conflictId": "conflict_id(v.conflict_id)",
+        "conflicts": Nested("v.conflicts", FIELD_CONFLICT),
+        "fieldErrors": Nested("list(v.field_errors.items())", FIELD_ERROR),
+        "message": "v.message",
+        "replayed": "v.replayed",
+        # The record reads as a pull page's change.
+        "record": Nested("v.record", CHANGE, many=False),
+    },
+    names={"conflict_id": _conflict_global_id},
+)
 
 
 @strawberry.type(description="Outcomes of a push, in input order.")

@@ -1,10 +1,12 @@
-"""Sync's list types as encoder specs: pull pages, push outcomes and live batches.
+"""Sync's lists encoded in one pass: pull pages, push outcomes and live batches.
 
 A device's document selects the same fields on every change of a page or a live batch,
 and on every outcome of a push, so the selection is reduced once to a shape and every item
 is encoded by a generated function; graphql-core never completes them field by field. The
-expressions are the conversions ``resolvers.sync.change_from`` and ``result_from`` apply
-for the typed path (``tests/api/test_encoded_lists.py`` compares the two).
+specs sit next to their types (``CHANGE`` and ``CHANGE_RESULT`` in ``schema/sync.py``,
+``CHANGE_BATCH`` in ``schema/subscriptions.py``); the typed path builds its objects from
+the same specs (``schema.encoding.typed_builder``), and ``tests/api/test_encoded_lists.py``
+compares the two.
 
 The `changes` subscription is compiled here too: the WebSocket endpoint
 (``server/websocket.py``) looks its document up in a :class:`~.documents.Documents` cache
@@ -17,77 +19,29 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 import orjson
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType
 from graphql.execution.values import get_argument_values, get_variable_values
 
-from db.entities import EntityType
 from resolvers.selection_json.collect import collect_fields
 from resolvers.selection_json.documents import DocumentError, Documents, fragments_of, operation
-from resolvers.selection_json.shapes import Nested, ObjectSpec, Shape, builder, shape_of
-from schema.node import to_global_id
+from resolvers.selection_json.shapes import Shape, builder, shape_of
+from schema.subscriptions import CHANGE_BATCH
+from schema.sync import CHANGE, CHANGE_RESULT
 from sync.hub import Batch
-from sync.validation import camel
 
-# A pulled change (``db.pull.PulledChange``).
-CHANGE = ObjectSpec(
-    name="Change",
-    fields={
-        "entity": "NAMES[v.entity]",
-        "recordId": "str(v.record_id)",
-        "customerId": "str(v.customer_id)",
-        "op": "'EVICT' if v.evict else 'DELETE' if v.deleted else 'UPSERT'",
-        "version": "v.version",
-        "data": "None if v.deleted else v.data",
-    },
-    names={"NAMES": {entity: entity.name for entity in EntityType}},
-)
-# A live batch of the `changes` subscription (``sync.hub.Batch``).
-CHANGE_BATCH = ObjectSpec(
-    name="ChangeBatch",
-    fields={
-        "changes": Nested("v.changes", CHANGE),
-        "checkpoint": "v.checkpoint",
-        "reset": "v.reset",
-    },
-)
-
-
-def _conflict_global_id(raw: str | None) -> str | None:
-    return to_global_id("SyncConflict", UUID(raw)) if raw else None
-
-
-FIELD_CONFLICT = ObjectSpec(
-    name="FieldConflict",
-    fields={
-        "field": "camel(v['field'])",
-        "serverValue": "v['serverValue']",
-        "clientValue": "v['clientValue']",
-    },
-    names={"camel": camel},
-)
-FIELD_ERROR = ObjectSpec(name="FieldError", fields={"field": "v[0]", "message": "v[1]"})
-# One outcome of a push (``db.push.ChangeResult``).
-CHANGE_RESULT = ObjectSpec(
-    name="ChangeResult",
-    fields={
-        "clientMutationId": "v.client_mutation_id",
-        "entity": "v.entity.upper()",
-        "recordId": "v.record_id",
-        "outcome": "v.outcome",
-        "version": "v.version",
-        "conflictId": "conflict_id(v.conflict_id)",
-        "conflicts": Nested("v.conflicts", FIELD_CONFLICT),
-        "fieldErrors": Nested("list(v.field_errors.items())", FIELD_ERROR),
-        "message": "v.message",
-        "replayed": "v.replayed",
-        # The record is encoded as a pull page encodes it.
-        "record": Nested("v.record", CHANGE, many=False),
-    },
-    names={"conflict_id": _conflict_global_id},
-)
+# The specs are re-exported: they were defined here before they moved next to their types,
+# and tests/api/test_compiled_extras.py and bench/profile_pull.py still import them here.
+__all__ = [
+    "CHANGE",
+    "CHANGE_BATCH",
+    "CHANGE_RESULT",
+    "BatchEncoder",
+    "ChangesSubscription",
+    "OtherOperation",
+    "prepare_subscription",
+]
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 The compiled reads (``server.compiled_reads``) answer `customer`, `customers` and `node`
 by reading the rows and children a selection reaches in one statement
-(``db.queries.record_rows``) and encoding them with these specs. The expressions are the
-conversions the typed ``from_row`` classmethods and field resolvers apply
-(``schema/customers.py`` and its siblings); ``tests/api/test_compiled_reads.py`` compares
-the two paths byte for byte. Fields with arguments or that walk back up the tree
+(``db.queries.record_rows``) and encoding them with these specs. Each extends the spec of
+its type's row, declared next to the type (``schema.customers.CUSTOMER_ROW`` and its
+siblings), from which the typed ``from_row`` builds the strawberry object
+(``schema.encoding.typed_builder``); ``tests/api/test_compiled_reads.py`` compares the
+two paths byte for byte. What is added here is what the typed type resolves with
+DataLoaders (custom fields, badges, the children lists), read from what the statement
+attached to the row instead. Fields with arguments or that walk back up the tree
 (``Contact.customer``, ``Asset.facility``, credentials) are not in the specs: a selection
 that asks for one is resolved the typed way.
 """
@@ -13,9 +16,8 @@ that asks for one is resolved the typed way.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from db.entities import ASSET as ASSET_ENTITY
 from db.entities import CONTACT as CONTACT_ENTITY
@@ -23,140 +25,43 @@ from db.entities import CUSTOMER as CUSTOMER_ENTITY
 from db.entities import FACILITY as FACILITY_ENTITY
 from db.entities import EntitySpec
 from db.queries.record_rows import DEFINITIONS, Children, Level
-from resolvers.selection_json.shapes import Nested, ObjectSpec, Shape
-from schema.custom_fields import chosen_badges
-from schema.customers import display_name
-from schema.node import to_global_id
+from resolvers.selection_json.shapes import Shape
+from schema.assets import ASSET_ROW
+from schema.contacts import CONTACT_ROW
+from schema.custom_fields import BADGE, CUSTOM_FIELD_VALUE, chosen_badges
+from schema.customers import CUSTOMER_ROW
+from schema.encoding import Nested, ObjectSpec
+from schema.facilities import FACILITY_ROW
 
-
-def _optional(expression: str, conversion: str) -> str:
-    return f"(None if ({expression}) is None else {conversion.format(expression)})"
-
-
-_NAMES: dict[str, Any] = {
-    "GID": to_global_id,
-    "DISPLAY_NAME": display_name,
-    "BADGES": chosen_badges,
-    "float": float,
-    "bool": bool,
-}
-
-PHONE = ObjectSpec(name="Phone", fields={"type": "v['type']", "number": "v['number']"})
-
-_ADDRESS_LINES = {
-    "line1": "v.get('line1')",
-    "line2": "v.get('line2')",
-    "city": "v.get('city')",
-    "region": "v.get('region')",
-    "postalCode": "v.get('postalCode')",
-    "country": "v.get('country')",
-}
-ADDRESS = ObjectSpec(name="Address", fields={"type": "v['type']", **_ADDRESS_LINES})
-SITE_ADDRESS = ObjectSpec(name="SiteAddress", fields=_ADDRESS_LINES)
-
-CUSTOMER_SETTINGS = ObjectSpec(
-    name="CustomerSettings",
-    fields={
-        "taxFree": "bool(v.get('taxFree', False))",
-        "taxRate": _optional("v.get('taxRate')", "float({})"),
-        "smsEnabled": "bool(v.get('smsEnabled', False))",
-        "billingEmails": "bool(v.get('billingEmails', True))",
-        "marketingEmails": "bool(v.get('marketingEmails', False))",
-        "reportEmails": "bool(v.get('reportEmails', True))",
-        "noEmail": "bool(v.get('noEmail', False))",
-    },
-    names=_NAMES,
-)
-
-# A custom field value is built from (definition row, the record's stored values).
-CUSTOM_FIELD_VALUE = ObjectSpec(
-    name="CustomFieldValue",
-    fields={
-        "key": "v[0]['key']",
-        "label": "v[0]['label']",
-        "fieldType": "v[0]['field_type']",
-        "value": "v[1].get(v[0]['key'])",
-    },
-)
-BADGE = ObjectSpec(
-    name="Badge", fields={"fieldKey": "v['field_key']", "label": "v['label']", "icon": "v['icon']"}
-)
 # Fields that need the record type's custom field definitions (attached under DEFINITIONS).
 NEEDS_DEFINITIONS = frozenset({"customFields", "badges"})
 
 
-def _record_fields(type_name: str) -> dict[str, str | Nested]:
-    """Node and SyncedRecord fields, and custom field values, of every synced record."""
-    return {
-        "id": f"GID({type_name!r}, v['id'])",
-        "recordId": "str(v['id'])",
-        "version": "v['version']",
-        "createdAt": "v['created_at'].isoformat()",
-        "updatedAt": "v['updated_at'].isoformat()",
-        "customFields": Nested(
-            f"[(d, v['custom_fields']) for d in v[{DEFINITIONS!r}]]", CUSTOM_FIELD_VALUE
-        ),
-    }
+def _attached(row_spec: ObjectSpec, fields: Mapping[str, Nested]) -> ObjectSpec:
+    """``row_spec`` (the type's conversions of its row, next to the type) with the fields the
+    typed path resolves with DataLoaders, read from what the statement attached to the row:
+    custom field definitions (under DEFINITIONS) and the children lists of ``_CHILDREN``."""
+    custom_fields = Nested(
+        f"[(d, v['custom_fields']) for d in v[{DEFINITIONS!r}]]", CUSTOM_FIELD_VALUE
+    )
+    return ObjectSpec(
+        name=row_spec.name,
+        fields={**row_spec.fields, "customFields": custom_fields, **fields},
+        names={**row_spec.names, "BADGES": chosen_badges},
+    )
 
 
-ASSET = ObjectSpec(
-    name="Asset",
-    fields={
-        **_record_fields("Asset"),
-        "kind": "v['kind']",
-        "manufacturer": "v['manufacturer']",
-        "model": "v['model']",
-        "serialNumber": "v['serial_number']",
-        "installDate": _optional("v['install_date']", "{}.isoformat()"),
-        "location": "v['location']",
-        "notes": "v['notes']",
-    },
-    names=_NAMES,
-)
-FACILITY = ObjectSpec(
-    name="Facility",
-    fields={
-        **_record_fields("Facility"),
-        "name": "v['name']",
-        "address": Nested("v['address']", SITE_ADDRESS, many=False),
-        "notes": "v['notes']",
-        "assets": Nested("v['_assets']", ASSET),
-    },
-    names=_NAMES,
-)
-CONTACT = ObjectSpec(
-    name="Contact",
-    fields={
-        **_record_fields("Contact"),
-        "firstName": "v['first_name']",
-        "lastName": "v['last_name']",
-        "title": "v['title']",
-        "email": "v['email']",
-        "phones": Nested("v['phones']", PHONE),
-        "notes": "v['notes']",
-    },
-    names=_NAMES,
-)
-CUSTOMER = ObjectSpec(
-    name="Customer",
-    fields={
-        **_record_fields("Customer"),
-        "businessName": "v['business_name']",
-        "firstName": "v['first_name']",
-        "lastName": "v['last_name']",
-        "email": "v['email']",
-        "phones": Nested("v['phones']", PHONE),
-        "addresses": Nested("v['addresses']", ADDRESS),
-        "notificationEmails": "list(v['notification_emails'])",
-        "invoiceCcEmails": "list(v['invoice_cc_emails'])",
-        "settings": Nested("v['settings']", CUSTOMER_SETTINGS, many=False),
-        "archived": "v['archived']",
-        "displayName": "DISPLAY_NAME(v['business_name'], v['first_name'], v['last_name'])",
+# The values are rows with their attachments.
+ASSET = _attached(ASSET_ROW, {})
+FACILITY = _attached(FACILITY_ROW, {"assets": Nested("v['_assets']", ASSET)})
+CONTACT = _attached(CONTACT_ROW, {})
+CUSTOMER = _attached(
+    CUSTOMER_ROW,
+    {
         "badges": Nested(f"BADGES(v[{DEFINITIONS!r}], v['custom_fields'])", BADGE),
         "contacts": Nested("v['_contacts']", CONTACT),
         "facilities": Nested("v['_facilities']", FACILITY),
     },
-    names=_NAMES,
 )
 # Edges of `customers`: the values are ``schema.pagination.Edge`` objects holding rows.
 CUSTOMER_EDGE = ObjectSpec(
@@ -225,7 +130,7 @@ def _row_columns(spec: ObjectSpec, shape: Shape) -> set[str]:
     for _key, name, _nested in shape:
         member = spec.fields.get(name)
         if member is not None:
-            expression = member.expression if isinstance(member, Nested) else member
+            expression = member if isinstance(member, str) else member.expression
             columns.update(_ROW_COLUMN.findall(expression))
     return columns
 

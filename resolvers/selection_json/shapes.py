@@ -10,17 +10,18 @@ result. A selection that does not reduce (a field with arguments, a field the ty
 does not have, one list selected under two keys with different fields) gives ``None``,
 and the caller resolves the ordinary way.
 
-An ``ObjectSpec`` says how each GraphQL field of a type is read from the Python value
-``v`` the caller holds: a Python expression (the same conversions the typed resolver
-applies), and for object fields the nested spec. Expressions are fixed source text of the
-spec; only response keys come from clients, and they are checked to be GraphQL names.
+An ``ObjectSpec`` (``schema.encoding``, declared next to its type) says how each GraphQL
+field of a type is read from the Python value ``v`` the caller holds: a Python expression,
+and for object fields the nested spec. ``schema.encoding.typed_builder`` compiles the same
+spec into the strawberry object the ordinary path completes, so a type's conversions are
+written once and the two paths cannot drift apart. Expressions are fixed source text of
+the spec; only response keys come from clients, and they are checked to be GraphQL names.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, cast
 
@@ -29,27 +30,10 @@ import strawberry
 from graphql import FieldNode, GraphQLObjectType, GraphQLSchema
 
 from resolvers.selection_json.collect import Fragments, collect_fields, directive_variables
+from schema.encoding import BUILTINS, Nested, ObjectSpec, Serialized
 
 TYPENAME = "__typename"
 NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
-
-
-@dataclass(frozen=True)
-class Nested:
-    """An object-typed field: ``expression`` gives the object (or, with ``many``, a list)."""
-
-    expression: str
-    spec: ObjectSpec
-    many: bool = True
-
-
-@dataclass(frozen=True, eq=False)
-class ObjectSpec:
-    """How the JSON of one GraphQL object type is built from the caller's value ``v``."""
-
-    name: str
-    fields: Mapping[str, str | Nested]
-    names: Mapping[str, Any] = field(default_factory=dict)
 
 
 # (response key, field name, nested shape or None for a leaf), in response order.
@@ -132,7 +116,7 @@ def builder(spec: ObjectSpec, shape: Shape) -> Callable[[Any], dict[str, Any]]:
     A generic loop over (key, getter) pairs costs a call per field and value; this costs
     none (nested lists call their own builder once per item).
     """
-    names: dict[str, Any] = {"__builtins__": {"str": str, "list": list}, **spec.names}
+    names: dict[str, Any] = {"__builtins__": BUILTINS, **spec.names}
     items = []
     for key, name, nested in shape:
         if not NAME.fullmatch(key):
@@ -151,6 +135,8 @@ def builder(spec: ObjectSpec, shape: Shape) -> Callable[[Any], dict[str, Any]]:
                 else f"(None if ({member.expression}) is None else {helper}({member.expression}))"
             )
             items.append(f"{key!r}: {value}")
+        elif isinstance(member, Serialized):
+            items.append(f"{key!r}: {member.json_expression}")
         else:
             items.append(f"{key!r}: {member}")
     source = "lambda v: {" + ", ".join(items) + "}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -38,6 +39,19 @@ DETAIL = f"""query CustomerDetail($id: ID!) {{
     facilities {{ id name address {{ {SITE} }} notes version createdAt updatedAt
       assets {{ id kind manufacturer model serialNumber installDate location notes version
         createdAt updatedAt }} }}
+  }}
+}}"""
+WHOLE = f"""query Whole($id: ID!) {{
+  customer(id: $id) {{
+    id recordId version createdAt updatedAt businessName firstName lastName displayName email
+    phones {{ type number }} addresses {{ type line1 {SITE} }} notificationEmails invoiceCcEmails
+    settings {{ taxFree taxRate smsEnabled billingEmails marketingEmails reportEmails noEmail }}
+    archived customFields {{ key label fieldType value }} badges {{ fieldKey label icon }}
+    contacts {{ id recordId version createdAt updatedAt firstName lastName title email
+      phones {{ type number }} notes }}
+    facilities {{ id recordId version createdAt updatedAt name address {{ {SITE} }} notes
+      assets {{ id recordId version createdAt updatedAt kind manufacturer model serialNumber
+        installDate location notes }} }}
   }}
 }}"""
 SHAPED = """query Shaped($id: ID!) {
@@ -220,6 +234,106 @@ class TestCompiledCustomerDetail:
         await compare(
             tenant.admin.token, {"query": document, "variables": variables}, compiled=False
         )
+
+    async def test_every_field_holds_what_was_written(self, tenant, compare):
+        """Both paths read a field by the same spec expression (the typed one through
+        ``from_row``), so their equality cannot catch a field read from the wrong column:
+        every field of the tree is checked against the values written, all distinct."""
+        await define_fields(tenant.admin)
+        lines = {"line2": "Suite 2", "city": "Oslo", "region": "Viken", "country": "NO"}
+        customer = await make_customer(
+            tenant.admin,
+            businessName="Whole",
+            firstName="Wanda",
+            lastName="Wholeson",
+            email="whole@example.com",
+            phones=[{"type": "WORK", "number": "+47 1"}],
+            addresses=[{"type": "SHIP_TO", "line1": "1 Dock", "postalCode": "0150", **lines}],
+            notificationEmails=["note@example.com"],
+            invoiceCcEmails=["cc@example.com"],
+            settings={"taxRate": 12.5, "taxFree": True, "billingEmails": False, "noEmail": True},
+            customFields=[{"key": "tier", "value": "gold"}],
+        )
+        contact = {
+            "firstName": "Carl",
+            "lastName": "Carlson",
+            "title": "Boss",
+            "email": "carl@example.com",
+            "phones": [{"type": "HOME", "number": "+47 2"}],
+            "notes": "contact notes",
+        }
+        created = await tenant.admin(
+            CREATE_CONTACT, {"input": {"customerId": customer["id"], **contact}}
+        )
+        site = {"line1": "2 Yard", "postalCode": "5003", **lines}
+        facility = await tenant.admin(
+            CREATE_FACILITY,
+            {
+                "input": {
+                    "customerId": customer["id"],
+                    "name": "Yard",
+                    "address": site,
+                    "notes": "facility notes",
+                }
+            },
+        )
+        asset = {
+            "kind": "Gate",
+            "manufacturer": "Maker",
+            "model": "M1",
+            "serialNumber": "SN-9",
+            "installDate": "2023-04-05",
+            "location": "North",
+            "notes": "asset notes",
+        }
+        made = await tenant.admin(
+            CREATE_ASSET, {"input": {"facilityId": facility["createFacility"]["id"], **asset}}
+        )
+        body = {"query": WHOLE, "variables": {"id": customer["id"]}}
+        read = (await compare(tenant.admin.token, body, compiled=True)).json()["data"]["customer"]
+        [read_contact] = read.pop("contacts")
+        [read_facility] = read.pop("facilities")
+        [read_asset] = read_facility.pop("assets")
+        for record, global_id in (
+            (read, customer["id"]),
+            (read_contact, created["createContact"]["id"]),
+            (read_facility, facility["createFacility"]["id"]),
+            (read_asset, made["createAsset"]["id"]),
+        ):
+            assert record.pop("id") == global_id
+            assert record.pop("recordId") == base64.b64decode(global_id).decode().split(":")[1]
+            assert all(isinstance(n, int) for n in record.pop("version").values())
+            created_at = datetime.fromisoformat(record.pop("createdAt"))
+            assert created_at <= datetime.fromisoformat(record.pop("updatedAt"))
+        assert read == {
+            "businessName": "Whole",
+            "firstName": "Wanda",
+            "lastName": "Wholeson",
+            "displayName": "Whole",
+            "email": "whole@example.com",
+            "phones": [{"type": "WORK", "number": "+47 1"}],
+            "addresses": [{"type": "SHIP_TO", "line1": "1 Dock", "postalCode": "0150", **lines}],
+            "notificationEmails": ["note@example.com"],
+            "invoiceCcEmails": ["cc@example.com"],
+            "settings": {
+                "taxFree": True,
+                "taxRate": 12.5,
+                "smsEnabled": False,
+                "billingEmails": False,
+                "marketingEmails": False,
+                "reportEmails": True,
+                "noEmail": True,
+            },
+            "archived": False,
+            "customFields": [
+                {"key": "floors", "label": "Floors", "fieldType": "NUMBER", "value": None},
+                {"key": "tier", "label": "Tier", "fieldType": "DROPDOWN", "value": "gold"},
+            ],
+            "badges": [{"fieldKey": "tier", "label": "Gold", "icon": "star"}],
+        }
+        assert read_contact == contact
+        assert read_facility == {"name": "Yard", "address": site, "notes": "facility notes"}
+        assert read_asset == asset
 
 
 class TestHandedToTheExecutor:

@@ -1,4 +1,9 @@
-"""Long lists (pull pages, push outcomes) encoded in one pass: the JSON graphql-core would give."""
+"""Long lists (pull pages, push outcomes) encoded in one pass: the JSON graphql-core would give.
+
+Both paths read a value through the same spec (the typed one through
+``schema.encoding.typed_builder``), so comparing them checks the encoding (enum names, scalars,
+nesting); what each field holds is checked against the records themselves.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,14 @@ from graphql import FieldNode, OperationDefinitionNode, parse
 
 from db.entities import EntityType
 from db.pull import PulledChange
-from resolvers.selection_json.changes import CHANGE, ChangesSubscription, prepare_subscription
+from resolvers.selection_json.changes import ChangesSubscription, prepare_subscription
 from resolvers.selection_json.documents import Documents
-from resolvers.selection_json.shapes import ObjectSpec, encode, field_shape, shape_of
+from resolvers.selection_json.shapes import encode, field_shape, shape_of
+from schema.contacts import CONTACT_ROW, Contact
+from schema.encoding import Nested, ObjectSpec, typed_builder
+from schema.errors import FIELD_CONFLICT
 from schema.limits import OperationLimits
+from schema.sync import CHANGE, CHANGE_RESULT, Change, ChangeResult, PullOp, SyncEntity
 from server.schema import build_schema
 from sync.hub import Batch
 from tests.api.queries import CREATE_ASSET, UPDATE_CUSTOMER, make_tree
@@ -26,6 +35,19 @@ FULL = "entity recordId customerId op version data __typename"
 TYPED = f"""query($d: ID!) {{ pull(deviceId: $d, limit: 1000) {{
   changes {{ {FULL} }} other: changes {{ recordId }} }} }}"""
 ENCODED = f"""query($d: ID!) {{ pull(deviceId: $d, limit: 1000) {{ changes {{ {FULL} }} }} }}"""
+RECORD = """query($id: ID!) { node(id: $id) { __typename
+  ... on SyncedRecord { recordId version } ... on Customer { businessName }
+  ... on Asset { kind } } }"""
+
+
+def raw_id(global_id: str) -> str:
+    return base64.b64decode(global_id).decode().split(":", 1)[1]
+
+
+async def records(api, global_ids) -> dict[str, dict]:
+    """The records of ``global_ids`` as `node` reads them, by record id."""
+    found = [(await api(RECORD, {"id": gid}))["node"] for gid in global_ids]
+    return {record["recordId"]: record for record in found}
 
 
 async def test_an_encoded_page_equals_the_typed_resolution(tenant):
@@ -52,6 +74,16 @@ async def test_an_encoded_page_equals_the_typed_resolution(tenant):
     boiler = next(c for c in encoded["changes"] if (c["data"] or {}).get("kind") == "Boiler")
     assert boiler["data"]["installDate"] == "2024-02-29"
     assert boiler["data"]["notes"] == 'quote " and \\ backslash, ünïcode'
+    # What each field holds, from the records themselves (not from the spec both paths read).
+    stored = await records(tenant.admin, [*tree.values(), created["createAsset"]["id"]])
+    assert {c["recordId"] for c in encoded["changes"]} == set(stored)
+    for change in encoded["changes"]:
+        record = stored[change["recordId"]]
+        assert change["entity"] == record["__typename"].upper()
+        assert change["customerId"] == raw_id(tree["customer"])
+        assert (change["op"], change["version"]) == ("UPSERT", record["version"])
+    customer = next(c for c in encoded["changes"] if c["entity"] == "CUSTOMER")
+    assert customer["data"]["businessName"] == "Encoded"
 
 
 async def test_aliases_fragments_and_directives_shape_the_encoded_page(tenant):
@@ -130,6 +162,59 @@ def test_a_field_outside_the_spec_is_left_to_ordinary_execution():
     assert shape_of(build_schema()._schema, partial, fragments, {}, nodes) is None
 
 
+def test_the_typed_objects_are_built_from_the_spec():
+    """The typed path's Change reads each field by the spec's expression: enum names become
+    members, the rest is the value the encoder writes."""
+    evicted = PulledChange(
+        EntityType.ASSET, uuid.UUID(int=3), uuid.UUID(int=4), False, {"s": 2}, 7, None, True
+    )
+    assert typed_builder(CHANGE, Change)(evicted) == Change(
+        entity=SyncEntity.ASSET,
+        record_id="00000000-0000-0000-0000-000000000003",
+        customer_id="00000000-0000-0000-0000-000000000004",
+        op=PullOp.EVICT,
+        version={"s": 2},
+        data=None,
+    )
+    assert orjson.loads(encode(CHANGE, tuple((n, n, None) for n in CHANGE.fields), [evicted])) == [
+        {
+            "entity": "ASSET",
+            "recordId": "00000000-0000-0000-0000-000000000003",
+            "customerId": "00000000-0000-0000-0000-000000000004",
+            "op": "EVICT",
+            "version": {"s": 2},
+            "data": None,
+        }
+    ]
+
+
+def test_a_spec_must_cover_the_type_it_builds():
+    """A typed object needs every field: a spec that misses one, names another type or
+    disagrees about a list is refused when its builder is made, not when a request runs."""
+    partial = ObjectSpec(name="Change", fields={"recordId": "str(v.record_id)"})
+    with pytest.raises(ValueError, match=r"Change\.entity has no expression"):
+        typed_builder(partial, Change)
+    with pytest.raises(ValueError, match="of ChangeResult cannot build a Change"):
+        typed_builder(ObjectSpec(name="ChangeResult", fields=CHANGE.fields), Change)
+    one = ObjectSpec(
+        name="ChangeResult",
+        fields={**CHANGE_RESULT.fields, "conflicts": Nested("v.conflict", FIELD_CONFLICT, False)},
+    )
+    with pytest.raises(ValueError, match="`many` disagrees"):
+        typed_builder(one, ChangeResult)
+    # Nested specs are checked as their field's type too.
+    empty = ObjectSpec(
+        name="ChangeResult",
+        fields={**CHANGE_RESULT.fields, "conflicts": Nested("v.conflicts", ObjectSpec("X", {}))},
+    )
+    with pytest.raises(ValueError, match="of X cannot build a FieldConflict"):
+        typed_builder(empty, ChangeResult)
+    # What the type's own resolvers read must be given too.
+    contact = ObjectSpec("Contact", CONTACT_ROW.fields, CONTACT_ROW.names, private={})
+    with pytest.raises(ValueError, match="Contact's private uuid is not in its spec"):
+        typed_builder(contact, Contact)
+
+
 def test_keys_that_are_not_graphql_names_are_refused():
     """The encoder is generated from the keys: anything but a GraphQL name is rejected."""
     with pytest.raises(ValueError, match="not a GraphQL name"):
@@ -152,7 +237,7 @@ async def test_encoded_push_outcomes_equal_the_typed_resolution(tenant):
     await tenant.admin(
         UPDATE_CUSTOMER, {"id": ids["customer"], "input": {"businessName": "Server side"}}
     )
-    raw = {name: base64.b64decode(gid).decode().split(":", 1)[1] for name, gid in ids.items()}
+    raw = {name: raw_id(gid) for name, gid in ids.items()}
     changes = [
         device.change("customer", raw["customer"], {"businessName": "Phone side"}),
         device.change("contact", raw["contact"], {"email": "not an email"}),
@@ -167,9 +252,26 @@ async def test_encoded_push_outcomes_equal_the_typed_resolution(tenant):
     assert [r["recordId"] for r in typed["other"]] == [r["recordId"] for r in encoded["results"]]
     for first, replay in zip(encoded["results"], typed["results"], strict=True):
         assert {**first, "replayed": True} == replay
-    assert encoded["results"][0]["conflictId"]
-    assert encoded["results"][0]["conflicts"][0]["field"] == "businessName"
-    assert encoded["results"][1]["fieldErrors"][0]["field"] == "email"
+    # What each field holds, from the changes sent and the records (not from the spec).
+    conflict, invalid, applied = encoded["results"]
+    assert [r["clientMutationId"] for r in encoded["results"]] == [
+        c["clientMutationId"] for c in changes
+    ]
+    assert [(r["entity"], r["recordId"]) for r in encoded["results"]] == [
+        ("CUSTOMER", raw["customer"]),
+        ("CONTACT", raw["contact"]),
+        ("ASSET", raw["asset"]),
+    ]
+    assert [r["replayed"] for r in encoded["results"]] == [False, False, False]
+    assert base64.b64decode(conflict["conflictId"]).decode().startswith("SyncConflict:")
+    assert (invalid["conflictId"], applied["conflictId"]) == (None, None)
+    assert conflict["conflicts"] == [
+        {"field": "businessName", "serverValue": "Server side", "clientValue": "Phone side"}
+    ]
+    assert [e["field"] for e in invalid["fieldErrors"]] == ["email"]
+    assert invalid["fieldErrors"][0]["message"]
+    stored = await records(tenant.admin, [ids["asset"]])
+    assert applied["version"] == stored[raw["asset"]]["version"]
 
 
 def test_a_subscription_batch_encodes_as_its_document_selects():
