@@ -230,16 +230,18 @@ def test_every_spec_field_is_a_field_of_its_type():
     answered by the executor (the compiled path leaves such selections to it)."""
     from graphql import GraphQLObjectType
 
-    from resolvers.selection_json import changes, records
-    from resolvers.selection_json.shapes import Nested, ObjectSpec
+    from resolvers.selection_json import records
+    from schema.encoding import Nested, ObjectSpec
+    from schema.subscriptions import CHANGE_BATCH
+    from schema.sync import CHANGE_RESULT
     from server.schema import build_schema
 
     schema = build_schema()._schema
     specs: list[ObjectSpec] = [
         records.CUSTOMER_CONNECTION,
         *(record.spec for record in records.RECORDS.values()),
-        changes.CHANGE_BATCH,
-        changes.CHANGE_RESULT,
+        CHANGE_BATCH,
+        CHANGE_RESULT,
     ]
     outside: dict[str, set[str]] = {}
     seen: set[str] = set()
