@@ -13,7 +13,9 @@ thresholds are put back as they were (unless something else changed them meanwhi
 they are left as that set them). The middle and old thresholds, and so the server's policy
 for full passes, are not touched; nothing is frozen or disabled. Other requests the worker
 serves during a push see the same raised threshold for that time (a push takes a few
-hundred milliseconds).
+hundred milliseconds). The HTTP endpoint holds young passes back the same way for the whole
+of any request with a large body (``server/app.py``), whose decoding and answer allocate
+as much outside the resolver.
 """
 
 from __future__ import annotations

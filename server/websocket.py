@@ -20,7 +20,7 @@ import contextlib
 import enum
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Coroutine, Hashable
 from typing import Any
 from uuid import UUID
 
@@ -87,36 +87,29 @@ class Outbox:
     """
 
     # Slots, here and on the other per-socket objects: no instance dict per socket (the
-    # idle cost of a subscribed socket is what a worker's memory is made of).
+    # idle cost of a subscribed socket is what a worker's memory is made of). The owner
+    # is called directly rather than through callbacks (a bound method or a closure each,
+    # per socket), and the deque (~750 bytes even empty) exists only while something waits.
+    # Closing lets go of the owner: a closed socket's objects are then freed at once by
+    # reference counting, not left to a full collection (the collector is tuned to run
+    # those rarely, server/gc_pauses.py), which a reconnect storm would wait on.
     __slots__ = (
         "_chars",
         "_queue",
         "_room",
-        "_send",
-        "_spawn",
         "_writer",
         "closed",
         "max_chars",
         "max_messages",
-        "on_overflow",
+        "owner",
     )
 
-    def __init__(
-        self,
-        *,
-        max_messages: int,
-        max_chars: int,
-        on_overflow: Callable[[], None],
-        send: Callable[[str], Awaitable[None]],
-        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
-    ):
+    def __init__(self, owner: Connection, *, max_messages: int, max_chars: int) -> None:
+        self.owner: Connection | None = owner
         self.max_messages = max_messages
         self.max_chars = max_chars
-        self.on_overflow = on_overflow
         self.closed = False
-        self._send = send
-        self._spawn = spawn
-        self._queue: deque[str] = deque()
+        self._queue: deque[str] | None = None
         self._chars = 0
         self._writer: asyncio.Task[None] | None = None
         self._room: asyncio.Event | None = None
@@ -131,7 +124,8 @@ class Outbox:
         if self.closed:
             return
         if self._full(len(message)):
-            self.on_overflow()
+            if self.owner is not None:
+                self.owner.close(CloseCode.SLOW_CONSUMER, "send buffer full: reconnect and resume")
             return
         self.append(message)
 
@@ -149,29 +143,34 @@ class Outbox:
         """Queue regardless of the limits (protocol messages) and make sure a writer runs."""
         if self.closed:
             return
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(message)
         self._chars += len(message)
-        if self._writer is None:
-            self._writer = self._spawn(self._write())
+        if self._writer is None and self.owner is not None:
+            self._writer = self.owner.spawn(self._write())
 
     def close(self) -> None:
         """Drop whatever is queued and wake every waiter."""
         self.closed = True
-        self._queue.clear()
+        self.owner = None
+        self._queue = None
         self._chars = 0
         if self._room is not None:
             self._room.set()
 
     async def _write(self) -> None:
         try:
-            while self._queue and not self.closed:
+            while self._queue and self.owner is not None:
                 message = self._queue.popleft()
                 self._chars -= len(message)
                 if self._room is not None:
                     self._room.set()
-                await self._send(message)
+                await self.owner.send_text(message)
         finally:
             self._writer = None
+            if not self._queue:
+                self._queue = None
 
 
 class SocketSubscription:
@@ -220,9 +219,9 @@ class Connection:
 
     __slots__ = (
         "_closer",
+        "_expiry",
         "_init_timer",
         "_tasks",
-        "_timers",
         "claims",
         "closing",
         "init_received",
@@ -239,13 +238,9 @@ class Connection:
         self.websocket = websocket
         settings = server.settings
         self.outbox = Outbox(
+            self,
             max_messages=settings.ws_send_buffer_messages,
             max_chars=settings.ws_send_buffer_bytes,
-            on_overflow=lambda: self.close(
-                CloseCode.SLOW_CONSUMER, "send buffer full: reconnect and resume"
-            ),
-            send=self._send,
-            spawn=self._spawn,
         )
         self.operations: dict[str, SocketSubscription | asyncio.Task[None]] = {}
         self.init_received = False
@@ -253,8 +248,10 @@ class Connection:
         self.token: str | None = None
         self.closing = False
         self._init_timer: asyncio.TimerHandle | None = None
-        self._timers: list[asyncio.TimerHandle] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The close at the token's expiry.
+        self._expiry: asyncio.TimerHandle | None = None
+        # Tasks of this socket (writer, queries); a set only while there are any.
+        self._tasks: set[asyncio.Task[None]] | None = None
         self._closer: asyncio.Task[None] | None = None
         # Its slot of the server's ping wheel (set once acknowledged).
         self.ping_slot: set[Connection] | None = None
@@ -271,17 +268,16 @@ class Connection:
         # 4408 is for a client that sends no connection_init in time, not for a server
         # slow to check one (a reconnect storm queues thousands of user lookups).
         self._init_timer = asyncio.get_running_loop().call_later(
-            self.server.settings.ws_init_timeout_seconds,
-            lambda: (
-                self.close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
-                if not self.init_received
-                else None
-            ),
+            self.server.settings.ws_init_timeout_seconds, self._init_timeout
         )
         self.server.start_pings()
+        # The ASGI receive itself, not Starlette's wrapper around it: a waiting socket then
+        # keeps one coroutine frame fewer (the messages after the accept are all
+        # `websocket.receive` or `websocket.disconnect`, which is all the wrapper checks).
+        receive = self.websocket._receive
         try:
             while not self.closing:
-                message = await self.websocket.receive()
+                message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("text")
@@ -299,6 +295,10 @@ class Connection:
             if self._closer is not None:
                 # The close frame goes out before the ASGI app returns.
                 await asyncio.wait({self._closer}, timeout=5)
+
+    def _init_timeout(self) -> None:
+        if not self.init_received:
+            self.close(CloseCode.INIT_TIMEOUT, "Connection initialisation timeout")
 
     def close(self, code: int, reason: str) -> None:
         """Close the socket (from any context) and end every operation on it."""
@@ -322,11 +322,11 @@ class Connection:
         if self._init_timer is not None:
             self._init_timer.cancel()
             self._init_timer = None
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self.outbox.close()
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             if task is not asyncio.current_task():
                 task.cancel()
         self.server.connections.discard(self)
@@ -334,13 +334,23 @@ class Connection:
             self.ping_slot.discard(self)
             self.ping_slot = None
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coroutine`` as a task of this socket (cancelled when it closes)."""
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
 
-    async def _send(self, message: str) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None
+
+    async def send_text(self, message: str) -> None:
+        """Write one message to the socket (the outbox's writer calls this)."""
         try:
             await self.websocket.send_text(message)
         except (WebSocketDisconnect, RuntimeError, OSError):
@@ -406,10 +416,8 @@ class Connection:
             self._init_timer.cancel()
             self._init_timer = None
         delay = max(0.0, claims.expires_at.timestamp() - time.time())
-        self._timers.append(
-            asyncio.get_running_loop().call_later(
-                delay, lambda: self.close(CloseCode.TOKEN_EXPIRED, "Token expired: sign in again")
-            )
+        self._expiry = asyncio.get_running_loop().call_later(
+            delay, self.close, CloseCode.TOKEN_EXPIRED, "Token expired: sign in again"
         )
         self.send_message({"type": "connection_ack"})
         self.server.add_to_ping_wheel(self)
@@ -452,7 +460,7 @@ class Connection:
             )
             return
         if isinstance(prepared, OtherOperation):
-            self.operations[op_id] = self._spawn(self._execute(op_id, payload))
+            self.operations[op_id] = self.spawn(self._execute(op_id, payload))
             return
         self._start_changes(op_id, prepared)
 
@@ -520,6 +528,8 @@ class Connection:
         if isinstance(operation, SocketSubscription):
             if operation.subscriber is not None:
                 self.server.hub.remove(operation.subscriber)
+                # The two refer to each other: unlinked, both go once the hub lets go.
+                operation.subscriber = None
         elif operation is not None and operation is not asyncio.current_task():
             operation.cancel()
 
@@ -646,11 +656,12 @@ class SubscriptionServer:
                     connection.outbox.append(ping)
             slot = (slot + 1) % len(self._ping_slots)
 
-    async def __call__(self, websocket: WebSocket) -> None:
-        """Starlette WebSocketRoute endpoint."""
+    def __call__(self, websocket: WebSocket) -> Coroutine[Any, Any, None]:
+        """Serve one socket (await the result): the connection's own coroutine, with no
+        frame of this call kept suspended under it for the socket's life."""
         connection = Connection(self, websocket)
         self.connections.add(connection)
-        await connection.serve()
+        return connection.serve()
 
     async def drain(self) -> None:
         """Close every socket with 1001 so clients resume on another instance."""

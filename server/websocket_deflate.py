@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Any
 
 import wsproto
-from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
-from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, Event
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+
+from server.websocket_protocol import LeanWSConnection, LeanWSProtocol
 
 # Smaller messages (acks, live batches of a few changes) are not worth a compressor; a
 # catch-up page or a big live batch is.
@@ -92,11 +91,11 @@ class LargeMessageDeflate(PerMessageDeflate):
         return out
 
 
-class _DeflatingConnection(wsproto.WSConnection):
+class _DeflatingConnection(LeanWSConnection):
     """wsproto's server connection that accepts with ``LargeMessageDeflate`` when offered."""
 
     def __init__(self, max_message_bytes: int) -> None:
-        super().__init__(ConnectionType.SERVER)
+        super().__init__()
         self._max_message_bytes = max_message_bytes
 
     def send(self, event: Event) -> bytes:
@@ -108,9 +107,11 @@ class _DeflatingConnection(wsproto.WSConnection):
         return super().send(event)
 
 
-class DeflateLargeMessagesProtocol(WSProtocol):
-    """uvicorn's wsproto WebSocket protocol with ``LargeMessageDeflate`` negotiated."""
+class DeflateLargeMessagesProtocol(LeanWSProtocol):
+    """The lean wsproto WebSocket protocol with ``LargeMessageDeflate`` negotiated."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.conn = _DeflatingConnection(self.config.ws_max_size)
+    __slots__ = ()
+
+    def new_connection(self) -> wsproto.WSConnection:
+        """A connection that accepts with the extension when the client offers deflate."""
+        return _DeflatingConnection(self.config.ws_max_size)
