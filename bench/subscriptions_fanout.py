@@ -26,6 +26,9 @@ latency target are printed too.
 
     python -m bench.subscriptions_fanout [--subscribers 5000] [--seconds 20] [--rate 10]
         [--per-push 5] [--naive-subscribers 1000] [--client-procs 1] [--budget 300]
+
+``--catchup-only`` runs step 2's catch-up alone (no idle phase, writer or baseline) and
+prints it against issue #19's target (5,000 subscribers caught up within 15 s).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 from sqlalchemy import make_url, select
@@ -86,7 +90,10 @@ from db.write_path import allocate_seqs, notify_change
 
 P99_TARGET_S = 0.250
 RATIO_TARGET = 10.0
-IDLE_TARGET_KB = 30.0
+IDLE_TARGET_KB = 20.0  # issue #19: at most 20 KB per idle subscribed socket
+# Issue #19: 5,000 subscribers joining together catch up within this (from the first
+# handshake to the last subscriber holding its whole selection).
+CATCHUP_TARGET_S = 15.0
 
 
 # --------------------------------------------------------------------------- seeding
@@ -467,6 +474,9 @@ class FanoutResult:
     window_s: float
     catchup_server_cpu_s: float
     catchup_pg_cpu_s: float
+    # The client processes' CPU over the same span: handshakes, subscribes and reading the
+    # catch-up pages, which the server's catch-up may wait on.
+    catchup_client_cpu_s: float
     push_s: list[float]
     sockets: list[int]
     errors: int
@@ -504,6 +514,29 @@ class FanoutResult:
         return sum(1 for x in self.latencies if x <= P99_TARGET_S) / len(self.latencies)
 
 
+async def write_window(
+    writer: Writer,
+    fleet: Fleet,
+    order: Iterator[str],
+    args: argparse.Namespace,
+    *,
+    label: str,
+    seconds: float,
+    drain: float,
+    status: Any,
+) -> tuple[float, float, int, Any]:
+    """The writer's pushes and the drain after them: (first commit, last commit, pushes,
+    the fleet's status); none with ``seconds`` 0 (``--catchup-only``)."""
+    if seconds <= 0:
+        now = time.time()
+        return now, now, 0, status
+    first, last, pushes = await writer.run(
+        order, rate=args.rate, seconds=seconds, per_push=args.per_push, tag=label
+    )
+    log(f"{label}: writer done: {pushes} pushes in {last - first:.1f}s; draining")
+    return first, last, pushes, await fleet.wait_quiet(quiet=2.0, within=drain)
+
+
 async def run_fanout(
     label: str,
     server: Server,
@@ -527,6 +560,7 @@ async def run_fanout(
         with RssPeak(server) as peak:
             started = time.time()
             catchup_cpu0, catchup_pg0 = server_cpu(server), pg_cpu(database)
+            catchup_client0 = fleet.cpu_seconds()
             subs = [Sub(d, None, selections[d]) for d in device_ids]
             opened = await fleet.start(url, token, subs, record=True, concurrency=args.concurrency)
             connect_s = time.time() - started
@@ -545,6 +579,7 @@ async def run_fanout(
             )
             catchup_cpu = server_cpu(server) - catchup_cpu0
             catchup_pg = pg_cpu(database) - catchup_pg0
+            catchup_client = fleet.cpu_seconds() - catchup_client0
             loads.append(f"after catch-up: {load_line()}")
             lag1 = await asyncio.to_thread(scrape_lag, server)
             await wait_server_quiet(server, within=15)
@@ -555,11 +590,9 @@ async def run_fanout(
             written_before = len(writer.commits)
             commits_before = set(writer.commits)
             pushes_before = len(writer.push_seconds)
-            first, last, pushes = await writer.run(
-                order, rate=args.rate, seconds=seconds, per_push=args.per_push, tag=label
+            first, last, pushes, status = await write_window(
+                writer, fleet, order, args, label=label, seconds=seconds, drain=drain, status=status
             )
-            log(f"{label}: writer done: {pushes} pushes in {last - first:.1f}s; draining")
-            status = await fleet.wait_quiet(quiet=2.0, within=drain)
             window = time.time() - w0
             cpu1, client1, bench1 = server_cpu(server), fleet.cpu_seconds(), time.process_time()
             pg1 = pg_cpu(database)
@@ -569,7 +602,8 @@ async def run_fanout(
             # Stalls are looked up in the log up to here: closing thousands of sockets
             # afterwards stalls the workers too, but that is not the write window.
             w1 = time.time()
-            loads.append(f"after the write window: {load_line()}")
+            if seconds > 0:
+                loads.append(f"after the write window: {load_line()}")
             owners = worker_of_ports(server)
             report = await fleet.report()
         await fleet.close()
@@ -603,6 +637,7 @@ async def run_fanout(
         window_s=window,
         catchup_server_cpu_s=catchup_cpu,
         catchup_pg_cpu_s=catchup_pg,
+        catchup_client_cpu_s=catchup_client,
         push_s=writer.push_seconds[pushes_before:],
         sockets=sockets,
         errors=status.error_count,
@@ -677,12 +712,31 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f} ms"
 
 
+def print_catchup(r: FanoutResult) -> None:
+    """The catch-up figures of a run (``--catchup-only``)."""
+    print(
+        f"  {r.label}: CATCH-UP {r.subscribers:,} subscriptions joining together: subscribed"
+        f" in {r.connect_s:.1f}s, caught up in {r.catchup_s:.1f}s (target <="
+        f" {CATCHUP_TARGET_S:.0f}s: {'PASS' if r.catchup_s <= CATCHUP_TARGET_S else 'FAIL'};"
+        f" {r.catchup_missing} not caught up); server CPU {r.catchup_server_cpu_s:.1f}s,"
+        f" PostgreSQL {r.catchup_pg_cpu_s:.1f}s, clients {r.catchup_client_cpu_s:.1f}s"
+        f" meanwhile; errors {r.errors}" + (f" e.g. {r.error_samples[:2]}" if r.errors else "")
+    )
+    for line in r.loads:
+        print(f"    load {line}")
+    if r.lag_catchup:
+        print("    event-loop lag (fieldsync_event_loop_lag_seconds) during catch-up:")
+        for line in r.lag_catchup:
+            print(f"      {line}")
+
+
 def print_fanout(r: FanoutResult, workers: int, bucket_s: float = 1.0) -> None:
     """The figures of one fan-out run."""
     print(
         f"  {r.label}: {r.subscribers:,} subscriptions: subscribed in {r.connect_s:.1f}s,"
         f" caught up in {r.catchup_s:.1f}s ({r.catchup_missing} not caught up; server CPU"
-        f" {r.catchup_server_cpu_s:.1f}s, PostgreSQL {r.catchup_pg_cpu_s:.1f}s meanwhile);"
+        f" {r.catchup_server_cpu_s:.1f}s, PostgreSQL {r.catchup_pg_cpu_s:.1f}s, clients"
+        f" {r.catchup_client_cpu_s:.1f}s meanwhile);"
         f" {r.pushes} pushes / {r.changes_written:,} changes in {r.writer_seconds:.1f}s"
         f" (pushChanges p50 {_ms(percentile(r.push_s, 50))}, max {_ms(max(r.push_s))})"
     )
@@ -838,8 +892,11 @@ def print_summary(
             f" sockets per worker {idle.per_worker}; client RSS {idle.client_rss / MB:.0f} MB"
         )
     for r in results:
-        print_fanout(r, args.workers, args.bucket_seconds)
-    if args.skip_fieldsync or not results:
+        if args.catchup_only:
+            print_catchup(r)
+        else:
+            print_fanout(r, args.workers, args.bucket_seconds)
+    if args.skip_fieldsync or args.catchup_only or not results:
         return
     fs = results[0]
     p99_ok = fs.p(99) < P99_TARGET_S and fs.catchup_missing == 0
@@ -882,6 +939,12 @@ def main() -> int:
     parser.add_argument("--idle-sockets", type=int, default=2000, help="K for the idle cost")
     parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument(
+        "--catchup-only",
+        action="store_true",
+        help="only the catch-up of --subscribers joining together (no idle phase, writer"
+        " or baseline)",
+    )
+    parser.add_argument(
         "--client-deflate",
         action="store_true",
         help="clients offer permessage-deflate (as phones do); default: they do not",
@@ -894,6 +957,8 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    if args.catchup_only:
+        args.skip_idle, args.naive_subscribers, args.seconds = True, 0, 0.0
     if args.client_deflate:
         os.environ["FIELDSYNC_BENCH_WS_DEFLATE"] = "1"  # read by the bench.ws_load workers
     with bench_database() as url:

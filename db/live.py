@@ -10,7 +10,7 @@ it is committed and none can appear there later.
 
 Anything that changes *which* customers a device sees (a selection or mode change, an
 archive or restore) is reported alongside, so the hub can send the affected devices through
-a real pull (``db/pull.py``) instead of deciding visibility itself. :func:`user_facts` is the
+a real pull (``db/pull.py``) instead of deciding visibility itself. ``DatabaseSource.users`` is the
 periodic re-check of the users behind open subscriptions (deactivation, token revocation,
 the sync-by-customer capability), which do not pass through the change log.
 """
@@ -23,10 +23,9 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import BigInteger, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.catch_up import pull_group
 from db.commands import sync as commands
 from db.engine import Database
 from db.entities import ENTITIES, EntitySpec, EntityType
@@ -36,6 +35,7 @@ from db.queries import devices as device_queries
 from db.queries.devices import selected_customer_ids
 from db.queries.orgs import head_seq
 from db.queries.users import get_user
+from db.user_facts import UserFacts, user_facts
 from sync.checkpoint import Checkpoint
 from sync.hub import PulledPage, Subscriber, SubscriptionError
 from sync.record_shape import complete
@@ -132,41 +132,6 @@ async def read_batch(
     )
 
 
-USERS_SQL = text(
-    """
-    SELECT id, active, token_epoch, role, can_sync_by_customer FROM users
-    WHERE org_id = :org AND id = ANY(:ids)
-    """
-).bindparams(bindparam("ids", type_=ARRAY(PG_UUID(as_uuid=True))))
-
-
-@dataclass(frozen=True)
-class UserFacts:
-    """What decides whether a user's open subscriptions may go on, and how they filter."""
-
-    active: bool
-    token_epoch: int
-    may_select: bool
-
-
-async def user_facts(
-    conn: AsyncConnection, *, org_id: UUID, user_ids: Sequence[UUID]
-) -> dict[UUID, UserFacts]:
-    """Current facts of ``user_ids`` (a user missing from the result was deleted)."""
-    if not user_ids:
-        return {}
-    result = await conn.execute(USERS_SQL, {"org": org_id, "ids": list(user_ids)})
-    return {
-        r["id"]: UserFacts(
-            active=bool(r["active"]),
-            token_epoch=int(r["token_epoch"]),
-            # The same rule as resolvers/sync.py's `_may_select`.
-            may_select=r["role"] == "ADMIN" or bool(r["can_sync_by_customer"]),
-        )
-        for r in result.mappings()
-    }
-
-
 async def device_selection(
     conn: AsyncConnection, *, org_id: UUID, device: dict[str, Any]
 ) -> frozenset[UUID] | None:
@@ -240,14 +205,11 @@ class DatabaseSource:
 
     async def pull_group(
         self, requests: Sequence[tuple[Subscriber, Checkpoint | None]], limit: int
-    ) -> list[PulledPage | SubscriptionError]:
+    ) -> list[PulledPage | SubscriptionError | None]:
         """First pages of subscribers that join together (see ``db/catch_up.py``)."""
-        # Imported here: db.catch_up builds on this module's user_facts.
-        from db.catch_up import pull_group
-
         return await pull_group(self.db, requests, limit)
 
     async def users(self, org_id: UUID, user_ids: Sequence[UUID]) -> dict[UUID, UserFacts]:
         """Current facts of the users behind a tenant's subscriptions."""
         async with self.db.tenant(org_id) as conn:
-            return await user_facts(conn, org_id=org_id, user_ids=user_ids)
+            return await user_facts(conn, org_id, user_ids)

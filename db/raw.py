@@ -77,6 +77,42 @@ async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[asyncpg.Rec
         raise _translated(sql, exc) from None
 
 
+# Where :func:`fetch_prepared` keeps a connection's statements: the pool's record of the
+# connection, which lives as long as the connection itself (a new one starts empty).
+_PREPARED = "fieldsync.prepared"
+# The longest text asyncpg's statement cache takes (its ``max_cacheable_statement_size``
+# default, which the engine keeps).
+ASYNCPG_CACHEABLE = 15 * 1024
+
+
+async def fetch_prepared(conn: AsyncConnection, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Rows of one statement prepared once per connection, however long its text.
+
+    asyncpg's own statement cache (:func:`fetch`) leaves out texts over 15 KiB: those were
+    parsed, analysed and planned again on every run (the grouped catch-up page statement,
+    planned generic, spent more on that than on running for a whole group). Shorter ones
+    stay in that cache.
+    """
+    if len(sql) <= ASYNCPG_CACHEABLE:
+        return await fetch(conn, sql, *args)
+    pooled = await conn.get_raw_connection()
+    connection = pooled.driver_connection
+    assert isinstance(connection, asyncpg.Connection)
+    statements: dict[str, asyncpg.prepared_stmt.PreparedStatement] = pooled.info.setdefault(
+        _PREPARED, {}
+    )
+    try:
+        statement = statements.get(sql)
+        if statement is None:
+            statement = statements[sql] = await connection.prepare(sql)
+        return await statement.fetch(*args)
+    except asyncpg.PostgresError as exc:
+        # Prepared again next time: the error may be the statement's own (a schema change
+        # altered its result type).
+        statements.pop(sql, None)
+        raise _translated(sql, exc) from None
+
+
 async def execute(conn: AsyncConnection, sql: str, *args: Any) -> str:
     """Run one statement; returns its status (``UPDATE 3``)."""
     connection = await driver(conn)

@@ -425,12 +425,15 @@ class GroupingSource(FakeSource):
         for sub, since in requests:
             if sub.device_id == REFUSED:
                 results.append(SubscriptionError("no such device", "NOT_FOUND"))
+            elif sub.device_id == ALONE:
+                results.append(None)
             else:
                 results.append(await FakeSource.pull(self, sub, since, limit))
         return results
 
 
 REFUSED = uuid4()
+ALONE = uuid4()
 
 
 class TestSpreadAndGrouped:
@@ -488,4 +491,37 @@ class TestSpreadAndGrouped:
         late = FakeSink()
         hub.add(subscriber(late))
         await until(lambda: seqs(late) == [1, 2, 3])
+        await hub.close()
+
+    async def test_joins_one_after_another_gather_and_a_lone_join_goes_at_once(self):
+        """A subscriber joining alone is pulled at once; others joining a few ms apart (a
+        storm paced by its handshakes) gather for ``catch_up_linger`` into groups; one the
+        group leaves alone (None) pulls alone; each gets its page once."""
+        source = GroupingSource(rows=[Row(B, 1), Row(C, 2)])
+        hub = Hub(
+            source,
+            encode_checkpoint=lambda c: str(c.seq),
+            recheck_seconds=0,
+            catch_up_group=64,
+            catch_up_linger=0.1,
+        )
+        first = FakeSink()
+        started = asyncio.get_running_loop().time()
+        hub.add(subscriber(first))
+        await until(lambda: seqs(first) == [1, 2])
+        assert asyncio.get_running_loop().time() - started < 0.1
+        assert source.groups == [1]
+        sinks = [FakeSink() for _ in range(10)]
+        for sink in sinks:
+            hub.add(subscriber(sink))
+            await asyncio.sleep(0.005)
+        alone = FakeSink()
+        hub.add(subscriber(alone, device=ALONE))
+        await until(lambda: all(seqs(s) == [1, 2] for s in [*sinks, alone]))
+        assert len(source.groups) <= 3, source.groups
+        assert sum(source.groups) == 12, source.groups
+        # Eleven pages inside groups, one alone for ALONE.
+        assert source.pulls == 12
+        await settle()
+        assert all(seqs(s) == [1, 2] for s in [first, *sinks, alone])
         await hub.close()
