@@ -48,8 +48,8 @@ from db.entities import EntityType
 from db.pull import PAGE_SETUP, PAGE_SETUP_PARAMS, page_parameters, page_statement
 from db.queries import devices as device_queries
 from db.queries.users import list_users
-from resolvers.selection_json.changes import CHANGE
 from resolvers.selection_json.shapes import encode
+from schema.sync import CHANGE
 from server.app import create_app
 from server.settings import Settings
 from sync.checkpoint import Checkpoint

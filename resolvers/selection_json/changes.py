@@ -28,20 +28,7 @@ from resolvers.selection_json.collect import collect_fields
 from resolvers.selection_json.documents import DocumentError, Documents, fragments_of, operation
 from resolvers.selection_json.shapes import Shape, builder, shape_of
 from schema.subscriptions import CHANGE_BATCH
-from schema.sync import CHANGE, CHANGE_RESULT
 from sync.hub import Batch
-
-# The specs are re-exported: they were defined here before they moved next to their types,
-# and tests/api/test_compiled_extras.py and bench/profile_pull.py still import them here.
-__all__ = [
-    "CHANGE",
-    "CHANGE_BATCH",
-    "CHANGE_RESULT",
-    "BatchEncoder",
-    "ChangesSubscription",
-    "OtherOperation",
-    "prepare_subscription",
-]
 
 
 @dataclass(frozen=True)
