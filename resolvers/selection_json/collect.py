@@ -20,16 +20,16 @@ from graphql import (
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
+    SelectionNode,
     SelectionSetNode,
     VariableNode,
+    is_abstract_type,
 )
 
 Fragments = Mapping[str, FragmentDefinitionNode]
 
 
-def included(
-    node: FieldNode | FragmentSpreadNode | InlineFragmentNode, variables: Mapping[str, Any]
-) -> bool:
+def included(node: SelectionNode, variables: Mapping[str, Any]) -> bool:
     """Evaluate @skip / @include (their `if` is a literal or a coerced variable)."""
     for directive in node.directives or ():
         name = directive.name.value
@@ -52,7 +52,7 @@ def _applies(schema: GraphQLSchema, condition: str | None, type_: GraphQLObjectT
     if condition is None or condition == type_.name:
         return True
     abstract = schema.get_type(condition)
-    return abstract is not None and schema.is_sub_type(abstract, type_)  # type: ignore[arg-type]
+    return is_abstract_type(abstract) and schema.is_sub_type(abstract, type_)
 
 
 def collect_fields(
@@ -68,7 +68,7 @@ def collect_fields(
 
     def walk(selection_set: SelectionSetNode | None) -> None:
         for node in selection_set.selections if selection_set else ():
-            if not included(node, variables):  # type: ignore[arg-type]
+            if not included(node, variables):
                 continue
             if isinstance(node, FieldNode):
                 key = node.alias.value if node.alias else node.name.value
