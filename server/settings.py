@@ -112,7 +112,7 @@ class Settings(BaseSettings):
         default=64,
         ge=1,
         description="Subscribers of a tenant whose first pull pages are read in one"
-        " transaction when they join together (1: each alone).",
+        " statement when they join together (1: each alone).",
     )
     live_fanout_chunk: int = Field(
         default=256,
