@@ -264,7 +264,13 @@ class TestLiveServer:
                 outputs = [b.communicate(timeout=30)[0] for b in bombers]
         assert all(b.returncode == 0 for b in bombers), outputs
         assert sum(int(o) for o in outputs) >= 20, outputs
-        assert max(latencies) < 0.1, sorted(latencies)[-5:]
+        # Every probe but one within 100 ms, that one within 500 ms: a bomb that held the
+        # loop would delay probe after probe (one waited 10.7 s); on a shared 2-core CI
+        # machine, late in a suite whose tests all use this server, one probe in ~80 once
+        # took 147 ms while the rest took 2-7 ms.
+        slowest = sorted(latencies)
+        assert slowest[-2] < 0.1, slowest[-5:]
+        assert slowest[-1] < 0.5, slowest[-5:]
 
 
 BLOCKED_APP = textwrap.dedent(
