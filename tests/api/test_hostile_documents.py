@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,7 +27,7 @@ from schema.limits import DocumentValidator, OperationLimits, limit_rules
 from server.schema import build_schema
 from tests.api.test_limits import app_with, codes
 from tests.api.ws_client import Socket
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, ServerProcess, free_port, spawn_server, stop_server
 
 LIMIT_CODES = {
     "QUERY_TOO_COSTLY",
@@ -222,8 +223,20 @@ class TestOverWebSocket:
         assert found & LIMIT_CODES, message
 
 
+@pytest.fixture
+def own_server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server process of this test's own: what it measures is the bombs' cost, not the
+    garbage other tests left in the session's shared server (late in a suite, a full
+    collection there of 130,000 objects paused it 130-160 ms)."""
+    server = spawn_server(database_url, tmp_path)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
 class TestLiveServer:
-    def test_healthz_stays_fast_while_bombs_are_refused(self, live_server: LiveServer) -> None:
+    def test_healthz_stays_fast_while_bombs_are_refused(self, own_server: ServerProcess) -> None:
         """Two client processes send the reported bomb (30 levels, 1.1 KB) for three seconds;
         /healthz answers each time within 100 ms (it waited 10.7 s behind one such request).
         The bombs come from other processes so that this one's measurements wait for the
@@ -233,7 +246,7 @@ class TestLiveServer:
             import sys, time, httpx
             deadline = time.monotonic() + 3
             sent = 0
-            with httpx.Client(base_url={live_server.url!r}, timeout=30) as http:
+            with httpx.Client(base_url={own_server.url!r}, timeout=30) as http:
                 while time.monotonic() < deadline:
                     body = http.post("/graphql", json={{"query": sys.argv[1]}}).json()
                     assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY", body
@@ -242,7 +255,7 @@ class TestLiveServer:
             """
         )
         latencies: list[float] = []
-        with httpx.Client(base_url=live_server.url, timeout=30) as http:
+        with httpx.Client(base_url=own_server.url, timeout=30) as http:
             http.get("/healthz")  # the connection, opened before the clock starts
             bombers = [
                 subprocess.Popen(
@@ -264,13 +277,7 @@ class TestLiveServer:
                 outputs = [b.communicate(timeout=30)[0] for b in bombers]
         assert all(b.returncode == 0 for b in bombers), outputs
         assert sum(int(o) for o in outputs) >= 20, outputs
-        # Every probe but one within 100 ms, that one within 500 ms: a bomb that held the
-        # loop would delay probe after probe (one waited 10.7 s); on a shared 2-core CI
-        # machine, late in a suite whose tests all use this server, one probe in ~80 once
-        # took 147 ms while the rest took 2-7 ms.
-        slowest = sorted(latencies)
-        assert slowest[-2] < 0.1, slowest[-5:]
-        assert slowest[-1] < 0.5, slowest[-5:]
+        assert max(latencies) < 0.1, (sorted(latencies)[-5:], own_server.output()[-3000:])
 
 
 BLOCKED_APP = textwrap.dedent(
