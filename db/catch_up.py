@@ -94,7 +94,6 @@ async def _transaction(db: Database, org_id: UUID) -> AsyncIterator[AsyncConnect
             raise
 
 
-
 # The members' devices with the tenant's compaction horizon, locked as a pull locks its
 # device (``db.commands.sync.lock_for_feed``: FOR KEY SHARE keeps selection changes and
 # pushes out while the pages are built, not the devices' other feeds), in id order so two

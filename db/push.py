@@ -47,7 +47,7 @@ from db.write_path import RecordWrite, Row, lock_rows, next_row, persist_rows
 from sync.canonical import canonical_json
 from sync.decision import ConflictResolver, IncomingChange, Op, Outcome, decide
 from sync.record_shape import link_errors
-from sync.validation import shape_errors, unchanged_fields, validate_record
+from sync.validation import shape_errors, validate_record
 
 log = structlog.get_logger("fieldsync.push")
 
@@ -578,13 +578,12 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
             base: Mapping[str, Any] = base_values,
             s: EntitySpec = spec,
         ) -> Mapping[str, str]:
-            record = {**base, **values}
             return validate_record(
                 s.type.value,
-                record,
+                {**base, **values},
                 definitions[s.type],
                 max_length=max_length,
-                stored=unchanged_fields(record, base),
+                stored=base,
             )
 
         policy = policies[change.entity]

@@ -584,21 +584,26 @@ def validate_record(
     definitions: Sequence[FieldDefinition],
     *,
     max_length: int = 10_000,
-    stored: frozenset[str] | set[str] = frozenset(),
+    stored: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Every problem with ``values`` of a record of type ``entity``, by field path.
 
     The shapes first (:func:`shape_errors`): a value of the wrong shape is reported alone,
     as the rules below assume every value has its field's shape.
 
-    ``stored`` names fields whose values are the ones the record already holds: they were
-    judged when written, so the rules of one value (shape, text, email, phone, address
-    type, tax rate) skip them, and a device editing a phone number is not refused for an
-    address stored before a rule tightened. The rules of the whole record (a name, the
-    tenant's custom field definitions, which can change after a value is stored) see every
-    value.
+    ``stored`` is the row ``values`` were merged from (server values plus a patch). A value
+    that is the very object the row holds (identity, not equality, which would walk every
+    list) was judged when written, so the rules of one value (shape, text, email, phone,
+    address type, tax rate) skip it, and a device editing a phone number is not refused
+    for an address stored before a rule tightened. The rules of the whole record (a name,
+    the tenant's custom field definitions, which can change after a value is stored) see
+    every value.
     """
-    fresh = {k: v for k, v in values.items() if k not in stored} if stored else values
+    fresh = (
+        values
+        if stored is None
+        else {k: v for k, v in values.items() if k not in stored or stored[k] is not v}
+    )
     errors = shape_errors(entity, fresh)
     if errors:
         return errors
@@ -639,9 +644,3 @@ def validate_record(
                 _check_strings(value, f"customFields.{path_segment(key)}", max_length, errors)
     return errors
 
-
-def unchanged_fields(values: Mapping[str, Any], stored: Mapping[str, Any]) -> frozenset[str]:
-    """The names whose value in ``values`` is the very object ``stored`` holds: a record
-    merged from its stored values and a patch keeps the stored objects where the patch
-    did not write, so identity (not equality, which would walk every list) finds them."""
-    return frozenset(k for k, v in values.items() if k in stored and stored[k] is v)

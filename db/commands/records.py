@@ -23,7 +23,7 @@ from db.queries.orgs import conflict_policies
 from db.write_path import RecordWrite, Row, lock_rows, write_records
 from sync.decision import IncomingChange, Op, Outcome, ServerRecord, decide
 from sync.field_dots import dots_from_json
-from sync.validation import FieldDefinition, shape_errors, unchanged_fields, validate_record
+from sync.validation import FieldDefinition, shape_errors, validate_record
 
 # Online edits (GraphiQL, web frontends) write as the server's own replica.
 SERVER_REPLICA = "server"
@@ -141,7 +141,7 @@ async def save(
         merged,
         definitions,
         max_length=max_length,
-        stored=unchanged_fields(merged, current) if current is not None else frozenset(),
+        stored=current,
     )
     if errors:
         raise RecordValidationError(errors)

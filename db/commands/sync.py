@@ -36,7 +36,7 @@ from db.tables import devices, orgs, sync_conflicts
 from db.write_path import RecordWrite, lock_rows
 from sync.checkpoint import Checkpoint, feed_of
 from sync.sync_status import DeviceFacts, SyncStatus, status
-from sync.validation import shape_errors, unchanged_fields, validate_record, values_from_json
+from sync.validation import shape_errors, validate_record, values_from_json
 
 Row = dict[str, Any]
 SERVER_REPLICA = "server"
@@ -402,7 +402,7 @@ async def resolve_conflict(
             merged,
             definitions,
             max_length=max_length,
-            stored=unchanged_fields(merged, current),
+            stored=current,
         )
         if errors:
             raise RecordValidationError(errors)
