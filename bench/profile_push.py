@@ -6,7 +6,7 @@ ASGI app in this process (``httpx.ASGITransport``), counting every SQL statement
 pool sends (SQLAlchemy ``before/after_cursor_execute``: round trip + decode) by kind, and
 the wall time of the request. Then, optionally, one more push under pyinstrument.
 
-    python -m bench.profile_push [--customers 1000] [--phases] [--no-gc] [--pyinstrument]
+    python -m bench.profile_push [--customers 1000] [--phases | --cpu] [--no-gc] [--pyinstrument]
         [--cprofile N] [--outcomes-only]
 
 The pushed document selects each outcome's record (``bench.push_batch.PUSH_WITH_RECORDS``,
@@ -35,6 +35,7 @@ from bench.common import PUSH, Api, app_database, bench_database, log, server_en
 from bench.push_batch import PASSWORD, PUSH_WITH_RECORDS, one_round, seed
 from db import raw
 from server.app import create_app
+from server.gc_pauses import keep_pauses_short
 from server.settings import Settings
 
 
@@ -91,11 +92,14 @@ def count_raw(counter: Counter) -> None:
 
 
 class Phases:
-    """Wall time of the GraphQL and push phases of one request (``--phases``)."""
+    """Wall time of the GraphQL and push phases of one request (``--phases``), or this
+    process's CPU time in them (``--cpu``: what a phase costs whatever else the machine
+    runs; an async phase then leaves out its waits on PostgreSQL)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = time.perf_counter) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.active = False
+        self.clock = clock
 
     def wrap(self, owner: Any, attribute: str, label: str) -> None:
         original = getattr(owner, attribute)
@@ -103,23 +107,23 @@ class Phases:
         if asyncio.iscoroutinefunction(original):
 
             async def timed_async(*args: Any, **kwargs: Any) -> Any:
-                started = time.perf_counter()
+                started = phases.clock()
                 try:
                     return await original(*args, **kwargs)
                 finally:
                     if phases.active:
-                        phases.seconds[label] += time.perf_counter() - started
+                        phases.seconds[label] += phases.clock() - started
 
             setattr(owner, attribute, timed_async)
         else:
 
             def timed(*args: Any, **kwargs: Any) -> Any:
-                started = time.perf_counter()
+                started = phases.clock()
                 try:
                     return original(*args, **kwargs)
                 finally:
                     if phases.active:
-                        phases.seconds[label] += time.perf_counter() - started
+                        phases.seconds[label] += phases.clock() - started
 
             setattr(owner, attribute, timed)
 
@@ -210,13 +214,16 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
     counter = Counter()
     count_prepares(counter)
     count_raw(counter)
-    phases = Phases()
-    if args.phases:
+    phases = Phases(time.process_time if args.cpu else time.perf_counter)
+    if args.phases or args.cpu:
         phases.install()
     event.listen(app_db.engine.sync_engine, "before_cursor_execute", counter.before)
     event.listen(app_db.engine.sync_engine, "after_cursor_execute", counter.after)
     try:
         app = create_app(settings, database=app_db)
+        # The collector as a worker runs it (server/gc_pauses.py), not the interpreter's
+        # defaults: young passes then come and go as they do in the server.
+        keep_pauses_short()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://bench", timeout=600
@@ -285,8 +292,9 @@ async def run(args: argparse.Namespace, url: str) -> int:  # noqa: PLR0915
                     for k, v in sorted(counter.prepares.items(), key=lambda kv: -kv[1])[:4]
                 )
             )
-            if args.phases:
-                print("  phases (wall, GC included; nested phases overlap):")
+            if args.phases or args.cpu:
+                kind = "this process's CPU" if args.cpu else "wall"
+                print(f"  phases ({kind}, GC included; nested phases overlap):")
                 for label, seconds in sorted(phases.seconds.items(), key=lambda kv: -kv[1]):
                     print(f"    {seconds * 1000:7.1f}ms  {label}")
             print("  by statement (count, per change, total time, mean):")
@@ -332,6 +340,11 @@ def main() -> int:
     parser.add_argument("--pyinstrument", action="store_true")
     parser.add_argument(
         "--phases", action="store_true", help="time the GraphQL and push phases of the request"
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="time the phases in this process's CPU time instead of wall (implies --phases)",
     )
     parser.add_argument("--no-gc", action="store_true", help="disable the cyclic GC meanwhile")
     parser.add_argument(

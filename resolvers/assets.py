@@ -12,7 +12,7 @@ from resolvers.context import Info
 from resolvers.lists import child_connection, parent_filter
 from resolvers.writes import delete_record, link, save_record
 from schema.assets import Asset, AssetFields, AssetResult, CreateAssetInput
-from schema.custom_fields import set_custom_fields, without_custom_fields
+from schema.custom_fields import CUSTOM_FIELDS, set_custom_fields
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError
 from schema.pagination import After, Connection, OfCustomer, first_doc
@@ -22,7 +22,7 @@ from schema.scalars import VersionVector
 
 def asset_patch(data: AssetFields) -> dict[str, Any]:
     """Table columns from an asset input."""
-    patch = patch_from(without_custom_fields(data))
+    patch = patch_from(data, exclude=CUSTOM_FIELDS)
     patch.pop("facility_id", None)
     set_custom_fields(patch, data.custom_fields)
     return patch

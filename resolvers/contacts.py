@@ -12,7 +12,7 @@ from resolvers.context import Info
 from resolvers.lists import child_connection, parent_filter
 from resolvers.writes import delete_record, link, save_record
 from schema.contacts import Contact, ContactFields, ContactResult, CreateContactInput
-from schema.custom_fields import set_custom_fields, without_custom_fields
+from schema.custom_fields import CUSTOM_FIELDS, set_custom_fields
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError
 from schema.pagination import After, Connection, OfCustomer, first_doc
@@ -22,7 +22,7 @@ from schema.scalars import VersionVector
 
 def contact_patch(data: ContactFields) -> dict[str, Any]:
     """Table columns from a contact input."""
-    patch = patch_from(without_custom_fields(data))
+    patch = patch_from(data, exclude=CUSTOM_FIELDS)
     patch.pop("customer_id", None)
     set_custom_fields(patch, data.custom_fields)
     if "phones" in patch and patch["phones"] is None:

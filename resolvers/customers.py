@@ -14,7 +14,7 @@ from db.queries.records import sees_customer
 from resolvers.context import Info, PublicError
 from resolvers.lists import counted_connection, page_request
 from resolvers.writes import decode_id, delete_record, save_record
-from schema.custom_fields import set_custom_fields, without_custom_fields
+from schema.custom_fields import CUSTOM_FIELDS, set_custom_fields
 from schema.customers import (
     CreateCustomerInput,
     Customer,
@@ -42,7 +42,7 @@ SORTS = {
 
 def customer_patch(data: CreateCustomerInput) -> dict[str, Any]:
     """Table columns from a create or update input."""
-    patch = patch_from(without_custom_fields(data))
+    patch = patch_from(data, exclude=CUSTOM_FIELDS)
     set_custom_fields(patch, data.custom_fields)
     for name in ("phones", "addresses", "notification_emails", "invoice_cc_emails"):
         if name in patch and patch[name] is None:

@@ -11,7 +11,7 @@ from db.entities import FACILITY
 from resolvers.context import Info
 from resolvers.lists import child_connection, parent_filter
 from resolvers.writes import delete_record, link, save_record
-from schema.custom_fields import set_custom_fields, without_custom_fields
+from schema.custom_fields import CUSTOM_FIELDS, set_custom_fields
 from schema.customers import DeletedRecord, DeleteResult
 from schema.errors import UserError
 from schema.facilities import CreateFacilityInput, Facility, FacilityFields, FacilityResult
@@ -22,7 +22,7 @@ from schema.scalars import VersionVector
 
 def facility_patch(data: FacilityFields) -> dict[str, Any]:
     """Table columns from a facility input."""
-    patch = patch_from(without_custom_fields(data))
+    patch = patch_from(data, exclude=CUSTOM_FIELDS)
     patch.pop("customer_id", None)
     set_custom_fields(patch, data.custom_fields)
     if "address" in patch and patch["address"] is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import strawberry
@@ -173,14 +172,11 @@ def custom_fields_patch(values: list[CustomFieldValueInput]) -> dict[str, Any]:
     return {v.key: v.value for v in values}
 
 
-def without_custom_fields(data: object) -> object:
-    """An input's fields but ``custom_fields``, for ``schema.records.patch_from``.
-
-    ``patch_from`` walks nested inputs recursively; a custom field value is client JSON of
-    any depth, so it is kept away from that walk and taken as it is by
-    :func:`set_custom_fields` (validation then refuses anything but a scalar).
-    """
-    return SimpleNamespace(**{k: v for k, v in vars(data).items() if k != "custom_fields"})
+# What the record inputs' patches leave to :func:`set_custom_fields` (``patch_from``'s
+# ``exclude``): a custom field value is client JSON of any depth, kept away from the walk
+# that turns nested inputs into dicts, and taken as it is here (validation then refuses
+# anything but a scalar).
+CUSTOM_FIELDS = frozenset({"custom_fields"})
 
 
 def set_custom_fields(patch: dict[str, Any], values: object) -> None:
