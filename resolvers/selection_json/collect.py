@@ -65,30 +65,41 @@ def collect_fields(
     """Response key -> merged field nodes, in response order (fragments and directives applied)."""
     fields: dict[str, list[FieldNode]] = {}
     visited: set[str] = set()
-
-    def walk(selection_set: SelectionSetNode | None) -> None:
-        for node in selection_set.selections if selection_set else ():
-            if not included(node, variables):
-                continue
-            if isinstance(node, FieldNode):
-                key = node.alias.value if node.alias else node.name.value
-                fields.setdefault(key, []).append(node)
-            elif isinstance(node, InlineFragmentNode):
-                condition = node.type_condition.name.value if node.type_condition else None
-                if _applies(schema, condition, type_):
-                    walk(node.selection_set)
-            elif isinstance(node, FragmentSpreadNode):
-                name = node.name.value
-                fragment = fragments.get(name)
-                if name in visited or fragment is None:
-                    continue
-                visited.add(name)
-                if _applies(schema, fragment.type_condition.name.value, type_):
-                    walk(fragment.selection_set)
-
     for selection_set in selection_sets:
-        walk(selection_set)
+        _walk(schema, fragments, variables, type_, selection_set, fields, visited)
     return fields
+
+
+def _walk(
+    schema: GraphQLSchema,
+    fragments: Fragments,
+    variables: Mapping[str, Any],
+    type_: GraphQLObjectType,
+    selection_set: SelectionSetNode | None,
+    fields: dict[str, list[FieldNode]],
+    visited: set[str],
+) -> None:
+    # A module-level function, not a closure that calls itself: such a closure is a
+    # reference cycle holding the request's variables (a push's 1,000 changes), which only
+    # the cyclic collector then frees.
+    for node in selection_set.selections if selection_set else ():
+        if not included(node, variables):
+            continue
+        if isinstance(node, FieldNode):
+            key = node.alias.value if node.alias else node.name.value
+            fields.setdefault(key, []).append(node)
+        elif isinstance(node, InlineFragmentNode):
+            condition = node.type_condition.name.value if node.type_condition else None
+            if _applies(schema, condition, type_):
+                _walk(schema, fragments, variables, type_, node.selection_set, fields, visited)
+        elif isinstance(node, FragmentSpreadNode):
+            name = node.name.value
+            fragment = fragments.get(name)
+            if name in visited or fragment is None:
+                continue
+            visited.add(name)
+            if _applies(schema, fragment.type_condition.name.value, type_):
+                _walk(schema, fragments, variables, type_, fragment.selection_set, fields, visited)
 
 
 def directive_variables(node: Any, fragments: Fragments, seen: set[str] | None = None) -> set[str]:
