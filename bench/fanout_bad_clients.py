@@ -49,7 +49,9 @@ the server logged; server RSS; the misbehaving clients' counters (closes by code
 subscriptions accepted / refused, storm connects); the load average at the start and end.
 Then the ratio of the p99s and PASS/FAIL of phase 2 against the target (``--timeline``
 adds latency by worker and per second of commit time). Each kind of bad client can be
-turned off (``--storm 0`` etc.) to see which one costs what.
+turned off (``--storm 0`` etc.) to see which one costs what; ``--profile DIR`` records the
+workers with py-spy during phase 2 (``python -m bench.fold_report DIR/*.folded.txt``; a
+profiled run is slower, not a measured one).
 
     python -m bench.fanout_bad_clients [--subscribers 1000] [--seconds 20] [--rate 10]
         [--never-reading 50] [--slow 50] [--many-subs 1000] [--storm 200]
@@ -71,6 +73,7 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,6 +91,7 @@ from bench.common import (
     bench_database,
     log,
     machine,
+    py_spy,
     running_server,
     serve_commands,
 )
@@ -900,7 +904,13 @@ async def bad_phase(
             f" storm starting"
         )
         await asyncio.sleep(args.storm_ramp)
-        phase = await write_phase("bad clients", server, writer, order, fleet, args, bad)
+        profiling = (
+            py_spy(server, Path(args.profile), "bad-clients")
+            if args.profile
+            else contextlib.nullcontext()
+        )
+        with profiling:
+            phase = await write_phase("bad clients", server, writer, order, fleet, args, bad)
         phase.bad = await bad.call({"op": "stop", "drain": 5})
     await asyncio.sleep(2)
     phase.rss_no_bad, phase.rss_bad_gone = rss_no_bad, server_rss(server)
@@ -1005,6 +1015,10 @@ def main() -> int:
         "--timeline", action="store_true", help="latency per second of commit time and worker"
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--profile",
+        help="directory for py-spy profiles of the workers during phase 2 (not a measured run)",
+    )
     args = parser.parse_args()
     with bench_database() as url:
         args.database_url = url

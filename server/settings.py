@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="WebSocket: queued bytes before a slow consumer is closed (4003).",
     )
+    ws_send_stall_seconds: float = Field(
+        default=20,
+        gt=0,
+        description="WebSocket: a socket that takes no message for this long while a"
+        " catch-up page waits for it is closed as a slow consumer (4003).",
+    )
     ws_ping_seconds: float = Field(
         default=20, ge=0, description="WebSocket: server `ping` interval (0: none)."
     )

@@ -20,7 +20,7 @@ import contextlib
 import enum
 import time
 from collections import deque
-from collections.abc import Coroutine, Hashable
+from collections.abc import AsyncIterator, Coroutine, Hashable
 from typing import Any
 from uuid import UUID
 
@@ -34,7 +34,8 @@ from strawberry.schema.base import BaseSchema
 from db.auth import InvalidTokenError, TokenClaims, read_token, still_valid
 from db.commands.sync import feed_name
 from db.engine import Database
-from db.queries.users import users_by_ids
+from db.live import read_only
+from db.user_facts import user_facts
 from resolvers.context import Context, PublicError
 from resolvers.selection_json.changes import (
     BatchEncoder,
@@ -49,11 +50,17 @@ from schema.sync import SyncEntity
 from server import metrics
 from server.auth import bearer_token
 from server.settings import Settings
+from server.websocket_protocol import LeanWSProtocol
 from sync.hub import Batch, Hub, Subscriber, SubscriptionError
 
 log = structlog.get_logger("fieldsync.ws")
 PROTOCOL = "graphql-transport-ws"
 MAX_ID_CHARS = 128
+# Unacknowledged bytes a socket may still have on its way when its next catch-up page is
+# pulled: a page of 1,000 customers is about 570 KB, so a client that does not read holds
+# one such page, while one that reads gets the next before the previous has quite arrived
+# (a catch-up then moves at least this much per round trip of the link).
+PACE_BYTES = 512 * 1024
 # Slots of the ping wheel: with the default 20 s interval one slot is pinged every 100 ms.
 PING_SLOTS = 200
 
@@ -110,6 +117,7 @@ class Outbox:
     # those rarely, server/gc_pauses.py), which a reconnect storm would wait on.
     __slots__ = (
         "_chars",
+        "_idle",
         "_queue",
         "_room",
         "_writer",
@@ -128,6 +136,8 @@ class Outbox:
         self._chars = 0
         self._writer: asyncio.Task[None] | None = None
         self._room: asyncio.Event | None = None
+        # Set when everything queued has been handed to the socket (catch-up pacing).
+        self._idle: asyncio.Event | None = None
 
     def _full(self, size: int) -> bool:
         if not self._queue:
@@ -155,9 +165,14 @@ class Outbox:
             self.append(message)
 
     def append(self, message: Queued) -> None:
-        """Queue regardless of the limits (protocol messages) and make sure a writer runs."""
+        """Queue regardless of the limits (protocol messages) and make sure a writer runs;
+        with nothing queued before it, a message the socket takes at once is written now."""
         if self.closed:
             return
+        if self._queue is None and self._writer is None:
+            owner = self.owner
+            if owner is not None and owner.send_now(message):
+                return
         if self._queue is None:
             self._queue = deque()
         self._queue.append(message)
@@ -173,6 +188,27 @@ class Outbox:
         self._chars = 0
         if self._room is not None:
             self._room.set()
+        if self._idle is not None:
+            self._idle.set()
+
+    def _drained(self) -> bool:
+        return self.closed or (not self._queue and self._writer is None)
+
+    async def drained(self, seconds: float) -> bool:
+        """Wait until everything queued has been handed to the socket (or it closed);
+        False if that took longer than ``seconds``."""
+        if self._drained():
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                while not self._drained():
+                    if self._idle is None:
+                        self._idle = asyncio.Event()
+                    self._idle.clear()
+                    await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _write(self) -> None:
         try:
@@ -188,6 +224,8 @@ class Outbox:
             self._writer = None
             if not self._queue:
                 self._queue = None
+                if self._idle is not None:
+                    self._idle.set()
 
 
 class SocketSubscription:
@@ -220,6 +258,10 @@ class SocketSubscription:
         """Queue a catch-up page, waiting for room."""
         await self.connection.outbox.put(self.prefix + self.encoder.encode(batch) + "}")
 
+    def pace(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The socket's turn for a catch-up page (see :meth:`Connection.catch_up_turn`)."""
+        return self.connection.catch_up_turn()
+
     def fail(self, error: SubscriptionError) -> None:
         """Send an `error` for this id and forget it."""
         self.connection.finish(self.op_id)
@@ -240,12 +282,14 @@ class Connection:
         "_expiry",
         "_init_timer",
         "_tasks",
+        "_turn",
         "claims",
         "closing",
         "init_received",
         "operations",
         "outbox",
         "ping_slot",
+        "protocol",
         "server",
         "token",
         "websocket",
@@ -273,6 +317,12 @@ class Connection:
         self._closer: asyncio.Task[None] | None = None
         # Its slot of the server's ping wheel (set once acknowledged).
         self.ping_slot: set[Connection] | None = None
+        # The uvicorn protocol under the socket, when it can write a message at once.
+        send = getattr(websocket, "_send", None)
+        protocol = getattr(send, "__self__", None)
+        self.protocol = protocol if isinstance(protocol, LeanWSProtocol) else None
+        # Held by the catch-up page being pulled and queued (one at a time per socket).
+        self._turn: asyncio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -367,6 +417,58 @@ class Connection:
             if not self._tasks:
                 self._tasks = None
 
+    def send_now(self, message: Queued) -> bool:
+        """Write ``message`` now if the socket takes it at once (see
+        ``LeanWSProtocol.send_text_now``); False: queue it."""
+        protocol = self.protocol
+        if protocol is None or self.closing:
+            return False
+        text = message if isinstance(message, str) else f"{message[0]}{message[1]}}}"
+        return protocol.send_text_now(text)
+
+    @contextlib.asynccontextmanager
+    async def catch_up_turn(self) -> AsyncIterator[None]:
+        """One catch-up page of this socket at a time, pulled once the socket has taken
+        what it was given.
+
+        A socket that does not read would otherwise be handed a page per subscription and
+        page, each pulled, decoded and encoded for nothing (50 never-reading sockets of ten
+        subscriptions each took most of the workers' CPU while well-behaved sockets
+        waited), and held in memory until it closed. One that takes nothing for
+        ``ws_send_stall_seconds`` while a page waits is closed as a slow consumer (4003):
+        it resumes from the checkpoint of the last page it read.
+        """
+        while self._turn is not None:
+            await self._turn.wait()
+        turn = self._turn = asyncio.Event()
+        try:
+            if not await self._taken(self.server.settings.ws_send_stall_seconds):
+                self.close(CloseCode.SLOW_CONSUMER, "socket not reading: reconnect and resume")
+            yield
+        finally:
+            self._turn = None
+            turn.set()
+
+    async def _taken(self, seconds: float) -> bool:
+        """Wait until the socket has taken what it was given: nothing queued here and at
+        most ``PACE_BYTES`` unacknowledged (the rest of a page still on its way while the
+        next one is pulled); False if that took longer than ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        if not await self.outbox.drained(seconds):
+            return False
+        protocol = self.protocol
+        if protocol is None:
+            return True
+        # Nothing wakes us when the kernel's queue drains: look again, less and less often.
+        pause = 0.01
+        while not self.closing and protocol.unsent_bytes() > PACE_BYTES:
+            if loop.time() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        return True
+
     async def send_text(self, message: str) -> None:
         """Write one message to the socket (the outbox's writer calls this)."""
         try:
@@ -423,6 +525,8 @@ class Connection:
         except InvalidTokenError:
             self.close(CloseCode.FORBIDDEN, "Forbidden: invalid or expired token")
             return
+        # A handshake can wait for a live batch being read or handed out.
+        await self.server.hub.after_live()
         row = await self.server.users.get(claims.org_id, claims.user_id)
         if not still_valid(row, claims):
             self.close(CloseCode.FORBIDDEN, "Forbidden: this token was revoked")
@@ -464,6 +568,9 @@ class Connection:
                 CloseCode.TOO_MANY_OPERATIONS,
                 f"more than {self.server.settings.ws_max_subscriptions} operations on one socket",
             )
+            return
+        await self.server.hub.after_live()
+        if self.closing:
             return
         try:
             prepared = prepare_subscription(
@@ -584,7 +691,9 @@ class UserLookups:
     A reconnect storm brings thousands of ``connection_init`` at once; one transaction
     each (four round trips and a pooled connection) made the handshakes queue behind each
     other and behind catch-up. Lookups of one tenant that arrive while its previous lookup
-    runs (or in the same loop iteration) share one statement.
+    runs (or in the same loop iteration) share one statement, run on the asyncpg
+    connection in three round trips (``db.live.read_only``): through SQLAlchemy, its
+    transaction and statement cost a storm's worker more Python than the handshake itself.
     """
 
     def __init__(self, db: Database, max_ids: int = 500) -> None:
@@ -594,7 +703,8 @@ class UserLookups:
         self._running: dict[UUID, asyncio.Task[None]] = {}
 
     async def get(self, org_id: UUID, user_id: UUID) -> dict[str, Any] | None:
-        """The user's row (None: no such user in the tenant)."""
+        """What ``still_valid`` reads of the user's row, ``active`` and ``token_epoch``
+        (None: no such user in the tenant)."""
         future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(org_id, {}).setdefault(user_id, []).append(future)
         if org_id not in self._running:
@@ -610,19 +720,24 @@ class UserLookups:
                 for start in range(0, len(ids), self.max_ids):
                     chunk = ids[start : start + self.max_ids]
                     try:
-                        async with self.db.tenant(org_id) as conn:
-                            rows = await users_by_ids(conn, org_id, chunk)
+                        async with read_only(self.db, org_id) as conn:
+                            rows = await user_facts(conn, org_id, chunk)
                     except Exception as exc:  # noqa: BLE001 - each waiter gets the error
                         for user_id in chunk:
                             for future in waiting[user_id]:
                                 if not future.done():
                                     future.set_exception(exc)
                         continue
-                    found = {row["id"]: row for row in rows}
                     for user_id in chunk:
+                        facts = rows.get(user_id)
+                        row = (
+                            None
+                            if facts is None
+                            else {"active": facts.active, "token_epoch": facts.token_epoch}
+                        )
                         for future in waiting[user_id]:
                             if not future.done():
-                                future.set_result(found.get(user_id))
+                                future.set_result(row)
         finally:
             self._running.pop(org_id, None)
 

@@ -18,13 +18,19 @@ happens, and ``tracemalloc`` put about 8 KB of a ~27 KB idle socket there:
 keepalive pings and their timeout; :class:`_Keepalive` says when those fall) with slots
 for the attributes, a queue and a flag that hold nothing while idle, the handshake dropped
 once the socket is open, and one keepalive timer per worker that visits the sockets as a
-wheel.
+wheel. It also offers the endpoint (``server/websocket.py``) two things ``send`` cannot:
+writing a message at once, without a turn of the event loop, when the transport takes it
+(``send_text_now``), and the bytes the client has not acknowledged yet
+(``unsent_bytes``), which is how a catch-up tells a socket that stopped reading.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import struct
+import termios
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -32,10 +38,16 @@ from typing import Any, Generic, TypeVar
 import wsproto
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionType
-from wsproto.events import Event, Ping
+from wsproto.events import Event, Message, Ping
 from wsproto.handshake import H11Handshake
+from wsproto.utilities import LocalProtocolError
 
 T = TypeVar("T")
+
+# The buffer an ``ioctl`` fills with one C int, and the request for a socket's unsent bytes
+# (``SIOCOUTQ`` on Linux; a platform without it counts the transport's buffer only).
+_INT = struct.pack("i", 0)
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 
 # Slots of the keepalive wheel: with uvicorn's default 20 s interval one slot every 100 ms.
 KEEPALIVE_SLOTS = 200
@@ -307,6 +319,51 @@ class LeanWSProtocol(WSProtocol):
     def receive(self) -> Awaitable[Any]:  # type: ignore[override]
         """The next ASGI event (a future, not a coroutine kept alive while waiting)."""
         return self.queue.get()
+
+    def send_text_now(self, text: str) -> bool:
+        """Write a text message now, as ``send`` of a ``websocket.send`` event would when the
+        transport takes data; False (nothing written) when ``send`` would wait or refuse:
+        the caller sends it the ASGI way then.
+
+        ``send`` is a coroutine: a message handed out through it waits for a turn of the
+        event loop in a task of its own, behind whatever else became ready meanwhile (a
+        reconnect storm's handshakes and catch-up pages). A live batch is written straight
+        from the hand-out instead.
+        """
+        if (
+            not self.writable.is_set()
+            or self.disconnected
+            or not self.handshake_complete
+            or self.close_sent
+            or self.response_started
+            or self.transport.is_closing()
+        ):
+            return False
+        try:
+            output = self.conn.send(Message(data=text))
+        except LocalProtocolError:
+            return False
+        self.transport.write(output)
+        return True
+
+    def unsent_bytes(self) -> int:
+        """Bytes written to this socket that the client has not yet acknowledged: those
+        the transport still buffers and the kernel's send queue (``SIOCOUTQ``; 0 where
+        that cannot be read).
+
+        The kernel queue is what shows a client that stopped reading: it takes up to a
+        few MB (the send buffer grows to ``tcp_wmem``'s maximum) before the transport
+        has to buffer anything, and so before ``send`` would wait.
+        """
+        unsent = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if sock is None or _OUTQ is None:
+            return unsent
+        try:
+            queued = fcntl.ioctl(sock.fileno(), _OUTQ, _INT)
+        except (OSError, ValueError):
+            return unsent
+        return unsent + int(struct.unpack("i", queued)[0])
 
     # -- keepalive: one wheel per worker instead of a timer per socket ----------------
 

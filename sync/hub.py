@@ -25,7 +25,14 @@ simply pulls again from ``H``.
 **No stall.** Routing a batch touches only the subscribers its rows concern (indexes by
 customer, device and ALL mode), and hands them out ``fanout_chunk`` sockets per event-loop
 iteration; the periodic user re-check is applied in chunks the same way. No step of the
-hub does work proportional to every subscription of the process in one iteration.
+hub does work proportional to every subscription of the process in one iteration, and a
+group's first pages hold ``catch_up_group_rows`` rows together.
+
+**Live first.** While a tenant's live read or hand-out is under way, catch-up steps (and
+the handshakes that ask, :meth:`Hub.after_live`) wait for it, up to ``live_first``
+seconds. Each catch-up page is pulled inside its sink's ``pace``: a socket that has not
+taken the previous page gets no other, so one that does not read costs a page, not a page
+per subscription and page.
 
 Imports nothing of ours outside ``sync``: the database side comes in as a :class:`Source`.
 """
@@ -33,9 +40,11 @@ Imports nothing of ours outside ``sync``: the database side comes in as a :class
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -176,6 +185,12 @@ class Sink(Protocol):
     async def put(self, batch: Batch) -> None:
         """Enqueue, waiting for room (catch-up pages; backpressure)."""
 
+    def pace(self) -> AbstractAsyncContextManager[None]:
+        """Held around each catch-up page, its pull and its put: entered once the sink can
+        take another page (a socket that has not taken the previous one holds the next
+        back, and closes itself if it stays stuck), one page of the sink's connection at a
+        time."""
+
     def fail(self, error: SubscriptionError) -> None:
         """End this subscription with an error."""
 
@@ -314,6 +329,8 @@ class Hub:
         fanout_chunk: int = 256,
         catch_up_group: int = 64,
         catch_up_linger: float = 0.05,
+        catch_up_group_rows: int = 2048,
+        live_first: float = 0.1,
     ) -> None:
         self.source = source
         self.encode_checkpoint = encode_checkpoint
@@ -332,6 +349,12 @@ class Hub:
         # cost the database ~1 ms (its transaction, the device lock's commit, the executor
         # set-up of the page statement) against ~0.15 ms a member in a group of 64.
         self.catch_up_linger = catch_up_linger
+        # Rows a group's first pages hold together: each member's page is cut to its share
+        # (32 rows each in a full group: reconnecting phones with a few changes each fit;
+        # one with more goes on alone). A group's rows are decoded in one step of the loop
+        # (~15 ms per 1,000 customers here): 64 joining ALL-mode devices with a full page
+        # each held every other socket of the worker up for a second.
+        self.catch_up_group_rows = catch_up_group_rows
         self._joining: dict[UUID, list[_Joining]] = {}
         self._dispatchers: dict[UUID, asyncio.Task[None]] = {}
         self.retry_seconds = retry_seconds
@@ -339,8 +362,18 @@ class Hub:
         # queues here instead of exhausting the pool the HTTP API needs too.
         self._pulls = asyncio.Semaphore(concurrent_pulls)
         self._tenants: dict[UUID, _Tenant] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._recheck: asyncio.Task[None] | None = None
+        # Live batches go first: while a tenant's read or hand-out is under way, catch-up
+        # (and the handshakes that ask, :meth:`after_live`) waits up to this long before
+        # its next step. Asyncio has no priorities, and every await of a live read and of
+        # its hand-out waits for a turn of the loop behind whatever became ready meanwhile:
+        # a reconnect storm's first pages (a page of 1,000 customers is decoded and
+        # encoded in one go) made the other sockets' batches wait for hundreds of ms.
+        self.live_first = live_first
+        self._live = 0
+        self._live_idle = asyncio.Event()
+        self._live_idle.set()
         self.reads = 0
         # Seconds from the start of a read to the rows being queued on every socket; the
         # server points this at its fan-out lag histogram.
@@ -409,7 +442,12 @@ class Hub:
         if tenant.reader is not None:
             tenant.again = True
             return
+        self._live += 1
+        self._live_idle.clear()
         tenant.reader = asyncio.create_task(self._read(org_id, tenant))
+        # A callback, not the task's own `finally`: a task cancelled before its first step
+        # never runs that.
+        tenant.reader.add_done_callback(self._live_done)
 
     def poke_all(self) -> None:
         """Read every tenant with subscribers (after the listener reconnected)."""
@@ -439,6 +477,20 @@ class Hub:
                     return
         finally:
             tenant.reader = None
+
+    def _live_done(self, _task: asyncio.Task[None]) -> None:
+        self._live -= 1
+        if not self._live:
+            self._live_idle.set()
+
+    async def after_live(self) -> None:
+        """Wait (up to ``live_first`` seconds) until no live read or hand-out is under way:
+        for work that may come second (catch-up, handshakes)."""
+        if not self._live or self.live_first <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.live_first):
+                await self._live_idle.wait()
 
     async def _route(self, tenant: _Tenant, batch: LiveRead) -> None:
         """Deliver ``batch`` to the tenant's active subscribers it concerns.
@@ -545,25 +597,34 @@ class Hub:
         first = initial
         try:
             while True:
-                page = None
-                # The first page of a joining subscriber in a group: subscribers joining
-                # together share it. Later pages, and re-pulls, go alone: a lone subscriber
-                # catching up page after page would wait ``catch_up_linger`` for each.
-                if first and self.catch_up_group > 1 and hasattr(self.source, "pull_group"):
-                    page = await self._join_group(subscriber, since)
-                if page is None:
-                    async with self._pulls:
-                        page = await self.source.pull(subscriber, since, self.page_size)
-                if subscriber.closed:
-                    return
-                position = since = page.checkpoint
-                # The first page always goes out (the client learns it is caught up), and
-                # a reset (the client must drop what it holds first); later ones only when
-                # they carry something.
-                if first or page.changes or page.reset:
-                    await subscriber.sink.put(
-                        Batch(page.changes, self.encode_checkpoint(position), page.reset)
-                    )
+                # A page is pulled only when the sink can take it: a socket that does not
+                # read holds one page or two, not one per subscription and page.
+                async with subscriber.sink.pace():
+                    if subscriber.closed:
+                        return
+                    await self.after_live()
+                    page = None
+                    # The first page of a joining subscriber in a group: subscribers joining
+                    # together share it. Later pages, and re-pulls, go alone: a lone
+                    # subscriber catching up page after page would wait
+                    # ``catch_up_linger`` for each.
+                    if first and self.catch_up_group > 1 and hasattr(self.source, "pull_group"):
+                        page = await self._join_group(subscriber, since)
+                    if page is None:
+                        page = await self._pull_alone(subscriber, since)
+                    if subscriber.closed:
+                        return
+                    position = since = page.checkpoint
+                    # The first page always goes out (the client learns it is caught up),
+                    # and a reset (the client must drop what it holds first); later ones
+                    # only when they carry something.
+                    if first or page.changes or page.reset:
+                        # Encoding a page is one step of the loop: not while a live batch
+                        # waits.
+                        await self.after_live()
+                        await subscriber.sink.put(
+                            Batch(page.changes, self.encode_checkpoint(position), page.reset)
+                        )
                 first = False
                 if page.has_more or subscriber.closed:
                     continue
@@ -580,6 +641,31 @@ class Hub:
                 subscriber.sink.fail(
                     SubscriptionError("Internal server error", "INTERNAL_SERVER_ERROR")
                 )
+
+    async def _pull_alone(self, subscriber: Subscriber, since: Checkpoint | None) -> PulledPage:
+        """One page of the subscriber's own, in a task that a subscriber leaving meanwhile
+        does not cancel (its page is dropped instead).
+
+        A statement cancelled half-way costs its pooled connection: it is terminated, and
+        its replacement is a new backend whose statements are prepared (and the group's
+        page statement planned) all over again. A reconnect storm's clients leave while
+        their catch-up pages are being read.
+        """
+        task = asyncio.create_task(self._pull_slot(subscriber, since))
+        self._tasks.add(task)
+        task.add_done_callback(self._pull_done)
+        return await asyncio.shield(task)
+
+    def _pull_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        # Nobody may be waiting for it any more: retrieved here, asyncio does not log an
+        # exception that was never retrieved.
+        if not task.cancelled():
+            task.exception()
+
+    async def _pull_slot(self, subscriber: Subscriber, since: Checkpoint | None) -> PulledPage:
+        async with self._pulls:
+            return await self.source.pull(subscriber, since, self.page_size)
 
     # -- grouped first pages -------------------------------------------------------------
 
@@ -612,6 +698,7 @@ class Hub:
                 if wait > 0 and waiting < self.catch_up_group:
                     await asyncio.sleep(wait)
                     continue
+                await self.after_live()
                 await self._pulls.acquire()
                 last = loop.time()
                 queue = self._joining.get(org_id, [])
@@ -632,10 +719,9 @@ class Hub:
         """One grouped pull (holding a slot of ``_pulls``, released here)."""
         source: Any = self.source
         results: list[PulledPage | SubscriptionError | None] | None = None
+        limit = min(self.page_size, max(1, self.catch_up_group_rows // len(group)))
         try:
-            results = await source.pull_group(
-                [(j.subscriber, j.since) for j in group], self.page_size
-            )
+            results = await source.pull_group([(j.subscriber, j.since) for j in group], limit)
         except Exception:
             log.exception("grouped catch-up failed; pulling one by one")
         finally:

@@ -283,3 +283,38 @@ def test_a_closed_connection_is_freed_without_the_collector() -> None:
         removed.clear()
         del connection
         assert gone() is None
+
+
+async def test_a_message_written_at_once_and_the_bytes_the_client_has_not_taken() -> None:
+    """``send_text_now`` writes while the transport takes data and refuses (writes nothing)
+    once it has paused; ``unsent_bytes`` counts what a client that does not read left in
+    the transport and the kernel's send queue, and falls to nothing once it reads."""
+    async with echo_server() as server:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        # No permessage-deflate: the messages go out as large as they are.
+        async with connect(url_of(server), sock=sock, max_size=None, compression=None) as ws:
+            [protocol] = protocols(server)
+            assert protocol.unsent_bytes() == 0
+            chunk = "x" * 1_000_000
+            written = 0
+            # The kernel's send buffer grows to a few MB before the transport has to
+            # buffer (and pause): write until it does.
+            while protocol.send_text_now(chunk):
+                written += 1
+                assert written < 64, "the transport never paused"
+            assert not protocol.writable.is_set()
+            assert protocol.unsent_bytes() > 1_000_000
+            for _ in range(written):
+                assert await asyncio.wait_for(ws.recv(), 10) == chunk
+            for _ in range(200):
+                if protocol.unsent_bytes() == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert protocol.unsent_bytes() == 0
+            assert protocol.writable.is_set()
+            assert protocol.send_text_now("and again")
+            assert await asyncio.wait_for(ws.recv(), 10) == "and again"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,8 @@ class FakeSource:
     # The `since` of every pull, and pages to answer with first (then the log's rows).
     asked: list[Checkpoint | None] = field(default_factory=list)
     scripted: list[PulledPage] = field(default_factory=list)
+    # Set: each read waits for it (a live read under way).
+    read_gate: asyncio.Event | None = None
 
     @property
     def head(self) -> int:
@@ -58,6 +61,8 @@ class FakeSource:
 
     async def read(self, org_id, after, devices):
         self.reads += 1
+        if self.read_gate is not None:
+            await self.read_gate.wait()
         new = [r for r in self.rows if r.seq > after]
         return Read(after, max(after, self.head), new, [False] * len(new))
 
@@ -88,6 +93,8 @@ class FakeSink:
     batches: list[Batch] = field(default_factory=list)
     encodes: list[Batch] = field(default_factory=list)
     errors: list[SubscriptionError] = field(default_factory=list)
+    # "pace" / "put" / "paced": a catch-up page's steps, in order.
+    events: list[str] = field(default_factory=list)
 
     @property
     def group_key(self):
@@ -102,6 +109,13 @@ class FakeSink:
 
     async def put(self, batch):
         self.batches.append(batch)
+        self.events.append("put")
+
+    @contextlib.asynccontextmanager
+    async def pace(self):
+        self.events.append("pace")
+        yield
+        self.events.append("paced")
 
     def fail(self, error):
         self.errors.append(error)
@@ -414,10 +428,12 @@ class GroupingSource(FakeSource):
     """A FakeSource that also serves grouped first pages, recording each group's size."""
 
     groups: list[int] = field(default_factory=list)
+    limits: list[int] = field(default_factory=list)
     fail_groups: bool = False
 
     async def pull_group(self, requests, limit):
         self.groups.append(len(requests))
+        self.limits.append(limit)
         await asyncio.sleep(0.01)  # a transaction's worth of waiting: others queue meanwhile
         if self.fail_groups:
             raise RuntimeError("deadlock detected")
@@ -524,4 +540,116 @@ class TestSpreadAndGrouped:
         assert source.pulls == 12
         await settle()
         assert all(seqs(s) == [1, 2] for s in [first, *sinks, alone])
+        await hub.close()
+
+
+class TestLiveFirst:
+    async def test_catch_up_waits_while_a_live_read_is_under_way(self):
+        """A subscriber joining while the tenant's live read runs is pulled once that read
+        (and its hand-out) is done, not meanwhile."""
+        source = FakeSource(rows=[Row(B, 1)])
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0, live_first=5.0)
+        first = FakeSink()
+        hub.add(subscriber(first))
+        await until(lambda: seqs(first) == [1])
+        source.read_gate = asyncio.Event()
+        source.rows.append(Row(B, 2))
+        hub.poke(A)
+        await settle()
+        late = FakeSink()
+        hub.add(subscriber(late))
+        await settle()
+        assert source.pulls == 1, "pulled while the live read was under way"
+        source.read_gate.set()
+        await until(lambda: seqs(first) == [1, 2] and seqs(late) == [1, 2])
+        assert source.pulls == 2
+        await hub.close()
+
+    async def test_catch_up_waits_no_longer_than_live_first(self):
+        """Reads that never end hold catch-up back for ``live_first`` at most."""
+        source = FakeSource(rows=[Row(B, 1)])
+        hub = Hub(
+            source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0, live_first=0.05
+        )
+        first = FakeSink()
+        hub.add(subscriber(first))
+        await until(lambda: seqs(first) == [1])
+        source.read_gate = asyncio.Event()
+        hub.poke(A)
+        await settle()
+        late = FakeSink()
+        hub.add(subscriber(late))
+        await until(lambda: seqs(late) == [1], seconds=1.0)
+        source.read_gate.set()
+        await hub.close()
+
+    async def test_each_catch_up_page_is_pulled_and_put_inside_the_sinks_pace(self):
+        """The sink's pace is entered before a page is pulled and left once it is queued,
+        page after page."""
+        source = FakeSource(rows=[Row(B, 1), Row(B, 2)])
+        source.scripted = [
+            PulledPage([Row(B, 1)], Checkpoint(1), True, False, None),
+            PulledPage([Row(B, 2)], Checkpoint(2), False, False, None),
+        ]
+        hub = Hub(source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0)
+        sink = FakeSink()
+        hub.add(subscriber(sink))
+        await until(lambda: seqs(sink) == [1, 2])
+        assert sink.events == ["pace", "put", "paced", "pace", "put", "paced"]
+        await hub.close()
+
+    async def test_a_subscriber_leaving_mid_pull_does_not_cancel_the_pull(self):
+        """The pull runs to its end (its connection is not cut off half-way); the page goes
+        nowhere."""
+        source = FakeSource(rows=[Row(B, 1)])
+        release = asyncio.Event()
+        ended: list[str] = []
+
+        async def slow() -> None:
+            try:
+                await release.wait()
+                ended.append("finished")
+            except asyncio.CancelledError:
+                ended.append("cancelled")
+                raise
+
+        source.on_pull = slow
+        hub = Hub(
+            source, encode_checkpoint=lambda c: str(c.seq), recheck_seconds=0, catch_up_group=1
+        )
+        sink = FakeSink()
+        sub = subscriber(sink)
+        hub.add(sub)
+        await until(lambda: source.pulls == 1)
+        hub.remove(sub)
+        await settle()
+        assert ended == []
+        release.set()
+        await until(lambda: ended == ["finished"])
+        await settle()
+        assert sink.batches == []
+        await hub.close()
+
+    async def test_grouped_first_pages_share_a_row_budget(self):
+        """Ten joining together: each member's first page is cut to its share of
+        ``catch_up_group_rows``; one joining alone gets all of them (within a page)."""
+        source = GroupingSource(rows=[Row(B, 1)])
+        hub = Hub(
+            source,
+            encode_checkpoint=lambda c: str(c.seq),
+            recheck_seconds=0,
+            page_size=500,
+            concurrent_pulls=1,
+            catch_up_group=64,
+            catch_up_group_rows=100,
+        )
+        first = FakeSink()
+        hub.add(subscriber(first))
+        await until(lambda: seqs(first) == [1])
+        sinks = [FakeSink() for _ in range(10)]
+        for sink in sinks:
+            hub.add(subscriber(sink))
+        await until(lambda: all(seqs(s) == [1] for s in sinks))
+        assert source.groups == [1, 10], source.groups
+        assert source.limits == [100, 10]
         await hub.close()
