@@ -643,4 +643,3 @@ def validate_record(
             if not _strings_fit(value, max_length):
                 _check_strings(value, f"customFields.{path_segment(key)}", max_length, errors)
     return errors
-
