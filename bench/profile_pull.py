@@ -43,6 +43,7 @@ from bench.common import (
 )
 from bench.pull_initial_sync import PASSWORD, _analyze, seed
 from db import raw
+from db.commands.sync import PULL_START
 from db.commands.sync import pull as pull_command
 from db.entities import EntityType
 from db.pull import PAGE_SETUP, PAGE_SETUP_PARAMS, page_parameters, page_statement
@@ -90,7 +91,9 @@ async def sql_walk(url: str, org_id: uuid.UUID) -> None:  # noqa: PLR0915
             return await plain_fetch(conn, sql, *args)
         finally:
             name = (
-                "page setup"
+                "pull start (device, lock, head, page setup)"
+                if sql == PULL_START
+                else "page setup"
                 if sql == PAGE_SETUP
                 else "page"
                 if "u ORDER BY eseq, kind, rank, id LIMIT" in sql

@@ -111,8 +111,12 @@ class Settings(BaseSettings):
         description="How often open subscriptions re-check their users (deactivation,"
         " revoked tokens, withdrawn capabilities).",
     )
+    # Two, not four: each pull keeps a PostgreSQL backend busy, and with four per worker a
+    # reconnect storm's catch-up took the CPU that live reads need (bench.fanout_bad_clients
+    # on 2 cores: p99 61-115 ms with 4, 41-56 ms with 2; a storm of 2,000 clients caught up
+    # at 40,020 changes/s with 2).
     live_concurrent_pulls: int = Field(
-        default=4, ge=1, description="Catch-up pulls run at once per process (pool headroom)."
+        default=2, ge=1, description="Catch-up pulls run at once per process (pool headroom)."
     )
     live_catch_up_group: int = Field(
         default=64,

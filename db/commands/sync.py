@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db import raw
 from db.commands.records import (
     CHILDREN,
     PLURAL,
@@ -19,6 +20,7 @@ from db.commands.records import (
     merge_keyed_fields,
     write_one,
 )
+from db.engine import READ_PLANNING
 from db.entities import ENTITIES, EntityType
 from db.errors import (
     EMAIL_TAKEN,
@@ -119,13 +121,33 @@ RECORD_PULL = text(
     """
 ).bindparams(bindparam("positions", type_=JSONB), bindparam("synced", type_=JSONB))
 # A page that leaves the feed's positions as the device row has them (a pull under way,
-# from a position already recorded) only records the pull.
-RECORD_PAGE = text(
+# from a position already recorded) only records the pull: nearly every page, so a fixed
+# text on asyncpg (``db.raw``) rather than a statement through SQLAlchemy.
+RECORD_PAGE = """
+    UPDATE devices SET last_pull_at = $3, head_at_last_pull = GREATEST(head_at_last_pull, $4)
+    WHERE org_id = $1 AND id = $2
     """
-    UPDATE devices SET last_pull_at = :now, head_at_last_pull = GREATEST(head_at_last_pull, :head)
-    WHERE org_id = :org AND id = :device
-    """
-)
+
+
+# Starts a pull page (migration 0014): the device read, ownership checked and locked FOR KEY
+# SHARE as :func:`lock_for_feed` locks it, with the tenant's compaction horizon, the head seq
+# read after the lock, and, given a checkpoint, the page setup of ``db.pull.PAGE_SETUP``
+# (whether the page needs its backfill parts, and the plan cache mode). No row: no such
+# device of the caller's; ``locked`` false: a device in SELECTED mode whose user may not
+# select, read but neither locked nor set up.
+PULL_START = "SELECT * FROM fieldsync_pull_start($1, $2, $3, $4, $5, $6, $7)"
+# Transaction-local settings the start applies once the device is locked: the read planner
+# settings, and an asynchronous commit. A pull page writes only the device's bookkeeping
+# (positions, last pull), which a crash may lose without harm: a device whose positions are
+# older than what it pulled is sent some changes again and keeps tombstones from compaction
+# a little longer. Waiting for the WAL flush at every page's COMMIT cost 2-4 ms a page
+# (110 pages of an initial sync; loaded machine). The switch of a device to ALL (its user lost the
+# capability) is not a page's bookkeeping: that path sets nothing and commits durably.
+PULL_SETTINGS = {
+    **{name: value for name, value in READ_PLANNING.items() if name != "plan_cache_mode"},
+    "synchronous_commit": "off",
+}
+PULL_START_SETTINGS = (list(PULL_SETTINGS), list(PULL_SETTINGS.values()))
 
 
 async def lock_for_feed(conn: AsyncConnection, org_id: UUID, user_id: UUID, device_id: UUID) -> Row:
@@ -165,22 +187,35 @@ async def pull(
     feed is caught up, else the seq the pull started from; the device's checkpoint_seq is
     the slowest type's.
     """
-    # Read before any lock, with the tenant's compaction horizon (one round trip for both).
-    facts = (
-        (
-            await conn.execute(
-                select(devices, orgs.c.compacted_seq)
-                .join(orgs, orgs.c.org_id == devices.c.org_id)
-                .where(devices.c.org_id == org_id, devices.c.id == device_id)
-            )
-        )
-        .mappings()
-        .first()
+    # The device, its lock, the head and the page's setup in one round trip
+    # (``fieldsync_pull_start``, migration 0014: the same statements in the same order).
+    rows = await raw.fetch(
+        conn,
+        PULL_START,
+        org_id,
+        user_id,
+        device_id,
+        may_select,
+        None if since is None else since.since,
+        *PULL_START_SETTINGS,
     )
-    if facts is None or facts["user_id"] != user_id or not facts["active"]:
+    if not rows:
         raise NotFoundError("device", device_id)
-    compacted_seq = int(facts["compacted_seq"])
-    if facts["selection_mode"] == "SELECTED" and not may_select:
+    start = rows[0]
+    compacted_seq = int(start["compacted"])
+    backfill: bool | None = start["backfill"]
+    if start["locked"]:
+        device: Row = {
+            "id": device_id,
+            "user_id": user_id,
+            "active": True,
+            "selection_mode": start["mode"],
+            "mode_since_seq": start["mode_since"],
+            "selected_since_seq": start["selected_since"],
+            "feed_positions": start["positions"],
+        }
+        head = int(start["head"])
+    else:
         # The capability was withdrawn: the device syncs everything again. Locked for the
         # switch before any share lock is held: two feeds switching at once queue here
         # instead of deadlocking on upgrading their share locks.
@@ -189,11 +224,9 @@ async def pull(
             device = await queries.set_selection(
                 conn, org_id=org_id, device=device, mode="ALL", customer_ids=[]
             )
-    else:
-        device = await lock_for_feed(conn, org_id, user_id, device_id)
-    # The head is read under the device lock: a selection change committed before it is
-    # below the head, and none can commit until this page is done.
-    head = await head_seq(conn, org_id)
+        # The head is read under the device lock: a selection change committed before it
+        # is below the head, and none can commit until this page is done.
+        head = await head_seq(conn, org_id)
     restart = False
     if since is None:
         since, restart = resume_position(device, types)
@@ -208,6 +241,8 @@ async def pull(
         compacted_seq=compacted_seq,
         head=head,
         types=types,
+        # Set up by the start for the checkpoint given (None: a resumed one, set up there).
+        backfill=backfill,
     )
     if restart and not page.reset:
         page = replace(page, reset=True)
@@ -215,14 +250,23 @@ async def pull(
     # Mid-pull the type stands where the pull started (0 after a reset): its tombstones
     # from there on are still due, and compaction must keep them.
     mark = page.checkpoint.since if page.has_more else page.checkpoint.seq
-    params: dict[str, Any] = {"org": org_id, "device": device_id, "now": now, "head": page.head}
     held = device["feed_positions"]
     if page.has_more and all(held.get(t.value) == mark for t in types):
-        await conn.execute(RECORD_PAGE, params)
+        await raw.execute(conn, RECORD_PAGE, org_id, device_id, now, page.head)
         return page
     positions = {t.value: mark for t in types}
     synced = {} if page.has_more else {t.value: now.isoformat() for t in types}
-    await conn.execute(RECORD_PULL, {**params, "positions": positions, "synced": synced})
+    await conn.execute(
+        RECORD_PULL,
+        {
+            "org": org_id,
+            "device": device_id,
+            "now": now,
+            "head": page.head,
+            "positions": positions,
+            "synced": synced,
+        },
+    )
     return page
 
 
