@@ -25,8 +25,8 @@ its members one by one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -76,22 +76,12 @@ def _begin(org_id: UUID) -> str:
     return f"BEGIN; SELECT set_config('app.org_id', '{UUID(str(org_id))}', true){_GROUP_CONFIG}"
 
 
-@asynccontextmanager
-async def _transaction(db: Database, org_id: UUID) -> AsyncIterator[AsyncConnection]:
+def _transaction(db: Database, org_id: UUID) -> AbstractAsyncContextManager[AsyncConnection]:
     """A transaction scoped to ``org_id`` with the group's planner settings, run on the
-    asyncpg connection (a group's statements are few and set-based: SQLAlchemy's own
-    BEGIN, scope and COMMIT were three of its round trips, and each statement through it
-    cost more Python than PostgreSQL); commits on success. A connection whose
-    transaction failed is discarded rather than handed out again mid-transaction."""
-    async with db.engine.connect() as conn:
-        driver = await raw.driver(conn)
-        try:
-            await driver.execute(_begin(org_id))
-            yield conn
-            await driver.execute("COMMIT")
-        except BaseException:
-            await conn.invalidate()
-            raise
+    asyncpg connection (``db.raw.transaction``: a group's statements are few and set-based,
+    and each statement through SQLAlchemy cost more Python than PostgreSQL); commits on
+    success."""
+    return raw.transaction(db.engine, _begin(org_id))
 
 
 # The members' devices with the tenant's compaction horizon, locked as a pull locks its

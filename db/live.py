@@ -19,8 +19,8 @@ the sync-by-customer capability), which do not pass through the change log.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -158,24 +158,13 @@ def _begin(org_id: UUID) -> str:
     return f"BEGIN READ ONLY; SELECT set_config('app.org_id', '{UUID(str(org_id))}', true)"
 
 
-@asynccontextmanager
-async def read_only(db: Database, org_id: UUID) -> AsyncIterator[AsyncConnection]:
+def read_only(db: Database, org_id: UUID) -> AbstractAsyncContextManager[AsyncConnection]:
     """A read-only transaction scoped to ``org_id``, begun and committed on the asyncpg
-    connection (for ``db.raw`` statements): three round trips with one statement where
+    connection (``db.raw.transaction``): three round trips with one statement where
     ``Database.tenant`` takes four, and none of SQLAlchemy's Python per statement. Each
     round trip waits for a turn of the event loop behind whatever else the worker has to
-    do (a reconnect storm's handshakes and catch-up pages). A connection whose
-    transaction failed is discarded rather than handed out again mid-transaction.
-    """
-    async with db.engine.connect() as conn:
-        driver = await raw.driver(conn)
-        try:
-            await driver.execute(_begin(org_id))
-            yield conn
-            await driver.execute("COMMIT")
-        except BaseException:
-            await conn.invalidate()
-            raise
+    do (a reconnect storm's handshakes and catch-up pages)."""
+    return raw.transaction(db.engine, _begin(org_id))
 
 
 async def device_selection(

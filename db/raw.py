@@ -22,11 +22,13 @@ exists``) and the quoted value of a data error (``invalid input syntax for type 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 async def driver(conn: AsyncConnection) -> asyncpg.Connection:
@@ -35,6 +37,24 @@ async def driver(conn: AsyncConnection) -> asyncpg.Connection:
     driver_connection = raw.driver_connection
     assert isinstance(driver_connection, asyncpg.Connection)
     return driver_connection
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine, begin: str) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection's transaction begun by ``begin`` (a script: BEGIN with the tenant
+    scope and settings, one round trip) and committed on the asyncpg connection, for
+    ``db.raw`` statements: SQLAlchemy's own BEGIN, scope and COMMIT are a round trip each,
+    and each waits for a turn of a busy event loop. A connection whose transaction failed
+    is discarded rather than handed out again mid-transaction."""
+    async with engine.connect() as conn:
+        connection = await driver(conn)
+        try:
+            await connection.execute(begin)
+            yield conn
+            await connection.execute("COMMIT")
+        except BaseException:
+            await conn.invalidate()
+            raise
 
 
 # Fields of a PostgreSQL error that can quote a row's or a parameter's value.

@@ -19,24 +19,21 @@ import pytest
 from schema.preencoded import FieldsyncExecutionContext
 from schema.sync import ChangeInput
 from tests.api.sync_client import Device
+from tests.collector import no_collector
 
 
 @pytest.fixture
-def no_collector() -> Iterator[None]:
+def collector_off() -> Iterator[None]:
     """The cyclic collector off for the test: what is freed is freed by reference counts."""
-    gc.collect()
-    gc.disable()
-    try:
+    with no_collector():
         yield
-    finally:
-        gc.enable()
 
 
 def alive(kind: type) -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, kind))
 
 
-async def test_a_push_and_a_read_leave_no_execution_behind(tenant, no_collector):
+async def test_a_push_and_a_read_leave_no_execution_behind(tenant, collector_off):
     """After a push (with its records) and a read, no execution context and no pushed
     change input is still alive, though no collection ran."""
     device = await Device(tenant.admin).register()

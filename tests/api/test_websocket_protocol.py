@@ -19,7 +19,7 @@ import socket
 import struct
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -36,6 +36,7 @@ from server.websocket_protocol import (
     _EventList,
 )
 from sync.hub import Subscriber
+from tests.collector import no_collector
 
 
 async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -219,17 +220,6 @@ def test_serve_uses_the_lean_protocol_with_or_without_compression() -> None:
     deflating = uvicorn_options(Settings(ws_compression=True), host="127.0.0.1", port=8000)
     assert deflating["ws"] is DeflateLargeMessagesProtocol
     assert issubclass(DeflateLargeMessagesProtocol, LeanWSProtocol)
-
-
-@contextlib.contextmanager
-def no_collector() -> Iterator[None]:
-    """The cyclic garbage collector off: only reference counting frees anything."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 async def test_a_closed_socket_protocol_is_freed_without_the_collector() -> None:
