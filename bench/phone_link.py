@@ -230,6 +230,11 @@ async def catch_up(
         changes = messages = 0
         while changes < total:
             message = orjson.loads(await socket.recv())
+            if message["type"] == "ping":
+                # The server's keepalive (every 20 s, any phase of it): answered as any
+                # graphql-ws client does.
+                await socket.send(b'{"type":"pong"}')
+                continue
             assert message["type"] == "next", message
             changes += len(message["payload"]["data"]["changes"]["changes"])
             messages += 1
