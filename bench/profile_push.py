@@ -94,7 +94,11 @@ def count_raw(counter: Counter) -> None:
 class Phases:
     """Wall time of the GraphQL and push phases of one request (``--phases``), or this
     process's CPU time in them (``--cpu``: what a phase costs whatever else the machine
-    runs; an async phase then leaves out its waits on PostgreSQL)."""
+    runs; an async phase then leaves out its waits on PostgreSQL).
+
+    A push writes each chunk of its decisions while it decides the next (db/push.py:
+    ``_ChunkWriter``), so an async phase's time includes whatever ran beside it; the
+    phases marked (sync) count their own work only."""
 
     def __init__(self, clock: Any = time.perf_counter) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
@@ -140,8 +144,11 @@ class Phases:
         self.wrap(push, "decide", "  decide (1,000 calls, validation included)")
         self.wrap(push, "validate_record", "    validate_record (1,000 calls)")
         self.wrap(push, "persist_rows", "  write path: persist_rows")
-        self.wrap(push, "_store_answers", "  receipts (and settled conflicts)")
-        self.wrap(push, "_attach_records", "  records: read and attach")
+        self.wrap(
+            push, "_store_answers", "  the device's counter, receipts left (settled conflicts)"
+        )
+        self.wrap(push, "_receipt_rows", "  receipts: their JSON (sync)")
+        self.wrap(push, "changes_from_rows", "  records: made from their rows (sync)")
         self.wrap(encoded, "encode", "encode the results (PreEncoded)")
         self.wrap(converter, "convert_arguments", "strawberry: convert arguments")
         self.wrap(resolvers, "to_push_change", "to_push_change (1,000 calls)")

@@ -21,11 +21,13 @@ kept in the receipt: a replay answers with the record as it is now.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from functools import cached_property
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -42,7 +44,7 @@ from db.pull import PulledChange
 from db.queries import devices as device_queries
 from db.queries import records
 from db.queries.orgs import conflict_policies
-from db.sync_records import current_changes
+from db.sync_records import changes_from_rows, current_rows
 from db.write_path import RecordWrite, Row, lock_rows, next_row, persist_rows
 from sync.canonical import canonical_json
 from sync.decision import ConflictResolver, IncomingChange, Op, Outcome, decide
@@ -81,8 +83,10 @@ class PushChange:
     resolves_conflict_id: str | None = None
     resolves_conflict: UUID | None = None
 
+    @cached_property
     def fingerprint(self) -> str:
-        """A digest of the change, to tell a replay from a reused id.
+        """A digest of the change, to tell a replay from a reused id (computed once: a
+        push takes it while its lock statement runs, and stores it with the receipt).
 
         The counter is not part of it: it numbers the attempt, not the change, and a
         client's retry loop may number a resend anew. The same change under the same
@@ -145,6 +149,8 @@ class PushResult:
 
     results: list[ChangeResult]
     reregister_required: bool
+    # What the caller's ``answer`` made of the results (see :func:`push`).
+    answered: object = None
 
 
 def _jsonable(value: Any) -> Any:
@@ -160,6 +166,7 @@ async def push(
     changes: Sequence[PushChange],
     max_length: int,
     with_records: bool = True,
+    answer: Callable[[Sequence[ChangeResult]], object] | None = None,
 ) -> PushResult:
     """Apply ``changes`` from ``device`` in order, one outcome each, as one set of writes.
 
@@ -172,6 +179,8 @@ async def push(
     other change is decided and written as if it had been pushed without it.
 
     ``with_records``: give each result its record (the caller's client selected it).
+    ``answer``: what the caller makes of the final results (its response, encoded), made
+    while the receipts are stored instead of after; returned as ``answered``.
     """
     device_id = device["id"]
     receipts = await _receipts(conn, org_id, device_id, [c.client_mutation_id for c in changes])
@@ -195,7 +204,7 @@ async def push(
     for index, change in enumerate(changes):
         stored = receipts.get(change.client_mutation_id)
         if stored is not None:
-            if stored[0] == change.fingerprint():
+            if stored[0] == change.fingerprint:
                 results[index] = ChangeResult(**{**stored[1], "replayed": True})
             else:
                 results[index] = _refused(
@@ -276,17 +285,84 @@ async def push(
                 f"not tried: more than {MAX_DATABASE_REFUSALS} changes of this push were"
                 " refused by the database; push this change again as it is",
             )
-    await _store_answers(
-        conn,
-        org_id,
-        device,
-        [(changes[i], result) for i in answered if (result := results[i]) is not None],
-        max_counter,
-    )
+    answers = [(changes[i], result) for i in answered if (result := results[i]) is not None]
     final = [r for r in results if r is not None]
+    made = await _finish(
+        conn, org_id, device, answers, max_counter, changes, final, with_records, answer
+    )
+    return PushResult(results=final, reregister_required=reregister, answered=made)
+
+
+async def _finish(
+    conn: AsyncConnection,
+    org_id: UUID,
+    device: Row,
+    answers: Sequence[tuple[PushChange, ChangeResult]],
+    max_counter: int,
+    changes: Sequence[PushChange],
+    final: Sequence[ChangeResult],
+    with_records: bool,
+    answer: Callable[[Sequence[ChangeResult]], object] | None,
+) -> object:
+    """Store the receipts (:func:`_store_answers`) and, when wanted, give every result its
+    record (:func:`_attach_records`); then ``answer`` the results.
+
+    Each statement runs while this process does the Python that does not need it: the
+    receipts' JSON while the records are read, the records and the answer while the
+    receipts are stored.
+    """
+    current: list[asyncpg.Record] = []
     if with_records:
-        await _attach_records(conn, org_id, device, list(zip(changes, final, strict=True)))
-    return PushResult(results=final, reregister_required=reregister)
+        keys = {(c.entity, c.record_id) for c in changes}
+        current, receipts = await _alongside(
+            current_rows(conn, org_id, device, keys), lambda: _receipt_rows(answers)
+        )
+    else:
+        receipts = _receipt_rows(answers)
+
+    def records_and_answer() -> object:
+        if with_records:
+            _attach_records(list(zip(changes, final, strict=True)), current)
+        return None if answer is None else answer(final)
+
+    _, answered = await _alongside(
+        _store_answers(conn, org_id, device, answers, receipts, max_counter), records_and_answer
+    )
+    return answered
+
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+async def _alongside(statement: Awaitable[T], work: Callable[[], U]) -> tuple[T, U]:
+    """``statement``'s result and ``work()``'s, ``work`` (Python that uses no connection)
+    done while the statement runs on the database."""
+    task = asyncio.ensure_future(statement)
+    # Lets the task send its statement before ``work`` holds the event loop.
+    await asyncio.sleep(0)
+    try:
+        done = work()
+    except BaseException:
+        # The connection is the statement's until it ends; the caller's error is reported.
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()
+        raise
+    return await task, done
+
+
+def _receipt_rows(
+    answered: Sequence[tuple[PushChange, ChangeResult]],
+) -> tuple[list[str], list[str], list[int], list[str]]:
+    """The receipts of the answered changes as the arrays :data:`_STORE_RECEIPTS` takes:
+    clientMutationIds, fingerprints, counters, outcomes."""
+    return (
+        [change.client_mutation_id for change, _ in answered],
+        [change.fingerprint for change, _ in answered],
+        [change.counter for change, _ in answered],
+        [_receipt(result) for _, result in answered],
+    )
 
 
 async def _store_answers(
@@ -294,21 +370,13 @@ async def _store_answers(
     org_id: UUID,
     device: Row,
     answered: Sequence[tuple[PushChange, ChangeResult]],
+    receipts: tuple[list[str], list[str], list[int], list[str]],
     max_counter: int,
 ) -> None:
     """Receipts of the answered changes (if any) and the device's counter and push time,
     in one statement; then the conflicts the accepted ones settled."""
     await raw.execute(
-        conn,
-        _STORE_RECEIPTS,
-        org_id,
-        device["id"],
-        [change.client_mutation_id for change, _ in answered],
-        [change.fingerprint() for change, _ in answered],
-        [change.counter for change, _ in answered],
-        [_receipt(result) for _, result in answered],
-        max_counter,
-        datetime.now(UTC),
+        conn, _STORE_RECEIPTS, org_id, device["id"], *receipts, max_counter, datetime.now(UTC)
     )
     settled = {
         change.resolves_conflict
@@ -319,25 +387,20 @@ async def _store_answers(
         await _close_conflicts(conn, org_id, device["user_id"], settled)
 
 
-async def _attach_records(
-    conn: AsyncConnection,
-    org_id: UUID,
-    device: Row,
-    answers: Sequence[tuple[PushChange, ChangeResult]],
+def _attach_records(
+    answers: Sequence[tuple[PushChange, ChangeResult]], current: Sequence[asyncpg.Record]
 ) -> None:
     """Give each result the record as it now stands (see the module docstring).
 
-    Read after every write of the push, so a record two changes touched shows its final
-    state on both: the one a pull would send now.
+    ``current``: the rows of every record of the push, read after all its writes, so a
+    record two changes touched shows its final state on both: the one a pull would send
+    now. A record the device may not see (its customer archived, or not in its selection:
+    it was unselected while the edit waited in the outbox) comes back as an eviction, so a
+    client that applies every returned record as it applies a pull drops its copy instead
+    of keeping one that no pull will ever update again. A tombstone is sent as it is: gone
+    for everyone.
     """
-    # A record the device may not see (its customer archived, or not in its selection: it
-    # was unselected while the edit waited in the outbox) comes back as an eviction, so a
-    # client that applies every returned record as it applies a pull drops its copy
-    # instead of keeping one that no pull will ever update again. A tombstone is sent as
-    # it is: gone for everyone.
-    found = await current_changes(
-        conn, org_id, device, {(c.entity, c.record_id) for c, _ in answers}
-    )
+    found = changes_from_rows(current)
     for change, result in answers:
         result.record = found.get((change.entity, change.record_id))
 
@@ -484,7 +547,10 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
     resolver = ConflictResolver(device["conflict_resolver"])
     policies = await conflict_policies(conn, org_id)
     definitions = {t: await field_definitions(conn, org_id, t) for t in {c.entity for c in changes}}
-    original = await _lock_all(conn, org_id, changes)
+    # The fingerprints (stored with the receipts) are taken while the rows are locked.
+    original, _ = await _alongside(
+        _lock_all(conn, org_id, changes), lambda: [c.fingerprint for c in changes]
+    )
     rows = dict(original)
     facility_ids = [c.links["facility_id"] for c in changes if "facility_id" in c.links]
     if facility_ids:
@@ -504,171 +570,278 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
     }
     customers_now.update(await _customer_states(conn, org_id, wanted - customers_now.keys()))
     emails, email_keys = await _email_owners(conn, org_id, changes, original)
-    writes: dict[EntityType, list[tuple[int, Row]]] = {t: [] for t in EntityType}
-    # The fields the written changes set, per type: the write path updates only those.
-    patched: dict[EntityType, set[str]] = {t: set() for t in EntityType}
-    conflicts: list[dict[str, Any]] = []
+    # Decided in chunks, each written while the next is decided: the decisions are Python
+    # and the writes are PostgreSQL, so the two overlap on two cores instead of taking
+    # turns (see _ChunkWriter).
+    chunk = _Chunk()
+    writer = _ChunkWriter(conn, org_id, device, original)
     results: list[ChangeResult] = []
     now = datetime.now(UTC)
-    for index, change in enumerate(changes):
-        spec = ENTITIES[change.entity]
-        key = (change.entity, change.record_id)
-        row = rows.get(key)
-        # A bad reference to a conflict refuses the change before anything is decided:
-        # what the device meant to settle is unknown, so nothing of it is written.
-        unsettled = _conflict_errors(change, device, named)
-        if unsettled:
-            results.append(_refused(change, Outcome.VALIDATION_FAILED, unsettled))
-            continue
-        links: dict[str, UUID] = {}
-        if row is None and change.op is Op.UPSERT and not change.base_version:
-            found = _parents(rows, customers_now, spec, change)
-            if isinstance(found, str):
+    try:
+        for index, change in enumerate(changes):
+            if index and index % _TURN_EVERY == 0:
+                # Chunks shrink toward the end: the last one's writes overlap nothing.
+                if chunk.size() >= min(_CHUNK_CHANGES, len(changes) - index):
+                    await writer.submit(chunk, now)
+                    chunk = _Chunk()
+                else:
+                    await writer.turn()
+            spec = ENTITIES[change.entity]
+            key = (change.entity, change.record_id)
+            row = rows.get(key)
+            # A bad reference to a conflict refuses the change before anything is decided:
+            # what the device meant to settle is unknown, so nothing of it is written.
+            unsettled = _conflict_errors(change, device, named)
+            if unsettled:
+                results.append(_refused(change, Outcome.VALIDATION_FAILED, unsettled))
+                continue
+            links: dict[str, UUID] = {}
+            if row is None and change.op is Op.UPSERT and not change.base_version:
+                found = _parents(rows, customers_now, spec, change)
+                if isinstance(found, str):
+                    results.append(
+                        _refused(
+                            change,
+                            Outcome.VALIDATION_FAILED,
+                            {found: "is required and must be live"},
+                        )
+                    )
+                    continue
+                links = found
+            customer_id = (
+                row["customer_id"]
+                if row is not None
+                else links.get("customer_id", change.record_id)
+            )
+            customer = rows.get((EntityType.CUSTOMER, customer_id))
+            archived = (
+                customer["archived"]
+                if customer is not None
+                else customers_now.get(customer_id, (False, False))[0]
+            )
+            if archived and not (spec is CUSTOMER and row is None):
                 results.append(
                     _refused(
-                        change, Outcome.VALIDATION_FAILED, {found: "is required and must be live"}
+                        change,
+                        Outcome.FORBIDDEN,
+                        {},
+                        "the customer is archived or not visible to you",
                     )
                 )
                 continue
-            links = found
-        customer_id = (
-            row["customer_id"] if row is not None else links.get("customer_id", change.record_id)
-        )
-        customer = rows.get((EntityType.CUSTOMER, customer_id))
-        archived = (
-            customer["archived"]
-            if customer is not None
-            else customers_now.get(customer_id, (False, False))[0]
-        )
-        if archived and not (spec is CUSTOMER and row is None):
-            results.append(
-                _refused(
-                    change, Outcome.FORBIDDEN, {}, "the customer is archived or not visible to you"
-                )
-            )
-            continue
-        # A value of the wrong shape is refused before any decision: a conflict must not
-        # store it for a later resolution either.
-        misshapen = shape_errors(change.entity.value, change.patch)
-        if misshapen:
-            results.append(_refused(change, Outcome.VALIDATION_FAILED, misshapen))
-            continue
-        # A device sends back the parents it pulled; they must be the record's (a deleted
-        # record answers DELETED below, whatever they are).
-        if row is not None and not row["deleted"]:
-            moved = link_errors(change.links, row, new=False)
-        else:
-            moved = link_errors(change.links, links, new=True)
-        if moved:
-            results.append(_refused(change, Outcome.VALIDATION_FAILED, moved))
-            continue
-        server = server_record(spec, row)
-        # Fields only (the server record's values are those of the row): a new row's
-        # defaults also hold bookkeeping columns (restored_seq).
-        base_values: Mapping[str, Any]
-        if server is not None:
-            base_values = server.values
-        else:
-            defaults = spec.new_row_defaults()
-            base_values = {f: defaults[f] for f in spec.fields}
-        patch = merge_keyed_fields(change.patch, base_values)
+            # A value of the wrong shape is refused before any decision: a conflict must not
+            # store it for a later resolution either.
+            misshapen = shape_errors(change.entity.value, change.patch)
+            if misshapen:
+                results.append(_refused(change, Outcome.VALIDATION_FAILED, misshapen))
+                continue
+            # A device sends back the parents it pulled; they must be the record's (a deleted
+            # record answers DELETED below, whatever they are).
+            if row is not None and not row["deleted"]:
+                moved = link_errors(change.links, row, new=False)
+            else:
+                moved = link_errors(change.links, links, new=True)
+            if moved:
+                results.append(_refused(change, Outcome.VALIDATION_FAILED, moved))
+                continue
+            server = server_record(spec, row)
+            # Fields only (the server record's values are those of the row): a new row's
+            # defaults also hold bookkeeping columns (restored_seq).
+            base_values: Mapping[str, Any]
+            if server is not None:
+                base_values = server.values
+            else:
+                defaults = spec.new_row_defaults()
+                base_values = {f: defaults[f] for f in spec.fields}
+            patch = merge_keyed_fields(change.patch, base_values)
 
-        def validate(
-            values: Mapping[str, object],
-            base: Mapping[str, Any] = base_values,
-            s: EntitySpec = spec,
-        ) -> Mapping[str, str]:
-            return validate_record(
-                s.type.value,
-                {**base, **values},
-                definitions[s.type],
-                max_length=max_length,
-                stored=base,
-            )
-
-        policy = policies[change.entity]
-        decision = decide(
-            server,
-            IncomingChange(
-                op=change.op,
-                base_version=change.base_version,
-                patch=patch,
-                replica=replica,
-                sees_own_writes=True,
-            ),
-            policy,
-            validate,
-            resolver,
-        )
-        result = ChangeResult(
-            client_mutation_id=change.client_mutation_id,
-            entity=change.entity.value,
-            record_id=str(change.record_id),
-            outcome=decision.outcome.value,
-            version=dict(row["version"]) if row is not None else None,
-            conflicts=[
-                _jsonable(
-                    {"field": c.field, "serverValue": c.server_value, "clientValue": c.client_value}
+            def validate(
+                values: Mapping[str, object],
+                base: Mapping[str, Any] = base_values,
+                s: EntitySpec = spec,
+            ) -> Mapping[str, str]:
+                return validate_record(
+                    s.type.value,
+                    {**base, **values},
+                    definitions[s.type],
+                    max_length=max_length,
+                    stored=base,
                 )
-                for c in decision.conflicts
-            ],
-            field_errors=dict(decision.field_errors),
-            message=decision.message,
-        )
-        results.append(result)
-        # A CONFLICT writes the fields not in conflict (sync/decision.py) like a MERGED.
-        if decision.outcome in (Outcome.APPLIED, Outcome.MERGED, Outcome.CONFLICT) and (
-            decision.apply or decision.delete
-        ):
-            email = decision.apply.get("email")
-            if spec is CUSTOMER and isinstance(email, str):
-                owner = emails.get(_email_key(email_keys, email))
-                if owner is not None and owner != change.record_id:
-                    results[-1] = _refused(
-                        change, Outcome.VALIDATION_FAILED, {"email": EMAIL_TAKEN}
+
+            policy = policies[change.entity]
+            decision = decide(
+                server,
+                IncomingChange(
+                    op=change.op,
+                    base_version=change.base_version,
+                    patch=patch,
+                    replica=replica,
+                    sees_own_writes=True,
+                ),
+                policy,
+                validate,
+                resolver,
+            )
+            result = ChangeResult(
+                client_mutation_id=change.client_mutation_id,
+                entity=change.entity.value,
+                record_id=str(change.record_id),
+                outcome=decision.outcome.value,
+                version=dict(row["version"]) if row is not None else None,
+                conflicts=[
+                    _jsonable(
+                        {
+                            "field": c.field,
+                            "serverValue": c.server_value,
+                            "clientValue": c.client_value,
+                        }
                     )
-                    continue
-            write = RecordWrite(change.record_id, decision.apply, decision.delete, links)
-            new_row = next_row(
-                spec,
-                org_id,
-                row,
-                write,
-                replica,
-                now,
-                # Decoded once per row: server_record already read the stored dots.
-                current_dots=server.dots if server is not None else None,
-                # Every decision that writes values was validated with them
-                # (sync/decision.py: _validated, under the validator given above).
-                validated=True,
+                    for c in decision.conflicts
+                ],
+                field_errors=dict(decision.field_errors),
+                message=decision.message,
             )
-            if new_row is not None:
-                if spec is CUSTOMER:
-                    _move_email(emails, email_keys, row, new_row)
-                rows[key] = new_row
-                writes[change.entity].append((index, new_row))
-                patched[change.entity].update(write.patch)
-                result.version = dict(new_row["version"])
-        if decision.store_conflict and row is not None:
-            conflict_id = uuid4()
-            result.conflict_id = str(conflict_id)
-            conflicts.append(
-                {
-                    "id": conflict_id,
-                    "entity": change.entity.value,
-                    "record_id": change.record_id,
-                    "customer_id": row["customer_id"],
-                    "op": change.op.value,
-                    "base_version": dict(change.base_version or {}),
-                    "server_version": row["version"],
-                    "client_patch": dict(patch),
-                    "fields": result.conflicts,
-                }
-            )
-    await _write_batch(conn, org_id, device, writes, patched, original, now)
-    if conflicts:
-        await _insert_conflicts(conn, org_id, device, conflicts)
+            results.append(result)
+            # A CONFLICT writes the fields not in conflict (sync/decision.py) like a MERGED.
+            if decision.outcome in (Outcome.APPLIED, Outcome.MERGED, Outcome.CONFLICT) and (
+                decision.apply or decision.delete
+            ):
+                email = decision.apply.get("email")
+                if spec is CUSTOMER and isinstance(email, str):
+                    owner = emails.get(_email_key(email_keys, email))
+                    if owner is not None and owner != change.record_id:
+                        results[-1] = _refused(
+                            change, Outcome.VALIDATION_FAILED, {"email": EMAIL_TAKEN}
+                        )
+                        continue
+                write = RecordWrite(change.record_id, decision.apply, decision.delete, links)
+                new_row = next_row(
+                    spec,
+                    org_id,
+                    row,
+                    write,
+                    replica,
+                    now,
+                    # Decoded once per row: server_record already read the stored dots.
+                    current_dots=server.dots if server is not None else None,
+                    # Every decision that writes values was validated with them
+                    # (sync/decision.py: _validated, under the validator given above).
+                    validated=True,
+                )
+                if new_row is not None:
+                    if spec is CUSTOMER:
+                        _move_email(emails, email_keys, row, new_row)
+                    rows[key] = new_row
+                    chunk.writes[change.entity].append((index, new_row))
+                    chunk.patched[change.entity].update(write.patch)
+                    result.version = dict(new_row["version"])
+            if decision.store_conflict and row is not None:
+                conflict_id = uuid4()
+                result.conflict_id = str(conflict_id)
+                chunk.conflicts.append(
+                    {
+                        "id": conflict_id,
+                        "entity": change.entity.value,
+                        "record_id": change.record_id,
+                        "customer_id": row["customer_id"],
+                        "op": change.op.value,
+                        "base_version": dict(change.base_version or {}),
+                        "server_version": row["version"],
+                        "client_patch": dict(patch),
+                        "fields": result.conflicts,
+                    }
+                )
+        await writer.submit(chunk, now)
+        await writer.finish()
+    except BaseException:
+        await writer.abandon()
+        raise
     return results
+
+
+# The decision loop lets the chunk being written send its next statement this often: the
+# chunk's writes are a few statements in a row, each waiting for the loop to answer.
+_TURN_EVERY = 16
+# Rows written per chunk: small enough that the first chunk's decisions and the last one's
+# writes (the parts that overlap nothing) are short, large enough that the statements per
+# chunk stay few against the rows they carry.
+_CHUNK_CHANGES = 128
+
+
+@dataclass
+class _Chunk:
+    """Rows and conflicts decided and not yet written, in decision order."""
+
+    writes: dict[EntityType, list[tuple[int, Row]]] = field(
+        default_factory=lambda: {t: [] for t in EntityType}
+    )
+    # The fields the written changes set, per type: the write path updates only those.
+    patched: dict[EntityType, set[str]] = field(
+        default_factory=lambda: {t: set() for t in EntityType}
+    )
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+
+    def size(self) -> int:
+        return sum(map(len, self.writes.values()))
+
+
+class _ChunkWriter:
+    """Writes a push's chunks one after another on its connection, in a task of its own.
+
+    A chunk's statements run while the caller decides the next chunk (pure Python that
+    touches no connection), so PostgreSQL's work and the decisions overlap. At most one
+    chunk is in flight: the next waits for it, and so any database error surfaces at the
+    next :meth:`submit` or at :meth:`finish`, before the caller's savepoint ends. The
+    caller uses the connection only after :meth:`finish` or :meth:`abandon`.
+    """
+
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        org_id: UUID,
+        device: Row,
+        original: Mapping[Key, Row],
+    ):
+        self._conn = conn
+        self._org_id = org_id
+        self._device = device
+        self._original = original
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, chunk: _Chunk, now: datetime) -> None:
+        """Write ``chunk`` once the one before it is written (its error raised here)."""
+        await self.finish()
+        if not chunk.size() and not chunk.conflicts:
+            return
+        self._task = asyncio.create_task(self._write(chunk, now))
+        # Lets the task send its first statement before the caller's decisions go on.
+        await asyncio.sleep(0)
+
+    async def turn(self) -> None:
+        """Let the chunk in flight send its next statement."""
+        if self._task is not None and not self._task.done():
+            await asyncio.sleep(0)
+
+    async def finish(self) -> None:
+        """Wait for the chunk in flight; raise its error."""
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def abandon(self) -> None:
+        """Wait for the chunk in flight without raising (the caller is failing already):
+        the connection is then free for the savepoint's rollback."""
+        task, self._task = self._task, None
+        if task is not None:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved: the caller's error is the one reported
+
+    async def _write(self, chunk: _Chunk, now: datetime) -> None:
+        conn, org_id, device = self._conn, self._org_id, self._device
+        await _write_batch(conn, org_id, device, chunk.writes, chunk.patched, self._original, now)
+        if chunk.conflicts:
+            await _insert_conflicts(conn, org_id, device, chunk.conflicts)
 
 
 async def _write_batch(

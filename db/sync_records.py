@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from uuid import UUID
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import raw
@@ -60,23 +61,32 @@ _BY_IDS = {
 }
 
 
-async def current_changes(
+async def current_rows(
     conn: AsyncConnection, org_id: UUID, device: Row, keys: Iterable[Key]
-) -> dict[Key, PulledChange]:
-    """The current record of each key that exists, as the device is sent it: a tombstone
-    for a deleted one; for one the device may not see (its customer archived, or not in
-    its selection), an eviction."""
+) -> list[asyncpg.Record]:
+    """The current row of each key that exists, in a page's layout plus ``visible``: what
+    :func:`changes_from_rows` makes the records the device is sent (read and made apart, so
+    a caller may send its next statement before it spends the Python on them)."""
     wanted: dict[EntityType, set[UUID]] = {}
     for entity, record_id in keys:
         wanted.setdefault(entity, set()).add(record_id)
     selected = device["selection_mode"] == "SELECTED"
-    found: dict[Key, PulledChange] = {}
+    found: list[asyncpg.Record] = []
     for entity, ids in wanted.items():
         statement = _BY_IDS[(entity, selected)]
         args = (org_id, list(ids), device["id"]) if selected else (org_id, list(ids))
-        for row in await raw.fetch(conn, statement, *args):
-            change = _change(row)
-            if not change.deleted and not row["visible"]:
-                change = change._replace(evict=True, data=None)
-            found[(entity, change.record_id)] = change
+        found.extend(await raw.fetch(conn, statement, *args))
+    return found
+
+
+def changes_from_rows(rows: Iterable[asyncpg.Record]) -> dict[Key, PulledChange]:
+    """The current record of each row of :func:`current_rows`, as the device is sent it: a
+    tombstone for a deleted one; for one the device may not see (its customer archived, or
+    not in its selection), an eviction."""
+    found: dict[Key, PulledChange] = {}
+    for row in rows:
+        change = _change(row)
+        if not change.deleted and not row["visible"]:
+            change = change._replace(evict=True, data=None)
+        found[(change.entity, change.record_id)] = change
     return found

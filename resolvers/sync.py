@@ -700,21 +700,25 @@ class SyncMutations:
                     changes=converted,
                     max_length=info.context.settings.max_string_length,
                     with_records=with_records,
+                    # Made while the push's last statement runs (db/push.py: _finish).
+                    answer=answer,
+                )
+
+            def answer(results: Sequence[StoredResult]) -> list[ChangeResult]:
+                if shape is None:
+                    return [result_from(r) for r in results]
+                return cast(
+                    "list[ChangeResult]", PreEncoded(shapes.encode(CHANGE_RESULT, shape, results))
                 )
 
             outcome = await _staff_write(info, action, client_id=device_id)
             if isinstance(outcome, UserError):
                 return outcome
             info.context.count_push_outcomes([str(r.outcome) for r in outcome.results])
-            results = (
-                cast(
-                    "list[ChangeResult]",
-                    PreEncoded(shapes.encode(CHANGE_RESULT, shape, outcome.results)),
-                )
-                if shape is not None
-                else [result_from(r) for r in outcome.results]
+            return PushResult(
+                results=cast("list[ChangeResult]", outcome.answered),
+                reregister_required=outcome.reregister_required,
             )
-            return PushResult(results=results, reregister_required=outcome.reregister_required)
 
     @strawberry.mutation(
         description="Settle a conflict: keep the server's values, the device's, or merge.",
