@@ -1,8 +1,10 @@
 """Push: apply a device's batch of offline changes, one outcome each.
 
 Changes are decided one after another in memory (each sees the ones before it) and only
-the accepted ones are written, together, so one bad change never blocks or half-applies
-another and the batch costs a few statements per table, not per change. A change the
+the accepted ones are written, in chunks of rows, so one bad change never blocks or
+half-applies another and the batch costs a few statements per chunk, not per change. Each
+chunk is written while the next one is decided (``_ChunkWriter``): the decisions are
+Python, the writes PostgreSQL, and the two overlap. A change the
 database itself refuses (a unique index, a value it cannot store) is found by halving the
 set in savepoints and fails alone (``_apply_isolated``).
 ``clientMutationId`` makes a push idempotent: a replay returns the first outcome from
