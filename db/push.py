@@ -86,6 +86,11 @@ class PushChange:
     resolves_conflict: UUID | None = None
 
     @cached_property
+    def record_text(self) -> str:
+        """``record_id`` as text (a push answers with it and digests it)."""
+        return str(self.record_id)
+
+    @cached_property
     def fingerprint(self) -> str:
         """A digest of the change, to tell a replay from a reused id (computed once: a
         push takes it while its lock statement runs, and stores it with the receipt).
@@ -96,7 +101,7 @@ class PushChange:
         """
         payload: list[object] = [
             self.entity.value,
-            str(self.record_id),
+            self.record_text,
             self.op.value,
             self.base_version,
             self.patch,
@@ -526,7 +531,7 @@ def _refused(
     return ChangeResult(
         client_mutation_id=change.client_mutation_id,
         entity=change.entity.value,
-        record_id=str(change.record_id),
+        record_id=change.record_text,
         outcome=outcome.value,
         field_errors=dict(errors),
         message=message or "; ".join(f"{k} {v}" for k, v in errors.items()),
@@ -661,13 +666,18 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
                 values: Mapping[str, object],
                 base: Mapping[str, Any] = base_values,
                 s: EntitySpec = spec,
+                shaped: Mapping[str, Any] = change.patch,
+                complete: bool = server is not None,
             ) -> Mapping[str, str]:
                 return validate_record(
                     s.type.value,
-                    {**base, **values},
+                    # An update's values already hold every field (the server's merged
+                    # with the change's: sync/decision.py); a create's only the patch.
+                    values if complete else {**base, **values},
                     definitions[s.type],
                     max_length=max_length,
                     stored=base,
+                    shaped=shaped,
                 )
 
             policy = policies[change.entity]
@@ -687,7 +697,7 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
             result = ChangeResult(
                 client_mutation_id=change.client_mutation_id,
                 entity=change.entity.value,
-                record_id=str(change.record_id),
+                record_id=change.record_text,
                 outcome=decision.outcome.value,
                 version=dict(row["version"]) if row is not None else None,
                 conflicts=[

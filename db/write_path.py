@@ -210,8 +210,9 @@ def next_row(
     value of the patch, which checks their shapes first (a push's decisions do): the
     shape check below would only repeat it.
     """
-    unknown = write.patch.keys() - _field_names(spec)
-    if unknown:
+    fields = _field_names(spec)
+    if not write.patch.keys() <= fields:
+        unknown = write.patch.keys() - fields
         raise UnknownFieldError(f"unknown field(s) for {spec.type.value}: {sorted(unknown)}")
     # The last wall: a value stored in the wrong shape makes every later read fail.
     misshapen = None if validated else shape_errors(spec.type.value, write.patch)

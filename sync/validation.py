@@ -585,6 +585,7 @@ def validate_record(
     *,
     max_length: int = 10_000,
     stored: Mapping[str, Any] | None = None,
+    shaped: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Every problem with ``values`` of a record of type ``entity``, by field path.
 
@@ -598,13 +599,21 @@ def validate_record(
     for an address stored before a rule tightened. The rules of the whole record (a name,
     the tenant's custom field definitions, which can change after a value is stored) see
     every value.
+
+    ``shaped`` holds values whose shapes the caller has just checked (a push checks a
+    change's patch before deciding it): the very same objects are not checked again.
     """
     fresh = (
         values
         if stored is None
         else {k: v for k, v in values.items() if k not in stored or stored[k] is not v}
     )
-    errors = shape_errors(entity, fresh)
+    unchecked = (
+        fresh
+        if shaped is None
+        else {k: v for k, v in fresh.items() if k not in shaped or shaped[k] is not v}
+    )
+    errors = shape_errors(entity, unchecked)
     if errors:
         return errors
     for name, value in fresh.items():
