@@ -1,0 +1,109 @@
+"""The push's overlap of Python and SQL never leaves a statement running behind its caller.
+
+``db.push._alongside`` runs Python while a statement runs; ``_ChunkWriter`` writes one
+chunk while the next is decided. Whatever fails, the statement or chunk in flight has
+ended before the caller goes on (the connection is then free for the savepoint's
+rollback), and the error reported is the one that happened first. Plain asyncio: the
+statements are stand-ins that record when they start and end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from db import push
+
+
+class Statement:
+    """A stand-in for a statement on the connection: started, then ended after a wait."""
+
+    def __init__(self, seconds: float = 0.01, error: Exception | None = None) -> None:
+        self.seconds = seconds
+        self.error = error
+        self.events: list[str] = []
+
+    async def run(self) -> str:
+        self.events.append("started")
+        await asyncio.sleep(self.seconds)
+        self.events.append("ended")
+        if self.error is not None:
+            raise self.error
+        return "rows"
+
+
+async def test_the_statement_starts_before_the_work_and_both_results_come_back() -> None:
+    statement = Statement()
+    seen: list[list[str]] = []
+
+    def work() -> int:
+        seen.append(list(statement.events))
+        return 42
+
+    assert await push._alongside(statement.run(), work) == ("rows", 42)
+    assert seen == [["started"]]
+
+
+async def test_work_that_fails_waits_for_the_statement_and_raises_its_own_error() -> None:
+    statement = Statement(error=RuntimeError("the statement's"))
+
+    def work() -> None:
+        raise ValueError("the work's")
+
+    with pytest.raises(ValueError, match="the work's"):
+        await push._alongside(statement.run(), work)
+    assert statement.events == ["started", "ended"]
+
+
+async def test_a_failing_statement_raises_after_the_work() -> None:
+    statement = Statement(error=RuntimeError("refused"))
+    with pytest.raises(RuntimeError, match="refused"):
+        await push._alongside(statement.run(), lambda: None)
+    assert statement.events == ["started", "ended"]
+
+
+class Writer(push._ChunkWriter):
+    """A chunk writer whose chunks are stand-in statements."""
+
+    def __init__(self, statements: list[Statement]) -> None:
+        super().__init__(conn=None, org_id=None, device={}, original={})  # type: ignore[arg-type]
+        self.statements = iter(statements)
+
+    async def _write(self, chunk: Any, now: Any) -> None:
+        await next(self.statements).run()
+
+
+def chunk() -> push._Chunk:
+    made = push._Chunk()
+    made.conflicts.append({})
+    return made
+
+
+async def test_one_chunk_in_flight_at_a_time() -> None:
+    first, second = Statement(), Statement()
+    writer = Writer([first, second])
+    await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    assert first.events == ["started"]
+    await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    assert first.events == ["started", "ended"]
+    assert second.events == ["started"]
+    await writer.finish()
+    assert second.events == ["started", "ended"]
+
+
+async def test_a_failed_chunk_raises_at_the_next_submit() -> None:
+    writer = Writer([Statement(error=RuntimeError("unique violation")), Statement()])
+    await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="unique violation"):
+        await writer.submit(chunk(), None)  # type: ignore[arg-type]
+
+
+async def test_abandon_waits_for_the_chunk_in_flight_and_raises_nothing() -> None:
+    statement = Statement(seconds=0.02, error=RuntimeError("ignored"))
+    writer = Writer([statement])
+    await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    await writer.abandon()
+    assert statement.events == ["started", "ended"]
+    await writer.finish()  # nothing left in flight
