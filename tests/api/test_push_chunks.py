@@ -11,13 +11,18 @@ a replay answers the same.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from db.push import _CHUNK_CHANGES
 from tests.api.queries import make_customer, make_tree
 from tests.api.sync_client import Device
-from tests.api.test_push_hostile import create, names, outcomes, owner_ddl, without_replayed
+from tests.api.test_push_hostile import (
+    create,
+    names,
+    outcomes,
+    poisoned_name,
+    without_replayed,
+)
 from tests.api.test_push_records import assert_record_as_pulled, pulled, push, raw_id
 
 # Enough changes for at least three chunks.
@@ -74,14 +79,7 @@ class TestChunkedPush:
         """Changes a check constraint refuses, in the first, a middle and the last chunk,
         get VALIDATION_FAILED; every other change of the push is stored, and a replay
         answers the same and writes nothing."""
-        poison = f"poison-{uuid.uuid4().hex[:8]}"
-        name = f"test_{poison.replace('-', '_')}"
-        await owner_ddl(
-            database_url,
-            f"ALTER TABLE customers ADD CONSTRAINT {name}"
-            f" CHECK (business_name IS DISTINCT FROM '{poison}') NOT VALID",
-        )
-        try:
+        async with poisoned_name(database_url) as poison:
             device = await Device(tenant.admin).register()
             changes = [create(device, f"Good {i:03}") for i in range(SIZE)]
             refused = (2, _CHUNK_CHANGES + 40, SIZE - 1)
@@ -96,10 +94,7 @@ class TestChunkedPush:
                 assert first["results"][index]["fieldErrors"][0]["field"] == "patch"
             replay = await device.push(changes)
             assert without_replayed(replay) == without_replayed(first)
-            stored = await count_customers(tenant)
-            assert stored == SIZE - len(refused)
-        finally:
-            await owner_ddl(database_url, f"ALTER TABLE customers DROP CONSTRAINT {name}")
+            assert await count_customers(tenant) == SIZE - len(refused)
         assert "Good 000" in await names(tenant)
 
 

@@ -10,8 +10,10 @@ INTERNAL_SERVER_ERROR.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -35,6 +37,23 @@ async def owner_ddl(database_url: str, sql: str) -> None:
             await conn.execute(text(sql))
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def poisoned_name(database_url: str) -> AsyncIterator[str]:
+    """A business name the database refuses (a check constraint added for the block): a
+    change setting it passes every check of the server and fails in the database."""
+    poison = f"poison-{uuid.uuid4().hex[:8]}"
+    name = f"test_{poison.replace('-', '_')}"
+    await owner_ddl(
+        database_url,
+        f"ALTER TABLE customers ADD CONSTRAINT {name}"
+        f" CHECK (business_name IS DISTINCT FROM '{poison}') NOT VALID",
+    )
+    try:
+        yield poison
+    finally:
+        await owner_ddl(database_url, f"ALTER TABLE customers DROP CONSTRAINT {name}")
 
 
 def raw_id(global_id: str) -> str:
@@ -210,14 +229,7 @@ class TestDatabaseRefusalsArePerChange:
         the push is left untried: its changes come back NOT_TRIED (not a final
         VALIDATION_FAILED), keep no receipt and no counter, and the device pushes them
         again as they are."""
-        poison = f"poison-{uuid.uuid4().hex[:8]}"
-        name = f"test_{poison.replace('-', '_')}"
-        await owner_ddl(
-            database_url,
-            f"ALTER TABLE customers ADD CONSTRAINT {name}"
-            f" CHECK (business_name IS DISTINCT FROM '{poison}') NOT VALID",
-        )
-        try:
+        async with poisoned_name(database_url) as poison:
             device = await Device(tenant.admin).register()
             changes = [create(device, "A")]
             changes += [create(device, poison) for _ in range(20)]
@@ -231,8 +243,6 @@ class TestDatabaseRefusalsArePerChange:
             assert outcomes(again) == ["VALIDATION_FAILED"] * 4 + ["APPLIED"]
             assert not any(r["replayed"] for r in again["results"])
             assert await names(tenant) == ["A", "B"]
-        finally:
-            await owner_ddl(database_url, f"ALTER TABLE customers DROP CONSTRAINT {name}")
 
 
 class TestCompactedTombstones:
