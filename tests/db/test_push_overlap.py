@@ -1,7 +1,7 @@
 """The push's overlap of Python and SQL never leaves a statement running behind its caller.
 
-``db.push._alongside`` runs Python while a statement runs; ``_ChunkWriter`` writes one
-chunk while the next is decided. Whatever fails, the statement or chunk in flight has
+``db.push._alongside`` runs Python while a statement runs; ``_ChunkWriter`` writes the
+chunks queued so far, in order, while the next ones are decided. Whatever fails, the statement or chunk in flight has
 ended before the caller goes on (the connection is then free for the savepoint's
 rollback), and the error reported is the one that happened first. Plain asyncio: the
 statements are stand-ins that record when they start and end.
@@ -81,29 +81,49 @@ def chunk() -> push._Chunk:
     return made
 
 
-async def test_one_chunk_in_flight_at_a_time() -> None:
+async def test_chunks_are_written_in_order_without_holding_the_caller() -> None:
     first, second = Statement(), Statement()
     writer = Writer([first, second])
     await writer.submit(chunk(), None)  # type: ignore[arg-type]
     assert first.events == ["started"]
     await writer.submit(chunk(), None)  # type: ignore[arg-type]
-    assert first.events == ["started", "ended"]
-    assert second.events == ["started"]
+    # Queued: the caller goes on deciding while the first chunk is still written.
+    assert first.events == ["started"]
+    assert second.events == []
     await writer.finish()
-    assert second.events == ["started", "ended"]
+    assert first.events == second.events == ["started", "ended"]
 
 
-async def test_a_failed_chunk_raises_at_the_next_submit() -> None:
-    writer = Writer([Statement(error=RuntimeError("unique violation")), Statement()])
+async def test_a_failed_chunk_stops_the_queue_and_raises_at_the_next_submit() -> None:
+    failing, queued, later = (
+        Statement(error=RuntimeError("unique violation")),
+        Statement(),
+        Statement(),
+    )
+    writer = Writer([failing, queued, later])
     await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    await asyncio.sleep(0.03)
     with pytest.raises(RuntimeError, match="unique violation"):
         await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    assert queued.events == later.events == []
 
 
-async def test_abandon_waits_for_the_chunk_in_flight_and_raises_nothing() -> None:
+async def test_finish_raises_the_error_that_stopped_the_queue() -> None:
+    writer = Writer([Statement(error=RuntimeError("refused")), Statement()])
+    await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="refused"):
+        await writer.finish()
+
+
+async def test_abandon_waits_for_the_chunk_in_flight_and_writes_no_other() -> None:
     statement = Statement(seconds=0.02, error=RuntimeError("ignored"))
-    writer = Writer([statement])
+    queued = Statement()
+    writer = Writer([statement, queued])
+    await writer.submit(chunk(), None)  # type: ignore[arg-type]
     await writer.submit(chunk(), None)  # type: ignore[arg-type]
     await writer.abandon()
     assert statement.events == ["started", "ended"]
+    assert queued.events == []
     await writer.finish()  # nothing left in flight
