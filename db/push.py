@@ -810,6 +810,14 @@ class _Chunk:
     def size(self) -> int:
         return sum(map(len, self.writes.values()))
 
+    def absorb(self, later: _Chunk) -> None:
+        """Take in the chunk decided after this one: written together, as one batch."""
+        for entity, rows in later.writes.items():
+            self.writes[entity].extend(rows)
+        for entity, names in later.patched.items():
+            self.patched[entity] |= names
+        self.conflicts.extend(later.conflicts)
+
 
 class _ChunkWriter:
     """Writes a push's chunks in order on its connection, in a task of its own.
@@ -874,6 +882,10 @@ class _ChunkWriter:
     async def _drain(self) -> None:
         while self._queued:
             chunk, now = self._queued.popleft()
+            # Chunks queued while the one before was written go out together: fewer
+            # statements when the writes fall behind (toward the end of a push).
+            while self._queued:
+                chunk.absorb(self._queued.popleft()[0])
             await self._write(chunk, now)
 
     async def _write(self, chunk: _Chunk, now: datetime) -> None:

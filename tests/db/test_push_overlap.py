@@ -94,6 +94,24 @@ async def test_chunks_are_written_in_order_without_holding_the_caller() -> None:
     assert first.events == second.events == ["started", "ended"]
 
 
+async def test_chunks_queued_behind_a_write_go_out_together() -> None:
+    first, together = Statement(), Statement()
+    writer = Writer([first, together])
+    written: list[int] = []
+    write = writer._write
+
+    async def counting(chunk: push._Chunk, now: Any) -> None:
+        written.append(len(chunk.conflicts))
+        await write(chunk, now)
+
+    writer._write = counting  # type: ignore[method-assign]
+    for _ in range(3):
+        await writer.submit(chunk(), None)  # type: ignore[arg-type]
+    await writer.finish()
+    assert written == [1, 2]
+    assert together.events == ["started", "ended"]
+
+
 async def test_a_failed_chunk_stops_the_queue_and_raises_at_the_next_submit() -> None:
     failing, queued, later = (
         Statement(error=RuntimeError("unique violation")),
