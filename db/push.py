@@ -578,9 +578,9 @@ async def _apply_batch(  # noqa: PLR0915 - one loop decides a change in the orde
     }
     customers_now.update(await _customer_states(conn, org_id, wanted - customers_now.keys()))
     emails, email_keys = await _email_owners(conn, org_id, changes, original)
-    # Decided in chunks, each written while the next is decided: the decisions are Python
-    # and the writes are PostgreSQL, so the two overlap on two cores instead of taking
-    # turns (see _ChunkWriter).
+    # Decided in order; from _FIRST_WRITE_AT of the push on, what is decided is queued in
+    # chunks for a writer task: the decisions are Python and the writes PostgreSQL, so the
+    # two overlap on two cores instead of taking turns (see _ChunkWriter).
     chunk = _Chunk()
     writer = _ChunkWriter(conn, org_id, device, original)
     results: list[ChangeResult] = []
